@@ -1,0 +1,29 @@
+# The two commands of the README:  `make repro` (install + run the pipeline), `make test` (install + tests).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ACTIVATE := . $(VENV)/bin/activate
+
+.PHONY: install repro test lint bench clean-venv
+
+install: $(VENV)/.installed
+
+# torch is installed first and pinned: an unpinned torch would pull several GB of CUDA packages.
+# requirements.lock pins every other package to the versions CI runs with.
+$(VENV)/.installed: pyproject.toml requirements.lock
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $@
+
+repro: install
+	$(ACTIVATE) && dvc repro
+
+test: install
+	$(ACTIVATE) && pytest
+
+lint: install
+	$(ACTIVATE) && ruff check src pipelines tests
+
+clean-venv:
+	rm -rf $(VENV)

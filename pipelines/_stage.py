@@ -1,0 +1,103 @@
+"""The wiring every stage script shares: params, seed, MLflow run, atomic output, metrics, manifest.
+
+A stage script parses its paths (they live in dvc.yaml), then calls `run_stage` with one library
+function. Known failures (bad params, bad data, an unreachable tracking server) end the process
+with a one-line `error:` message and exit status 1, leaving the previous output in place.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from scratchlm.config import ConfigError, Section, TrackingParams, parse_section
+from scratchlm.io import DataFormatError, atomic_output_dir, atomic_write_json
+from scratchlm.lineage import describe_input, git_state, upstream_run_ids, utc_now, write_manifest
+from scratchlm.tracking import TrackingError, dvc_experiment, stage_run
+
+PARAMS_FILE = Path("params.yaml")
+METRICS_DIR = Path("reports/metrics")
+
+Work = Callable[[Section, Path, Any], dict[str, Any]]
+
+
+def load_params(section: str, path: Path = PARAMS_FILE) -> tuple[Section, TrackingParams]:
+    """This stage's validated section plus the tracking section (which changes no output bytes)."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read params ({str(error).splitlines()[0]})") from None
+    tracking = parse_section("tracking", raw.get("tracking"))
+    return parse_section(section, raw.get(section)), tracking  # type: ignore[return-value]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested metrics dict as `a.b` keys, for MLflow."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(flatten_metrics(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
+
+
+def run_stage(stage: str, inputs: list[str], output: str, work: Work, *, seed: int = 0) -> None:
+    """Run one stage end to end; exits the process with a one-line message on a known failure."""
+    try:
+        _run(stage, inputs, output, work, seed)
+    except (ConfigError, DataFormatError, TrackingError, *_stage_errors()) as error:
+        print(f"error: {stage}: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _stage_errors() -> tuple[type[BaseException], ...]:
+    """Library errors that are the user's input at fault (imported lazily: each is optional)."""
+    errors: list[type[BaseException]] = []
+    try:
+        from scratchlm.data.sources import SourceError
+
+        errors.append(SourceError)
+    except ImportError:
+        pass
+    try:
+        from scratchlm.data.validation import DataValidationError
+
+        errors.append(DataValidationError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int) -> None:
+    params, tracking = load_params(stage)
+    seed_everything(seed)
+    started = utc_now()
+    described = {path: describe_input(path) for path in sorted(inputs)}
+    commit, dirty = git_state()
+    tags = {"git_commit": commit or "unknown", "git_dirty": str(dirty).lower()}
+    if exp := dvc_experiment():
+        tags["dvc_exp"] = exp
+    tags.update({f"upstream.{name}": run_id for name, run_id in upstream_run_ids(described).items()})
+    with stage_run(stage, tracking, tags) as run:
+        run.log_params(params.model_dump(mode="json"))
+        run.log_inputs(described)
+        with atomic_output_dir(output) as tmp:
+            metrics = work(params, tmp, run)
+            write_manifest(tmp, stage=stage, run_id=run.run_id, params=params.model_dump(mode="json"),
+                           inputs=described, started=started)
+        atomic_write_json(METRICS_DIR / f"{stage}.json", metrics)
+        run.log_metrics(flatten_metrics(metrics))
+        run.log_artifact(METRICS_DIR / f"{stage}.json", artifact_path="metrics")
+        run.log_artifact(Path(output) / "manifest.json")

@@ -1,0 +1,33 @@
+"""dedup: exact + near-duplicate removal, decontamination, train/val/test split (scratchlm.data.dedup)."""
+
+import argparse
+from pathlib import Path
+
+from _stage import run_stage
+
+from scratchlm.data.dedup import dedup_corpus
+from scratchlm.data.download import source_roles
+from scratchlm.io import atomic_write_text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("clean", help="clean output, e.g. data/clean")
+    parser.add_argument("raw", help="download output, for the evaluation sets to decontaminate against")
+    parser.add_argument("output", help="folder for the deduplicated splits, e.g. data/dedup")
+    parser.add_argument("--plot", default="reports/plots/dedup_cluster_sizes.csv", help="cluster size histogram")
+    args = parser.parse_args()
+
+    def work(params, out, run):
+        evaluation = {n: r for n, r in source_roles(Path(args.raw)).items() if r != "pretrain"}
+        metrics = dedup_corpus(Path(args.clean), Path(args.raw), out, params, evaluation)
+        atomic_write_text(args.plot, (out / "cluster_sizes.csv").read_text())
+        for name in ("clusters.jsonl", "decontamination.json", "cluster_sizes.csv"):
+            run.log_artifact(out / name, artifact_path="dedup")
+        return metrics
+
+    run_stage("dedup", [args.clean, args.raw], args.output, work, seed=0)
+
+
+if __name__ == "__main__":
+    main()

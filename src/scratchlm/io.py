@@ -1,0 +1,204 @@
+"""Atomic outputs, content hashes and the document shard format shared by every data stage.
+
+Stages write into a temporary sibling folder and rename it into place only on success, so a crash
+or a bad input never leaves a half-written output and never replaces a good one with a broken one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CHUNK = 1 << 20
+
+#: The schema of every document shard (ARCHITECTURE.md, "Documents").
+DOC_SCHEMA = pa.schema(
+    [("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("meta", pa.string())]
+)
+
+
+class DataFormatError(ValueError):
+    """A data file is malformed; the message names the file and the line or record at fault."""
+
+
+# ---------------------------------------------------------------------------------- hashing
+
+
+def sha256_file(path: str | Path) -> str:
+    """Stream a file through sha256 so multi-GB outputs never sit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def list_files(root: Path) -> list[Path]:
+    """All regular files under root, sorted by relative path so every listing is deterministic."""
+    return sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
+
+
+def tree_sha256(root: str | Path, exclude: Iterable[str] = ()) -> str:
+    """One digest for a folder: sha256 over sorted `relpath sha256` lines (names and bytes both count)."""
+    root = Path(root)
+    if root.is_file():
+        return sha256_file(root)
+    skip = set(exclude)
+    lines = [
+        f"{p.relative_to(root).as_posix()} {sha256_file(p)}\n"
+        for p in list_files(root)
+        if p.relative_to(root).as_posix() not in skip
+    ]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_output_dir(final: str | Path) -> Iterator[Path]:
+    """Yield a fresh temp folder beside `final`; swap it into place only if the block succeeds.
+
+    The temp folder lives in the same parent so the final rename is atomic on one filesystem.
+    On failure the temp folder is removed and whatever was at `final` before is untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        _swap_into_place(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_into_place(tmp: Path, final: Path) -> None:
+    """Replace `final` by `tmp`, keeping the old version until the new one is in place."""
+    backup = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        final.rename(backup)
+    try:
+        tmp.rename(final)
+    except BaseException:
+        if backup.exists():
+            backup.rename(final)
+        raise
+    if backup.exists():
+        shutil.rmtree(backup) if backup.is_dir() else backup.unlink()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file through a temp file + fsync + rename so readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def dumps_json(obj: Any) -> str:
+    """Stable JSON (sorted keys, fixed indent, trailing newline) so equal content gives equal bytes."""
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, dumps_json(obj))
+
+
+# ---------------------------------------------------------------------------------- JSONL
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
+    """Write one JSON object per line (keys sorted); returns the number of records."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield records; a malformed line raises DataFormatError naming the file and line number."""
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            yield record
+
+
+# ---------------------------------------------------------------------------------- parquet shards
+
+
+def make_document(doc_id: str, text: str, source: str, meta: dict[str, Any]) -> dict[str, str]:
+    """A document row in the shared schema; meta is stored as a sorted JSON string."""
+    return {"id": doc_id, "text": text, "source": source, "meta": json.dumps(meta, sort_keys=True)}
+
+
+def write_documents(path: str | Path, docs: list[dict[str, str]]) -> None:
+    """Write one parquet shard with the document schema (zstd, no pandas index)."""
+    table = pa.Table.from_pylist(docs, schema=DOC_SCHEMA)
+    pq.write_table(table, path, compression="zstd")
+
+
+def read_documents(path: str | Path) -> list[dict[str, str]]:
+    """Read one shard into rows; a shard with the wrong schema is a DataFormatError naming it."""
+    table = pq.read_table(path)
+    if not DOC_SCHEMA.equals(table.schema.remove_metadata()):
+        raise DataFormatError(f"{path}: schema {table.schema.names} is not the document schema")
+    return table.to_pylist()
+
+
+def document_shards(root: str | Path) -> list[Path]:
+    """All parquet shards under root, in a stable order."""
+    root = Path(root)
+    return [p for p in list_files(root) if p.suffix == ".parquet"]
+
+
+def write_sharded(out_dir: Path, prefix: str, docs: Iterable[dict[str, str]], shard_docs: int) -> list[Path]:
+    """Write documents as `prefix-00000.parquet`, … of at most `shard_docs` rows each."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    batch: list[dict[str, str]] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == shard_docs:
+            paths.append(_flush(out_dir, prefix, len(paths), batch))
+            batch = []
+    if batch or not paths:
+        paths.append(_flush(out_dir, prefix, len(paths), batch))
+    return paths
+
+
+def _flush(out_dir: Path, prefix: str, index: int, batch: list[dict[str, str]]) -> Path:
+    path = out_dir / f"{prefix}-{index:05d}.parquet"
+    write_documents(path, batch)
+    return path

@@ -1,0 +1,176 @@
+"""The only module that talks to MLflow.
+
+One MLflow run per stage execution, in one experiment, tagged so that a run can be traced to its
+git commit, its DVC experiment and the runs that produced its inputs. The default backend is a
+local SQLite file with artifacts beside it; `MLFLOW_TRACKING_URI` points everything at a server.
+A server that does not answer fails the stage within seconds (or, with `required: false`, is
+reported once and the stage goes on with its local metrics files only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from scratchlm.config import TrackingParams
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+DEFAULT_ARTIFACTS = Path("mlartifacts")
+MLFLOW_DIGEST_MAX = 36  # MLflow's limit on a dataset digest; the full sha256 is in the manifest
+MLFLOW_PARAM_MAX = 6000
+
+
+class TrackingError(RuntimeError):
+    """The tracking backend is unusable and tracking is required."""
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _limit_http_waits(timeout_s: float) -> None:
+    """Without this MLflow retries an unreachable server for minutes before giving up."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(1, timeout_s))))
+
+
+def check_backend(uri: str, timeout_s: float) -> None:
+    """Raise TrackingError naming the URI when an HTTP tracking server does not answer in time."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+        response.raise_for_status()
+    except requests.RequestException as error:
+        reason = type(error).__name__
+        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason})") from None
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params as MLflow's flat `a.b.c -> str` form, values cut to MLflow's size limit."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)[:MLFLOW_PARAM_MAX]
+    return flat
+
+
+class StageRun:
+    """A handle on the stage's MLflow run; a disabled one (no run) accepts and drops everything."""
+
+    def __init__(self, run_id: str | None) -> None:
+        self.run_id = run_id
+
+    @property
+    def enabled(self) -> bool:
+        return self.run_id is not None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_params(flatten(params))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if not self.enabled:
+            return
+        import mlflow
+
+        path = Path(path)
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=artifact_path or path.name)
+        else:
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_dict(obj, name)
+
+    def log_inputs(self, inputs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Each input as an MLflow dataset named by its path, with its digest, in sorted order."""
+        if not self.enabled:
+            return
+        import mlflow
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        for path in sorted(inputs):
+            source = resolve_dataset_source(str(Path(path).resolve()))
+            digest = str(inputs[path]["sha256"])[:MLFLOW_DIGEST_MAX]
+            mlflow.log_input(MetaDataset(source, name=path, digest=digest), context="input")
+
+
+def _experiment_id(name: str, uri: str) -> str:
+    """Find or create the experiment; a local backend keeps artifacts in `mlartifacts/`."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None if uri.startswith(("http://", "https://")) else DEFAULT_ARTIFACTS.resolve().as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def dvc_experiment() -> str | None:
+    """The DVC experiment name when the stage runs under `dvc exp run` (DVC sets these variables)."""
+    return os.environ.get("DVC_EXP_NAME") or os.environ.get("DVC_EXP_BASELINE_REV")
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, tracking: TrackingParams, tags: Mapping[str, str]) -> Iterator[StageRun]:
+    """Open the stage's MLflow run; mark it FAILED if the stage raises."""
+    uri = tracking_uri()
+    _limit_http_waits(tracking.connect_timeout_s)
+    try:
+        check_backend(uri, tracking.connect_timeout_s)
+        run_id = _start(stage, tracking.experiment, uri, tags)
+    except Exception as error:
+        if tracking.required:
+            message = str(error) if isinstance(error, TrackingError) else f"MLflow backend {uri}: {error}"
+            raise TrackingError(message.splitlines()[0]) from None
+        warnings.warn(f"tracking disabled for stage '{stage}': {error}; metrics go to local files only",
+                      stacklevel=2)
+        yield StageRun(None)
+        return
+    yield from _run_body(run_id)
+
+
+def _start(stage: str, experiment: str, uri: str, tags: Mapping[str, str]) -> str:
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(uri)
+    experiment_id = _experiment_id(experiment, uri)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags={"stage": stage, **tags})
+    return run.info.run_id
+
+
+def _run_body(run_id: str) -> Iterator[StageRun]:
+    import mlflow
+
+    try:
+        yield StageRun(run_id)
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
