@@ -115,7 +115,9 @@ class StageRun:
         from mlflow.data.meta_dataset import MetaDataset
 
         for path in sorted(inputs):
-            source = resolve_dataset_source(str(Path(path).resolve()))
+            with warnings.catch_warnings():  # a local path matches two equivalent source types
+                warnings.simplefilter("ignore", UserWarning)
+                source = resolve_dataset_source(str(Path(path).resolve()))
             digest = str(inputs[path]["sha256"])[:MLFLOW_DIGEST_MAX]
             mlflow.log_input(MetaDataset(source, name=path, digest=digest), context="input")
 

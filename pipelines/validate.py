@@ -1,0 +1,30 @@
+"""validate: Great Expectations suites over every data set (see scratchlm.data.validation)."""
+
+import argparse
+from pathlib import Path
+
+from _stage import run_stage
+from scratchlm.data.validation import load_validation_frames, raise_on_critical, validate_frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    for name in ("raw", "clean", "dedup"):
+        parser.add_argument(name, help=f"the {name} stage's output folder")
+    parser.add_argument("suites", help="folder of Great Expectations suites (JSON)")
+    parser.add_argument("output", help="folder for results.json and the Data Docs site")
+    args = parser.parse_args()
+
+    def work(params, out, run):
+        frames = load_validation_frames(Path(args.raw), Path(args.clean), Path(args.dedup))
+        summary = validate_frames(frames, Path(args.suites), out, params)
+        run.log_artifact(out / "results.json", artifact_path="validation")
+        run.log_artifact(out / "data_docs", artifact_path="validation/data_docs")
+        raise_on_critical(summary)
+        return summary
+
+    run_stage("validate", [args.raw, args.clean, args.dedup, args.suites], args.output, work)
+
+
+if __name__ == "__main__":
+    main()

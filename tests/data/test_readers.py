@@ -1,0 +1,79 @@
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from scratchlm.data.readers import read_member, wikitext_articles
+from scratchlm.io import DataFormatError
+
+WIKI = " \n = First = \n \n Body one . \n = = Section = = \n More . \n \n = Second = \n \n Body two . \n"
+
+
+def test_wikitext_splits_on_top_level_headings_only() -> None:
+    articles = list(wikitext_articles(WIKI))
+    assert [title for title, _ in articles] == ["First", "Second"]
+    assert "= = Section = =" in articles[0][1]
+
+
+def test_wikitext_reader_gz_ids_split_and_limit(tmp_path: Path) -> None:
+    path = tmp_path / "valid.raw.gz"
+    path.write_bytes(gzip.compress(WIKI.encode()))
+    docs = list(read_member("wikitext", "wt", "val", [path], None))
+    assert [d["id"] for d in docs] == ["wt/val/000000", "wt/val/000001"]
+    assert json.loads(docs[0]["meta"]) == {"split": "val", "title": "First", "format": "wikitext"}
+    assert len(list(read_member("wikitext", "wt", "val", [path], 1))) == 1
+
+
+def test_truncated_gzip_and_bad_utf8_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "train.raw.gz"
+    path.write_bytes(gzip.compress(WIKI.encode() * 50)[:40])
+    with pytest.raises(DataFormatError, match="train.raw.gz: corrupt or truncated gzip"):
+        list(read_member("wikitext", "wt", "train", [path], None))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"good text \xff\xfe more")
+    with pytest.raises(DataFormatError, match=r"bad.txt: not UTF-8 at byte 10"):
+        list(read_member("text", "t", "train", [bad], None))
+
+
+def test_sms_csv(tmp_path: Path) -> None:
+    path = tmp_path / "sms.csv"
+    path.write_text(',spam,text\n0,0,"Hello, are we still on?"\n1,1,WIN a prize now\n')
+    assert list(read_member("sms_spam", "sms", "data", [path], None)) == [
+        {"id": "sms/00000", "text": "Hello, are we still on?", "label": "ham"},
+        {"id": "sms/00001", "text": "WIN a prize now", "label": "spam"},
+    ]
+    path.write_text(",label,text\n0,0,hi\n")
+    with pytest.raises(DataFormatError, match="missing column 'spam'"):
+        list(read_member("sms_spam", "sms", "data", [path], None))
+    path.write_text(",spam,text\n0,0,hi\n1,7,odd\n")
+    with pytest.raises(DataFormatError, match=r"sms.csv:3: label '7'"):
+        list(read_member("sms_spam", "sms", "data", [path], None))
+
+
+def test_chatterbot_pairs(tmp_path: Path) -> None:
+    path = tmp_path / "ai.yml"
+    path.write_text("categories:\n- AI\nconversations:\n- - What is AI?\n  - A field of study.\n  - Neat.\n")
+    records = list(read_member("chatterbot", "cb", "data", [path], None))
+    assert [(r["instruction"], r["output"]) for r in records] == [
+        ("What is AI?", "A field of study."), ("A field of study.", "Neat.")]
+    assert records[0]["category"] == "AI"
+
+
+def test_instruct_jsonl_names_the_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "alpaca.jsonl"
+    path.write_text('{"instruction": "Say hi", "output": "hi"}\n{"instruction": "No output"}\n')
+    with pytest.raises(DataFormatError, match=r"alpaca.jsonl:2: missing or empty field 'output'"):
+        list(read_member("instruct_jsonl", "a", "data", [path], None))
+
+
+def test_olmo_requests_group_by_item(tmp_path: Path) -> None:
+    lines = []
+    for choice, cont in enumerate([" yes", " no"]):
+        lines.append({"doc_id": 0, "label": 1, "doc": {"query": "Q?", "choices": ["yes", "no"], "gold": 1},
+                      "request": {"context": "Q?", "continuation": cont}, "idx": choice})
+    path = tmp_path / "requests.jsonl.gz"
+    path.write_bytes(gzip.compress("\n".join(json.dumps(x) for x in lines).encode()))
+    [item] = read_member("olmo_requests", "bench", "piqa", [path], None)
+    assert item["id"] == "piqa/000000" and item["gold"] == 1 and item["choices"] == ["yes", "no"]
+    assert [r["continuation"] for r in item["requests"]] == [" yes", " no"]

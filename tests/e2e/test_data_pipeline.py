@@ -1,0 +1,112 @@
+"""The real `dvc repro` of the data stages on the debug profile, in a throw-away copy of the repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DATA_STAGES = ["download", "clean", "dedup", "validate"]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def sh(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def copy_repo(dest: Path) -> Path:
+    """The files git would ship (tracked + new, not ignored), committed in a fresh repo."""
+    listing = sh(REPO, "git", "ls-files", "--cached", "--others", "--exclude-standard", "-z").stdout
+    for rel in filter(None, listing.split("\0")):
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    for cmd in (["init", "-q"], ["config", "user.email", "ci@example.com"], ["config", "user.name", "ci"]):
+        sh(dest, "git", *cmd)
+    sh(dest, sys.executable, "-m", "scratchlm.cli", "profile", "use", "debug")
+    sh(dest, "git", "add", "-A")
+    sh(dest, "git", "commit", "-qm", "debug profile")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = copy_repo(tmp_path_factory.mktemp("repo"))
+    sh(root, "dvc", "repro", *DATA_STAGES)
+    return root
+
+
+def test_outputs_manifests_and_metrics(repo: Path) -> None:
+    for stage, out in [("download", "data/raw"), ("clean", "data/clean"), ("dedup", "data/dedup"),
+                       ("validate", "reports/data_validation")]:
+        manifest = json.loads((repo / out / "manifest.json").read_text())
+        assert manifest["stage"] == stage and manifest["mlflow_run_id"] and manifest["git_commit"]
+        assert manifest["outputs"], f"{stage} recorded no outputs"
+        metrics = json.loads((repo / "reports" / "metrics" / f"{stage}.json").read_text())
+        assert metrics, f"{stage} wrote no metrics"
+    raw = json.loads((repo / "data/raw/manifest.json").read_text())
+    clean = json.loads((repo / "data/clean/manifest.json").read_text())
+    assert clean["inputs"]["data/raw"]["producer_run_id"] == raw["mlflow_run_id"]
+    for source in ("wikitext2", "wiki_summaries", "sms_spam", "chatterbot", "benchmarks"):
+        origin = json.loads((repo / "data/raw" / source / "source.json").read_text())["origin"]
+        assert len(origin["sha256"]) == 64
+    assert (repo / "reports/data_validation/data_docs/index.html").is_file()
+    counts = json.loads((repo / "reports/metrics/dedup.json").read_text())["docs_out"]
+    assert counts["train"] > 0 and counts["val"] > 0 and counts["test"] > 0
+
+
+def test_second_repro_does_nothing(repo: Path) -> None:
+    assert "changed" not in sh(repo, "dvc", "status").stdout
+    out = sh(repo, "dvc", "repro", *DATA_STAGES).stdout
+    assert "didn't change, skipping" in out and "Running stage" not in out
+
+
+def test_dag_and_metrics_show(repo: Path) -> None:
+    dag = sh(repo, "dvc", "dag", "--md").stdout
+    for edge in ("download --> clean", "clean --> dedup", "dedup --> validate"):
+        assert edge in dag.replace("\t", " ")
+    shown = sh(repo, "dvc", "metrics", "show", "--json").stdout
+    assert "docs_out" in shown and "exact_duplicates_removed" in shown
+
+
+def test_one_mlflow_run_per_stage_with_lineage_tags(repo: Path) -> None:
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        runs = dict(db.execute("select r.run_uuid, r.name from runs r where r.status = 'FINISHED'").fetchall())
+        tags = db.execute("select run_uuid, key, value from tags").fetchall()
+    assert sorted(runs.values()) == sorted(DATA_STAGES)
+    by_run: dict[str, dict[str, str]] = {}
+    for run_id, key, value in tags:
+        by_run.setdefault(run_id, {})[key] = value
+    clean_run = next(r for r, name in runs.items() if name == "clean")
+    download_run = next(r for r, name in runs.items() if name == "download")
+    assert by_run[clean_run]["stage"] == "clean"
+    assert by_run[clean_run]["upstream.download"] == download_run
+    assert by_run[clean_run]["git_commit"] == sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
+
+
+def test_bad_param_fails_in_one_line_and_keeps_outputs(repo: Path) -> None:
+    params = repo / "params.yaml"
+    original = params.read_text()
+    before = (repo / "data/clean/manifest.json").read_text()
+    try:
+        params.write_text(original.replace("min_words: 20", "min_words: -3", 1))
+        result = sh(repo, "dvc", "repro", "clean", check=False)
+        assert result.returncode != 0
+        assert "error: clean: clean.min_words: must be ≥ 0" in result.stderr + result.stdout
+    finally:
+        params.write_text(original)
+    sh(repo, "dvc", "checkout", "data/clean")
+    assert (repo / "data/clean/manifest.json").read_text() == before

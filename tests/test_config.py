@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scratchlm.config import SECTIONS, ConfigError, parse_section
+
+
+def test_every_section_of_the_default_params_validates(repo_root: Path) -> None:
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    for name, values in params.items():
+        assert name in SECTIONS, f"params.yaml has a section without a model: {name}"
+        parse_section(name, values)
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "message"),
+    [
+        ("clean", {"min_words": -1}, "clean.min_words: must be ≥ 0"),
+        ("clean", {"min_wrods": 3}, "clean.min_wrods: unknown key"),
+        ("clean", {"num_proc": "two"}, "clean.num_proc: Input should be a valid integer"),
+        ("clean", {"min_words": 50, "max_words": 10}, "clean: max_words must be ≥ min_words"),
+        ("dedup", {"val_fraction": 1.5}, "dedup.val_fraction: must be < 1"),
+        ("tracking", {"connect_timeout_s": 0}, "tracking.connect_timeout_s: must be > 0"),
+        ("nonsense", {}, "nonsense: unknown params section"),
+    ],
+)
+def test_errors_are_one_line_and_name_the_key(section: str, values: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_section(section, values)
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_source_spec_requires_the_fields_of_its_kind() -> None:
+    sources = {"s": {"kind": "wheel", "format": "text", "role": "pretrain", "members": {"train": "a"}}}
+    with pytest.raises(ConfigError, match=r"download.sources.s: package is required for kind 'wheel'"):
+        parse_section("download", {"sources": sources})
+    sources = {"s": {"kind": "url", "url": "ftp://x", "sha256": "0" * 64, "format": "text", "role": "pretrain"}}
+    with pytest.raises(ConfigError, match="url must start with http"):
+        parse_section("download", {"sources": sources})
+    sources = {"s": {"kind": "wheel", "package": "p", "version": "1", "sha256": "xyz", "format": "text",
+                     "role": "pretrain", "members": {"train": "a"}}}
+    with pytest.raises(ConfigError, match=r"download.sources.s.sha256"):
+        parse_section("download", {"sources": sources})
