@@ -53,10 +53,15 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, floa
     return flat
 
 
-def run_stage(stage: str, inputs: list[str], output: str, work: Work, *, seed: int = 0) -> None:
-    """Run one stage end to end; exits the process with a one-line message on a known failure."""
+def run_stage(stage: str, inputs: list[str], output: str, work: Work, *, seed: int = 0,
+              check: Callable[[], None] | None = None) -> None:
+    """Run one stage end to end; exits the process with a one-line message on a known failure.
+
+    `check`, if given, runs after the output, metrics and manifest are saved: a report-style stage
+    (validate) keeps the report that explains a failure, and still fails the stage and its run.
+    """
     try:
-        _run(stage, inputs, output, work, seed)
+        _run(stage, inputs, output, work, seed, check)
     except (ConfigError, DataFormatError, TrackingError, *_stage_errors()) as error:
         print(f"error: {stage}: {error}", file=sys.stderr)
         sys.exit(1)
@@ -80,7 +85,8 @@ def _stage_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int) -> None:
+def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
+         check: Callable[[], None] | None) -> None:
     params, tracking = load_params(stage)
     seed_everything(seed)
     started = utc_now()
@@ -101,3 +107,5 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int) -> N
         run.log_metrics(flatten_metrics(metrics))
         run.log_artifact(METRICS_DIR / f"{stage}.json", artifact_path="metrics")
         run.log_artifact(Path(output) / "manifest.json")
+        if check is not None:
+            check()

@@ -14,16 +14,18 @@ def main() -> None:
     parser.add_argument("suites", help="folder of Great Expectations suites (JSON)")
     parser.add_argument("output", help="folder for results.json and the Data Docs site")
     args = parser.parse_args()
+    summaries = []
 
     def work(params, out, run):
         frames = load_validation_frames(Path(args.raw), Path(args.clean), Path(args.dedup))
-        summary = validate_frames(frames, Path(args.suites), out, params)
+        summaries.append(validate_frames(frames, Path(args.suites), out, params))
         run.log_artifact(out / "results.json", artifact_path="validation")
         run.log_artifact(out / "data_docs", artifact_path="validation/data_docs")
-        raise_on_critical(summary)
-        return summary
+        return {key: int(value) if isinstance(value, bool) else value
+                for key, value in summaries[0].items() if not isinstance(value, list)}
 
-    run_stage("validate", [args.raw, args.clean, args.dedup, args.suites], args.output, work)
+    run_stage("validate", [args.raw, args.clean, args.dedup, args.suites], args.output, work,
+              check=lambda: raise_on_critical(summaries[0]))
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ def read_chatterbot(name: str, member: str, path: Path) -> Iterator[dict[str, An
         raise DataFormatError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     category = ", ".join(str(c) for c in (corpus or {}).get("categories", [])) or path.stem
     for index, turns in enumerate((corpus or {}).get("conversations", [])):
-        turns = [str(t).strip() for t in turns if t is not None]
+        turns = [str(t).strip() for t in turns if t is not None and str(t).strip()]  # blank turns carry nothing
         for turn, (question, answer) in enumerate(zip(turns, turns[1:], strict=False)):
             yield {"id": f"{name}/{path.stem}/{index:04d}-{turn}", "instruction": question, "input": "",
                    "output": answer, "category": category}

@@ -1,0 +1,332 @@
+"""The validate stage with real Great Expectations and the repo's own suites in `expectations/`.
+
+GX runs are the slow part (~0.5 s each after a ~4 s import), so the good dataset, its validation and
+one run over frames with a defect planted in each suite are module-scoped and shared.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from scratchlm.config import ValidateParams
+from scratchlm.data.validation import (
+    DataValidationError,
+    load_suite,
+    load_validation_frames,
+    raise_on_critical,
+    validate_frames,
+)
+from scratchlm.io import make_document, write_documents, write_jsonl
+
+SUITES = Path(__file__).resolve().parents[2] / "expectations"
+PARAMS = ValidateParams(allowed_sources=["wikitext2", "wiki_summaries"], min_instruction_pairs=2)
+TEXTS = [
+    "The cathedral was rebuilt after the fire.\nIts towers date from 1250.",
+    "Rivers in the north freeze every winter.",
+    "The treaty was signed in the spring of 1648.",
+    "Bees communicate the direction of flowers by dancing.",
+]
+
+
+def _docs(source: str, splits: list[str], texts: list[str]) -> list[dict[str, str]]:
+    return [
+        make_document(f"{source}/{split}/{i:04d}", text, source, {"split": split})
+        for i, (split, text) in enumerate(zip(splits, texts, strict=True))
+    ]
+
+
+def write_layout(root: Path) -> tuple[Path, Path, Path]:
+    """A small but complete data/raw, data/clean, data/dedup tree, with the non-data files a run leaves."""
+    raw, clean, dedup = root / "raw", root / "clean", root / "dedup"
+    wikitext = _docs("wikitext2", ["train", "val", "test"], TEXTS[:3])
+    summaries = _docs("wiki_summaries", ["train"], TEXTS[3:])
+    for base in (raw, clean):
+        for name, docs in (("wikitext2", wikitext), ("wiki_summaries", summaries)):
+            (base / name).mkdir(parents=True)
+            write_documents(base / name / "train-00000.parquet", docs)
+        (base / "manifest.json").write_text("{}")
+    (raw / "wikitext2" / "source.json").write_text(json.dumps({"name": "wikitext2", "role": "pretrain"}))
+    # wiki_summaries has no source.json: its role is inferred from the parquet shards
+    for split, docs in (
+        ("train", [wikitext[0], summaries[0]]),
+        ("val", [wikitext[1]]),
+        ("test", [wikitext[2]]),
+    ):
+        (dedup / split).mkdir(parents=True)
+        write_documents(dedup / split / "part-00000.parquet", docs)
+    (dedup / "manifest.json").write_text("{}")
+    write_jsonl(dedup / "clusters.jsonl", [{"kept": "x", "dropped": ["y"]}])
+
+    sets = {
+        "sms_spam": (
+            "classification",
+            {
+                "data": [
+                    {"id": f"sms_spam/{i:05d}", "text": f"message {i}", "label": "spam" if i < 2 else "ham"}
+                    for i in range(10)
+                ]
+            },
+        ),
+        "chatterbot": (
+            "instruction",
+            {
+                "data": [
+                    {
+                        "id": f"chatterbot/{i}",
+                        "instruction": f"question {i}?",
+                        "input": "",
+                        "output": f"answer {i}",
+                        "category": "trivia",
+                    }
+                    for i in range(3)
+                ]
+            },
+        ),
+        "benchmarks": (
+            "benchmark",
+            {
+                "piqa": [_item("piqa", 0, ["up", "down"], 1), _item("piqa", 1, ["left", "right"], 0)],
+                "lambada": [_item("lambada", 0, ["signs"], 0)],
+            },
+        ),
+    }
+    for name, (role, members) in sets.items():
+        (raw / name).mkdir()
+        (raw / name / "source.json").write_text(json.dumps({"name": name, "role": role}))
+        for member, records in members.items():
+            write_jsonl(raw / name / f"{member}.jsonl", records)
+    return raw, clean, dedup
+
+
+def _item(task: str, index: int, choices: list[str], gold: int) -> dict[str, Any]:
+    return {
+        "id": f"{task}/{index:06d}",
+        "task": task,
+        "query": f"query {index}",
+        "choices": choices,
+        "gold": gold,
+        "requests": [{"context": f"query {index}", "continuation": f" {c}"} for c in choices],
+    }
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
+    return load_validation_frames(*write_layout(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(scope="module")
+def good_run(frames: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("good")
+    return validate_frames(frames, SUITES, out, PARAMS), out
+
+
+def _copy(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    return {name: frame.copy() for name, frame in frames.items()}
+
+
+@pytest.fixture(scope="module")
+def bad_run(frames: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One defect planted per suite, all validated in a single GX run."""
+    bad = _copy(frames)
+    bad["raw_documents"].loc[1, "id"] = bad["raw_documents"].loc[0, "id"]
+    bad["clean_documents"].loc[2, "text"] = ""
+    bad["sms_spam"].loc[3, "label"] = "eggs"
+    bad["benchmarks"].loc[0, "gold"] = 7
+    bad["dedup_documents"].loc[1, "text"] = bad["dedup_documents"].loc[0, "text"]
+    bad["instructions"] = bad["instructions"].iloc[:1]  # below min_instruction_pairs
+    return validate_frames(bad, SUITES, tmp_path_factory.mktemp("bad"), PARAMS)
+
+
+def test_loader_reads_the_on_disk_layout(frames: dict[str, pd.DataFrame]) -> None:
+    assert sorted(frames) == sorted(
+        ["raw_documents", "clean_documents", "dedup_documents", "sms_spam", "instructions", "benchmarks"]
+    )
+    assert (
+        len(frames["raw_documents"]) == len(frames["clean_documents"]) == len(frames["dedup_documents"]) == 4
+    )
+    assert sorted(frames["raw_documents"]["source"].unique()) == ["wiki_summaries", "wikitext2"]
+    assert frames["raw_documents"]["split"].tolist() == ["train", "train", "val", "test"]
+    assert frames["dedup_documents"]["split"].tolist() == [
+        "train",
+        "train",
+        "val",
+        "test",
+    ]  # from the folders
+    assert frames["sms_spam"]["is_spam"].sum() == 2
+    bench = frames["benchmarks"].set_index("id")
+    assert bench.loc["lambada/000000", "n_choices"] == 1
+    assert bench.loc["piqa/000000", ["n_choices", "n_requests", "min_choice_chars"]].tolist() == [2, 2, 2]
+    assert "choices" not in bench.columns
+
+
+def test_loader_skips_absent_sets(tmp_path: Path) -> None:
+    (tmp_path / "raw" / "wikitext2").mkdir(parents=True)
+    write_documents(
+        tmp_path / "raw" / "wikitext2" / "train-00000.parquet", _docs("wikitext2", ["train"], TEXTS[:1])
+    )
+    assert list(load_validation_frames(tmp_path / "raw", tmp_path / "clean", tmp_path / "dedup")) == [
+        "raw_documents"
+    ]
+
+
+def test_good_dataset_passes(good_run: tuple[dict, Path]) -> None:
+    summary, _ = good_run
+    assert summary["success"], summary["critical_failures"] + summary["warnings"]
+    assert summary["suites"] == 6 and summary["failed_critical"] == summary["failed_warning"] == 0
+    assert summary["expectations"] > 50
+    raise_on_critical(summary)
+
+
+def test_reports_are_written_and_reproducible(
+    good_run: tuple[dict, Path], frames: dict, tmp_path: Path
+) -> None:
+    summary, out = good_run
+    assert (out / "data_docs" / "index.html").is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["suites"]) == [
+        "benchmarks",
+        "clean_documents",
+        "dedup_documents",
+        "instructions",
+        "raw_documents",
+        "sms_spam",
+    ]
+    first = results["suites"]["sms_spam"]["expectations"][0]
+    assert set(first) >= {
+        "type",
+        "kwargs",
+        "critical",
+        "success",
+        "unexpected_count",
+        "partial_unexpected_list",
+    }
+    spam_mean = next(
+        e
+        for e in results["suites"]["sms_spam"]["expectations"]
+        if e["type"] == "expect_column_mean_to_be_between"
+    )
+    assert spam_mean["kwargs"]["min_value"] == PARAMS.spam_fraction_min  # $PARAMETER substituted
+    assert spam_mean["observed_value"] == pytest.approx(0.2)
+    again = tmp_path / "again"
+    validate_frames({"sms_spam": frames["sms_spam"]}, SUITES, again, PARAMS)
+    rerun = json.loads((again / "results.json").read_text())
+    assert rerun["suites"]["sms_spam"] == results["suites"]["sms_spam"]  # no run ids or timestamps
+
+
+@pytest.mark.parametrize(
+    ("expected"),
+    [
+        "raw_documents: expect_column_values_to_be_unique(id) failed: 2 unexpected values, "
+        "e.g. ['wiki_summaries/train/0000']",
+        "clean_documents: expect_column_values_to_match_regex(text) failed: 1 unexpected values, e.g. [''] "
+        "(ids ['wikitext2/val/0001'])",
+        "sms_spam: expect_column_values_to_be_in_set(label) failed: 1 unexpected values, e.g. ['eggs']",
+        "benchmarks: expect_column_pair_values_a_to_be_greater_than_b(n_choices, gold) failed: "
+        "1 unexpected values, e.g. [[1, 7]] (ids ['lambada/000000'])",
+        "dedup_documents: expect_column_values_to_be_unique(text) failed: 2 unexpected values",
+        "instructions: expect_table_row_count_to_be_between() failed: observed 1, expected min_value=2",
+    ],
+)
+def test_planted_defects_fail_critically(bad_run: dict, expected: str) -> None:
+    assert any(message.startswith(expected) for message in bad_run["critical_failures"]), bad_run[
+        "critical_failures"
+    ]
+
+
+def test_raise_on_critical_names_suite_expectation_and_value(bad_run: dict) -> None:
+    assert not bad_run["success"] and bad_run["failed_critical"] >= 6
+    with pytest.raises(
+        DataValidationError,
+        match=r"^raw_documents: expect_column_values_to_be_unique\(id\).*"
+        r"wiki_summaries/train/0000.*more critical failures",
+    ):
+        raise_on_critical(bad_run)
+
+
+def test_warning_failures_do_not_raise(frames: dict[str, pd.DataFrame], tmp_path: Path) -> None:
+    raw = frames["raw_documents"].copy()
+    raw.loc[0, "text"] = "a bell\x07 rang"  # control characters only warn on raw text
+    summary = validate_frames({"raw_documents": raw}, SUITES, tmp_path, PARAMS)
+    assert summary["success"] and summary["failed_critical"] == 0 and summary["failed_warning"] == 1
+    assert summary["warnings"][0].startswith(
+        "raw_documents: expect_column_values_to_not_match_regex(text) failed"
+    )
+    raise_on_critical(summary)
+
+
+def test_thresholds_come_from_params(frames: dict[str, pd.DataFrame], tmp_path: Path) -> None:
+    strict = PARAMS.model_copy(update={"spam_fraction_max": 0.1, "allowed_sources": ["wikitext2"]})
+    summary = validate_frames(
+        {"sms_spam": frames["sms_spam"], "clean_documents": frames["clean_documents"]},
+        SUITES,
+        tmp_path / "strict",
+        strict,
+    )
+    failures = "\n".join(summary["critical_failures"])
+    assert "sms_spam: expect_column_mean_to_be_between(is_spam) failed: observed 0.2" in failures
+    assert (
+        "clean_documents: expect_column_values_to_be_in_set(source) failed: 1 unexpected values, e.g. "
+        "['wiki_summaries']" in failures
+    )
+
+
+def test_empty_allowed_sources_disables_the_source_check(tmp_path: Path) -> None:
+    suite, disabled = load_suite(
+        SUITES / "raw_documents.json", PARAMS.model_copy(update={"allowed_sources": []})
+    )
+    assert [d["kwargs"]["column"] for d in disabled] == ["source"]
+    assert all(getattr(e, "column", None) != "source" for e in suite.expectations)
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"meta": {}}, "meta.critical must be true or false"),
+        (
+            {"kwargs": {"column": "id", "mostly": {"$PARAMETER": "min_txt_chars"}}},
+            "unknown parameter 'min_txt_chars'",
+        ),
+        ({"kwargs": {"colum": "id"}}, "invalid"),
+    ],
+)
+def test_suites_are_loaded_strictly(tmp_path: Path, change: dict, error: str) -> None:
+    expectation = {
+        "type": "expect_column_values_to_be_unique",
+        "kwargs": {"column": "id"},
+        "meta": {"critical": True},
+    }
+    path = tmp_path / "raw_documents.json"
+    path.write_text(json.dumps({"name": "raw_documents", "expectations": [{**expectation, **change}]}))
+    with pytest.raises(ValueError, match=error):
+        load_suite(path, PARAMS)
+
+
+def test_every_repo_suite_loads() -> None:
+    for path in sorted(SUITES.glob("*.json")):
+        suite, _ = load_suite(path, PARAMS)
+        assert suite.name == path.stem and suite.expectations
+
+
+def test_missing_required_frame_and_unknown_frame(frames: dict[str, pd.DataFrame], tmp_path: Path) -> None:
+    with pytest.raises(DataValidationError, match="benchmarks: no data found"):
+        validate_frames({}, SUITES, tmp_path, PARAMS, required=["benchmarks"])
+    with pytest.raises(ValueError, match="no suite"):
+        validate_frames({"mystery": frames["sms_spam"]}, SUITES, tmp_path, PARAMS)
+
+
+def test_no_network_access(
+    frames: dict[str, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    summary = validate_frames({"instructions": frames["instructions"]}, SUITES, tmp_path, PARAMS)
+    assert summary["success"]
