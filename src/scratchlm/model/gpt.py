@@ -1,0 +1,274 @@
+"""A GPT in one file of pure PyTorch (after nanoGPT and GPT-2).
+
+Token + learned position embeddings, `n_layer` pre-LayerNorm blocks of causal multi-head
+self-attention (`F.scaled_dot_product_attention`, flash/SDPA kernels where available) and a GELU MLP,
+a final LayerNorm and an LM head tied to the token embedding. GPT-2 initialisation: N(0, 0.02), with
+the residual projections scaled by 1/sqrt(2 * n_layer) so the residual stream's variance does not
+grow with depth. Imports neither Lightning nor MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MAX_BLOCK_SIZE = 1 << 16
+
+
+@dataclass
+class GPTConfig:
+    """The architecture; every field is stored in `config.json` next to the weights.
+
+    Attributes:
+        vocab_size: number of token ids (the tokenizer's vocabulary, specials included).
+        block_size: longest context the model attends over (size of the position table).
+        n_layer: transformer blocks.
+        n_head: attention heads per block; must divide n_embd.
+        n_embd: width of the residual stream.
+        dropout: dropout on attention weights, residual branches and embeddings (0 for pretraining
+            on small data is rarely right; 0.0-0.2 is usual).
+        bias: biases in Linear layers and LayerNorms (GPT-2: True; a little faster without).
+    """
+
+    vocab_size: int = 50304
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field, before any weights are allocated."""
+        checks = [
+            (self.vocab_size >= 1, "vocab_size: must be ≥ 1"),
+            (1 <= self.block_size <= MAX_BLOCK_SIZE, f"block_size: must be in [1, {MAX_BLOCK_SIZE}]"),
+            (self.n_layer >= 1, "n_layer: must be ≥ 1"),
+            (self.n_head >= 1, "n_head: must be ≥ 1"),
+            (self.n_embd >= 1 and self.n_embd % max(1, self.n_head) == 0,
+             f"n_embd: {self.n_embd} is not divisible by n_head {self.n_head}"),
+            (0.0 <= self.dropout < 1.0, "dropout: must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> GPTConfig:
+        fields = json.loads(text)
+        unknown = set(fields) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"config.json: unknown field(s) {sorted(unknown)}")
+        return cls(**fields)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj.residual_scale = True  # type: ignore[attr-defined]
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        batch, time, channels = x.shape
+        q, k, v = self.c_attn(x).split(channels, dim=2)
+        q, k, v = (t.view(batch, time, self.n_head, channels // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
+        # With a cache the new queries sit at the end of the keys: a causal mask aligned to the
+        # bottom-right. SDPA's is_causal aligns top-left, so build the mask when lengths differ.
+        if k.size(2) == time:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                               is_causal=True)
+        else:
+            mask = torch.ones(time, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - time)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(batch, time, channels)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj.residual_scale = True  # type: ignore[attr-defined]
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, so generation is O(1) per layer-step."""
+
+    def __init__(self, n_layer: int) -> None:
+        self.keys: list[torch.Tensor | None] = [None] * n_layer
+        self.values: list[torch.Tensor | None] = [None] * n_layer
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].size(2)
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        old_k, old_v = self.keys[layer], self.values[layer]
+        if old_k is not None and old_v is not None:
+            k, v = torch.cat([old_k, k], dim=2), torch.cat([old_v, v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying (GPT-2, Press & Wolf 2017)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            std = 0.02 / math.sqrt(2 * self.config.n_layer) if getattr(module, "residual_scale", False) else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; by default without the position table (the token table is the tied head)."""
+        total = sum(p.numel() for p in self.parameters())
+        return total - self.wpe.weight.numel() if non_embedding else total
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward): 6N + 12·L·T·d for attention (PaLM appendix B)."""
+        c = self.config
+        seq_len = seq_len or c.block_size
+        return 6 * self.num_params() + 12 * c.n_layer * seq_len * c.n_embd
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The final-LayerNorm output for each position (what the LM and classifier heads read)."""
+        start = cache.length if cache is not None else 0
+        if start + idx.size(1) > self.config.block_size:
+            raise ValueError(f"sequence of {start + idx.size(1)} tokens exceeds block_size {self.config.block_size}")
+        pos = torch.arange(start, start + idx.size(1), device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        for layer, block in enumerate(self.h):
+            x = block(x, cache, layer)
+        return self.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for every position, and the mean cross-entropy against `targets` (-100 ignored)."""
+        logits = self.lm_head(self.hidden_states(idx, cache))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, eos: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample continuations with a KV cache; stops early once every row has produced `eos`.
+
+        `temperature=0` means greedy decoding. Past `block_size` the cache is rebuilt from the last
+        `block_size - 1` tokens (a sliding window), so generation length is not capped.
+        """
+        cache = KVCache(self.config.n_layer)
+        logits, _ = self(idx[:, -self.config.block_size:], cache=cache)
+        finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        for _ in range(max_new_tokens):
+            next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+            if eos is not None:
+                next_id = torch.where(finished[:, None], torch.full_like(next_id, eos), next_id)
+                finished |= next_id.squeeze(1) == eos
+            idx = torch.cat([idx, next_id], dim=1)
+            if eos is not None and bool(finished.all()):
+                break
+            if cache.length >= self.config.block_size:
+                cache = KVCache(self.config.n_layer)
+                logits, _ = self(idx[:, -(self.config.block_size - 1):], cache=cache)
+            else:
+                logits, _ = self(next_id, cache=cache)
+        return idx
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token id per row from the last position's logits (greedy when temperature is 0)."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)
+
+
+def save_model(model: GPT, out_dir: Path) -> None:
+    """`model.safetensors` + `config.json`: no pickle anywhere, loadable without this code's classes."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    (out_dir / "config.json").write_text(model.config.to_json(), encoding="utf-8")
+
+
+def load_model(model_dir: Path, device: str | torch.device = "cpu") -> GPT:
+    """Load weights saved by `save_model`; a config that does not match the weights is an error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config = GPTConfig.from_json((model_dir / "config.json").read_text(encoding="utf-8"))
+    try:
+        state = load_file(str(model_dir / "model.safetensors"), device=str(device))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{model_dir / 'model.safetensors'}: unreadable weights ({error})") from None
+    model = GPT(config)
+    try:
+        model.load_state_dict({**state, "lm_head.weight": state["wte.weight"]}, strict=True)
+    except (RuntimeError, KeyError) as error:
+        first = str(error).strip().splitlines()
+        raise ValueError(f"{model_dir}: config.json does not match the weights ({first[-1].strip()})") from None
+    return model.to(device)

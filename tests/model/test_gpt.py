@@ -1,0 +1,117 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratchlm.model.gpt import GPT, GPTConfig, KVCache, load_model, save_model
+
+TINY = dict(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
+
+
+@pytest.fixture
+def model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**TINY)).eval()
+
+
+def test_shapes_and_loss(model: GPT) -> None:
+    idx = torch.randint(0, 97, (3, 16))
+    logits, loss = model(idx, idx)
+    assert logits.shape == (3, 16, 97)
+    assert loss is not None and abs(loss.item() - torch.log(torch.tensor(97.0)).item()) < 0.5
+
+
+def test_future_tokens_do_not_change_past_logits(model: GPT) -> None:
+    idx = torch.randint(0, 97, (1, 20))
+    changed = idx.clone()
+    changed[0, 12:] = (changed[0, 12:] + 1) % 97
+    a, _ = model(idx)
+    b, _ = model(changed)
+    torch.testing.assert_close(a[:, :12], b[:, :12])
+    assert not torch.allclose(a[:, 12:], b[:, 12:])
+
+
+def test_lm_head_is_tied_and_residual_projections_are_scaled() -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY, "n_layer": 8, "n_embd": 256, "n_head": 4}))
+    assert model.lm_head.weight.data_ptr() == model.wte.weight.data_ptr()
+    assert abs(model.h[0].attn.c_proj.weight.std().item() - 0.02 / 4) < 0.001
+    assert abs(model.h[0].mlp.c_fc.weight.std().item() - 0.02) < 0.002
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("n_embd", 30, "n_embd: 30 is not divisible by n_head 4"),
+    ("block_size", 0, "block_size"),
+    ("dropout", 1.0, "dropout"),
+])
+def test_config_validation(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GPTConfig(**{**TINY, field: value})
+
+
+def test_safetensors_round_trip_is_bit_identical(model: GPT, tmp_path: Path) -> None:
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path).eval()
+    idx = torch.randint(0, 97, (2, 10))
+    assert torch.equal(model(idx)[0], loaded(idx)[0])
+    assert loaded.lm_head.weight.data_ptr() == loaded.wte.weight.data_ptr()
+
+
+def test_mismatched_config_and_truncated_weights_are_refused(model: GPT, tmp_path: Path) -> None:
+    save_model(model, tmp_path)
+    (tmp_path / "config.json").write_text(GPTConfig(**{**TINY, "n_embd": 64}).to_json())
+    with pytest.raises(ValueError, match="does not match the weights"):
+        load_model(tmp_path)
+    save_model(model, tmp_path)
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="unreadable weights"):
+        load_model(tmp_path)
+
+
+def test_kv_cache_equals_full_recompute(model: GPT) -> None:
+    idx = torch.randint(0, 97, (2, 12))
+    full, _ = model(idx)
+    cache = KVCache(model.config.n_layer)
+    first, _ = model(idx[:, :5], cache=cache)
+    steps = [model(idx[:, i : i + 1], cache=cache)[0] for i in range(5, 12)]
+    torch.testing.assert_close(torch.cat([first, *steps], dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_greedy_generation_with_cache_matches_naive_loop(model: GPT) -> None:
+    prompt = torch.randint(0, 97, (2, 4))
+    fast = model.generate(prompt, 40, temperature=0)  # runs past block_size (32): sliding window
+    slow = prompt
+    for _ in range(12):  # within the window the two must agree exactly
+        logits, _ = model(slow)
+        slow = torch.cat([slow, logits[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(fast[:, :16], slow)
+    assert fast.shape == (2, 44)
+
+
+def test_generation_is_seeded_and_stops_at_eos(model: GPT) -> None:
+    prompt = torch.zeros(1, 1, dtype=torch.long)
+    a = model.generate(prompt, 20, temperature=1.0, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(1))
+    b = model.generate(prompt, 20, temperature=1.0, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    eos = int(a[0, 3])
+    stopped = model.generate(prompt, 20, temperature=1.0, top_k=10, top_p=0.9, eos=eos,
+                             generator=torch.Generator().manual_seed(1))
+    assert stopped.shape[1] <= 4 and int(stopped[0, -1]) == eos
+
+
+def test_tiny_model_overfits_a_tiny_batch() -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY))
+    batch = torch.randint(0, 97, (4, 17))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        _, loss = model(batch[:, :-1], batch[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.1
+
+
+def test_flops_per_token(model: GPT) -> None:
+    assert model.flops_per_token(16) == 6 * model.num_params() + 12 * 2 * 16 * 32
