@@ -3,8 +3,7 @@
 import argparse
 from pathlib import Path
 
-from _stage import run_stage
-
+from pipelines._stage import run_stage
 from scratchlm.data.dedup import dedup_corpus
 from scratchlm.data.download import source_roles
 from scratchlm.io import atomic_write_text

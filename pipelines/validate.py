@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from _stage import run_stage
+from pipelines._stage import run_stage
 from scratchlm.data.validation import load_validation_frames, raise_on_critical, validate_frames
 
 

@@ -161,6 +161,105 @@ class ValidateParams(Section):
 
 
 # --------------------------------------------------------------------------------------------
+# tokenizer / tokenize
+# --------------------------------------------------------------------------------------------
+
+
+class TokenizerParams(Section):
+    """The `tokenizer` stage: byte-level BPE trained on the dedup train split only."""
+
+    vocab_size: int = Field(default=8192, ge=1, le=1 << 20)
+    min_frequency: int = Field(default=2, ge=1)
+    special_tokens: list[str] = Field(default_factory=lambda: ["<|endoftext|>", "<|pad|>"], min_length=2)
+    eval_docs: int = Field(default=500, ge=1, description="validation documents used for compression metrics")
+
+    @model_validator(mode="after")
+    def _vocab_holds_bytes_and_specials(self) -> TokenizerParams:
+        needed = 256 + len(self.special_tokens)
+        if self.vocab_size < needed:
+            raise ValueError(f"vocab_size must be ≥ {needed} (256 bytes + {len(self.special_tokens)} special tokens)")
+        if self.special_tokens[0] != "<|endoftext|>":
+            raise ValueError("special_tokens must start with <|endoftext|> (the document separator)")
+        if len(set(self.special_tokens)) != len(self.special_tokens):
+            raise ValueError("special_tokens must be unique")
+        return self
+
+
+class TokenizeParams(Section):
+    """The `tokenize` stage: encode every split into a flat token file."""
+
+    num_threads: int = Field(default=2, ge=1, le=256)
+    batch_docs: int = Field(default=512, ge=1)
+    check_docs: int = Field(default=200, ge=0, description="documents re-encoded with HF to prove identical ids")
+
+
+# --------------------------------------------------------------------------------------------
+# pretrain
+# --------------------------------------------------------------------------------------------
+
+Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"]
+
+
+class ModelParams(Section):
+    """The GPT architecture (see scratchlm.model.gpt.GPTConfig; vocab_size comes from the tokenizer)."""
+
+    n_layer: int = Field(default=4, ge=1, le=256)
+    n_head: int = Field(default=4, ge=1, le=256)
+    n_embd: int = Field(default=256, ge=1)
+    block_size: int = Field(default=256, ge=2, le=1 << 16)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    bias: bool = False
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelParams:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
+
+
+class PretrainParams(Section):
+    """The `pretrain` stage: optimisation, budgets, precision, distribution, logging, checkpoints."""
+
+    seed: int = 1337
+    model: ModelParams = Field(default_factory=ModelParams)
+    batch_size: int = Field(default=16, ge=1, description="sequences per device per micro-batch")
+    grad_accum: int = Field(default=1, ge=1)
+    max_steps: int = Field(default=1000, ge=1, description="optimizer steps")
+    max_time_minutes: float | None = Field(default=None, gt=0, description="stop early after this wall time")
+    lr: float = Field(default=1e-3, gt=0, le=1)
+    min_lr: float = Field(default=1e-4, ge=0)
+    warmup_steps: int = Field(default=50, ge=0)
+    weight_decay: float = Field(default=0.1, ge=0)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.95, ge=0, lt=1)
+    grad_clip: float = Field(default=1.0, ge=0, description="0 turns clipping off")
+    precision: Precision = "bf16-mixed"
+    compile: bool = False
+    fused_adamw: bool = True
+    deterministic: bool = False
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | Literal["auto"] = "auto"
+    num_nodes: int = Field(default=1, ge=1)
+    strategy: Literal["auto", "ddp", "fsdp", "ddp_spawn"] = "auto"
+    num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: all cores)")
+    val_every: int = Field(default=100, ge=1, description="validate every N optimizer steps")
+    val_windows: int = Field(default=32, ge=1, description="fixed validation windows scored each time")
+    log_every: int = Field(default=10, ge=1)
+    ckpt_every: int = Field(default=100, ge=1, description="write last.ckpt every N optimizer steps")
+    peak_tflops: float = Field(default=1.0, gt=0, description="hardware bf16 peak for MFU (see bench/matmul_peak.py)")
+    sample_prompts: list[str] = Field(default_factory=lambda: ["The history of", "In the early"])
+    sample_tokens: int = Field(default=40, ge=0)
+
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> PretrainParams:
+        if self.min_lr > self.lr:
+            raise ValueError("min_lr must be ≤ lr")
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError("warmup_steps must be < max_steps")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
 # tracking (read by every stage, never a DVC param: it changes no output bytes)
 # --------------------------------------------------------------------------------------------
 
@@ -178,6 +277,9 @@ SECTIONS: dict[str, type[Section]] = {
     "clean": CleanParams,
     "dedup": DedupParams,
     "validate": ValidateParams,
+    "tokenizer": TokenizerParams,
+    "tokenize": TokenizeParams,
+    "pretrain": PretrainParams,
     "tracking": TrackingParams,
 }
 

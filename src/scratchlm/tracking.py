@@ -89,6 +89,10 @@ class StageRun:
 
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
+    def log_metrics_at(self, metrics: Mapping[str, float], step: int) -> None:
+        """`log_fn(metrics, step)`, the shape training callbacks call."""
+        self.log_metrics(metrics, step=step)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if not self.enabled:
             return

@@ -20,7 +20,7 @@ from scratchlm.io import read_jsonl
 def ngram_hashes(text: str, n: int) -> set[int]:
     """64-bit hashes of every word n-gram of the text (none when it is shorter than n words)."""
     words = words_of(text)
-    return {xxhash.xxh64_intdigest(" ".join(words[i : i + n])) for i in range(len(words) - n + 1)}
+    return {xxhash.xxh64_intdigest(" ".join(words[i : i + n]).encode("utf-8")) for i in range(len(words) - n + 1)}
 
 
 def evaluation_texts(raw_dir: Path, sources: dict[str, str]) -> Iterator[tuple[str, str]]:

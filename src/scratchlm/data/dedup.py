@@ -28,6 +28,7 @@ from scratchlm.data.filters import words_of
 from scratchlm.data.parallel import parallel_map
 from scratchlm.io import atomic_write_json, document_shards, read_documents, write_jsonl, write_sharded
 
+SCHEME = "affine32"  # datasketch ≥ 2 names the permutation scheme; signatures are uint32
 SPLIT_RANK = {"test": 0, "val": 1, "train": 2}
 
 
@@ -50,7 +51,8 @@ def shingles(text: str, n: int) -> list[bytes]:
 
 
 def signature(text: str, params: DedupParams) -> np.ndarray:
-    minhash = MinHash(num_perm=params.num_bands * params.rows_per_band, seed=params.seed, hashfunc=_hash32)
+    minhash = MinHash(num_perm=params.num_bands * params.rows_per_band, seed=params.seed, hashfunc=_hash32,
+                      scheme=SCHEME)
     minhash.update_batch(shingles(text, params.shingle_words))
     return minhash.hashvalues
 
@@ -59,14 +61,14 @@ def signature(text: str, params: DedupParams) -> np.ndarray:
 class ShardSignatures:
     ids: list[str]
     keys: list[str]
-    signatures: np.ndarray  # (docs, num_perm) uint64
+    signatures: np.ndarray  # (docs, num_perm) uint32
 
 
 def _shard_signatures(job: tuple[Path, DedupParams]) -> ShardSignatures:
     path, params = job
     docs = read_documents(path)
     num_perm = params.num_bands * params.rows_per_band
-    sigs = np.stack([signature(d["text"], params) for d in docs]) if docs else np.zeros((0, num_perm), np.uint64)
+    sigs = np.stack([signature(d["text"], params) for d in docs]) if docs else np.zeros((0, num_perm), np.uint32)
     return ShardSignatures([d["id"] for d in docs], [exact_key(d["text"]) for d in docs], sigs)
 
 
@@ -80,7 +82,7 @@ def keep_order(doc: dict[str, str], priority: list[str]) -> tuple[int, int, str]
 def near_duplicate_pairs(signatures: np.ndarray, params: DedupParams) -> list[tuple[int, int]]:
     """Candidate pairs from datasketch's banded LSH, kept when the estimated Jaccard passes."""
     lsh = MinHashLSH(num_perm=signatures.shape[1], params=(params.num_bands, params.rows_per_band))
-    hashes = [LeanMinHash(seed=params.seed, hashvalues=sig) for sig in signatures]
+    hashes = [LeanMinHash(seed=params.seed, hashvalues=sig, scheme=SCHEME) for sig in signatures]
     for index, minhash in enumerate(hashes):
         lsh.insert(index, minhash, check_duplication=False)
     pairs = []
@@ -109,7 +111,7 @@ def compute_signatures(clean_dir: Path, params: DedupParams) -> ShardSignatures:
     return ShardSignatures(
         [i for p in parts for i in p.ids],
         [k for p in parts for k in p.keys],
-        np.concatenate([p.signatures for p in parts]) if parts else np.zeros((0, num_perm), np.uint64),
+        np.concatenate([p.signatures for p in parts]) if parts else np.zeros((0, num_perm), np.uint32),
     )
 
 

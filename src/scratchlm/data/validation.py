@@ -293,7 +293,7 @@ def validate_frames(
     missing raise DataValidationError before anything runs (there is nothing to report on). Failed
     expectations never raise here: see `raise_on_critical`.
     """
-    suites_dir, out_dir = Path(suites_dir), Path(out_dir)
+    suites_dir, out_dir = Path(suites_dir), Path(out_dir).resolve()  # GX wants absolute paths
     if unknown := sorted(set(frames) - {p.stem for p in suites_dir.glob("*.json")}):
         raise ValueError(f"no suite in {suites_dir} for frame(s) {unknown}")
     if missing := [name for name in required if name not in frames]:

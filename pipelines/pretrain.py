@@ -1,0 +1,36 @@
+"""pretrain: train the GPT on the token files with Lightning (see scratchlm.training.pretrain)."""
+
+import argparse
+from pathlib import Path
+
+from pipelines._stage import run_stage
+from scratchlm.io import atomic_write_text
+from scratchlm.training.pretrain import pretrain
+
+
+def write_curve(path: str, rows: list[dict]) -> None:
+    lines = ["step,train_loss,val_loss"] + [f"{r['step']},{r['train_loss']},{r['val_loss']}" for r in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("tokens", help="tokenize output, e.g. data/tokens")
+    parser.add_argument("tokenizer", help="tokenizer output, e.g. models/tokenizer")
+    parser.add_argument("output", help="folder for the exported model, e.g. models/pretrain")
+    parser.add_argument("--checkpoints", default="checkpoints/pretrain", help="resume checkpoints (persistent)")
+    parser.add_argument("--plot", default="reports/plots/pretrain_loss.csv", help="loss curve for dvc plots")
+    args = parser.parse_args()
+
+    def work(params, out, run):
+        metrics, rows = pretrain(Path(args.tokens), Path(args.tokenizer), out, Path(args.checkpoints), params,
+                                 run.log_metrics_at)
+        write_curve(args.plot, rows)
+        run.log_artifact(out / "samples.txt", artifact_path="samples")
+        return metrics
+
+    run_stage("pretrain", [args.tokens, args.tokenizer], args.output, work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Byte-level BPE: trained with HF `tokenizers`, applied with `tiktoken` (same merges, same ids).
+
+Training uses HF `tokenizers` and saves a plain `tokenizer.json` that `Tokenizer.from_file` and
+`transformers.PreTrainedTokenizerFast(tokenizer_file=...)` load as-is. Encoding a corpus uses a
+`tiktoken.Encoding` built from the same vocabulary: its regex pre-tokeniser is GPT-2's, which is what
+HF's `ByteLevel(use_regex=True)` applies, and its byte-pair ranks are the HF token ids (the trainer
+assigns ids in merge order), so the ids are identical and encoding is several times faster. The
+tokenize stage re-checks that identity on a sample before trusting it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+EOT = "<|endoftext|>"
+PAD = "<|pad|>"
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int, special_tokens: Sequence[str],
+              length: int | None = None) -> Tokenizer:
+    """Train a byte-level BPE (no prefix space, every byte in the base alphabet so nothing is unknown)."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer, length=length)
+    return tokenizer
+
+
+def min_vocab_size(special_tokens: Sequence[str]) -> int:
+    """The byte alphabet plus the special tokens: a smaller vocabulary cannot encode every input."""
+    return 256 + len(special_tokens)
+
+
+@lru_cache(maxsize=1)
+def _unicode_to_byte() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode table, which byte-level BPE uses to spell raw bytes."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = list(printable), 0
+    byte_values = list(printable)
+    for byte in range(256):
+        if byte not in printable:
+            byte_values.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(byte_values, chars, strict=True)}
+
+
+def token_bytes(token: str) -> bytes:
+    table = _unicode_to_byte()
+    return bytes(table[ch] for ch in token)
+
+
+def to_tiktoken(tokenizer: Tokenizer, name: str = "scratchlm") -> Any:
+    """A tiktoken Encoding with the tokenizer's merges, ids and special tokens."""
+    import tiktoken
+
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    specials = {t.content: vocab[t.content] for t in tokenizer.get_added_tokens_decoder().values() if t.special}
+    ranks = {token_bytes(token): index for token, index in vocab.items() if token not in specials}
+    return tiktoken.Encoding(name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=specials)
+
+
+def byte_token_ids(tokenizer: Tokenizer) -> set[int]:
+    """Ids of the lone non-ASCII bytes: pieces of characters no merge covers (byte fallback)."""
+    vocab = tokenizer.get_vocab(with_added_tokens=False)
+    return {index for token, index in vocab.items() if len(token) == 1 and token_bytes(token)[0] >= 0x80}
+
+
+def compression_metrics(tokenizer: Tokenizer, texts: Sequence[str]) -> dict[str, float]:
+    """Bytes per token, tokens per word and the share of byte-fallback tokens on held-out text."""
+    encodings = tokenizer.encode_batch(list(texts))
+    tokens = sum(len(e.ids) for e in encodings)
+    singles = byte_token_ids(tokenizer)
+    fallback = sum(sum(1 for i in e.ids if i in singles) for e in encodings)
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    words = sum(len(t.split()) for t in texts)
+    return {
+        "bytes_per_token": n_bytes / max(1, tokens),
+        "tokens_per_word": tokens / max(1, words),
+        "byte_token_share": fallback / max(1, tokens),
+        "eval_tokens": float(tokens),
+    }
+
+
+def check_same_ids(tokenizer: Tokenizer, encoding: Any, texts: Sequence[str]) -> None:
+    """Refuse the fast path if tiktoken and HF disagree on any sample text."""
+    expected = [e.ids for e in tokenizer.encode_batch(list(texts))]
+    got = encoding.encode_ordinary_batch(list(texts))
+    for index, (a, b) in enumerate(zip(expected, got, strict=True)):
+        if a != b:
+            raise RuntimeError(f"tiktoken and tokenizers disagree on sample {index}: refusing the fast encoder")
+
+
+class TokenWriter:
+    """Append token ids to a flat binary file of a fixed dtype, counting as it goes.
+
+    Chunks go straight to disk, so memory holds one batch at a time whatever the corpus size; the
+    result is read back with `np.memmap(path, dtype, mode="r")`.
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype, vocab_size: int) -> None:
+        self.path, self.dtype, self.vocab_size = path, np.dtype(dtype), vocab_size
+        self.count = 0
+        self.max_id = -1
+        self._handle = open(path, "wb")  # noqa: SIM115 - closed in close()
+
+    def write(self, ids: np.ndarray) -> None:
+        if ids.size:
+            top = int(ids.max())
+            if top >= self.vocab_size or int(ids.min()) < 0:
+                raise ValueError(f"{self.path}: token id {top} outside the vocabulary of {self.vocab_size}")
+            self.max_id = max(self.max_id, top)
+        ids.astype(self.dtype, copy=False).tofile(self._handle)
+        self.count += int(ids.size)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def encode_documents(encoding: Any, batches: Iterator[list[str]], writer: TokenWriter, eot: int,
+                     num_threads: int) -> tuple[int, int]:
+    """Encode batches of documents, each followed by `eot`; returns (documents, UTF-8 bytes of text)."""
+    docs = n_bytes = 0
+    for batch in batches:
+        n_bytes += sum(len(text.encode("utf-8")) for text in batch)
+        encoded = encoding.encode_ordinary_batch(batch, num_threads=num_threads)
+        flat: list[int] = []
+        for ids in encoded:  # list.extend copies in C; tiktoken hands back Python lists either way
+            flat.extend(ids)
+            flat.append(eot)
+        writer.write(np.array(flat, dtype=np.int64))
+        docs += len(batch)
+    return docs, n_bytes
+
+
+def write_header(path: Path, *, dtype: np.dtype, tokens: int, documents: int, text_bytes: int,
+                 tokenizer_sha256: str, vocab_size: int) -> None:
+    """`text_bytes` lets training report bits per byte, which compares across vocabularies."""
+    header = {"dtype": np.dtype(dtype).name, "tokens": tokens, "documents": documents, "text_bytes": text_bytes,
+              "tokenizer_sha256": tokenizer_sha256, "vocab_size": vocab_size, "eot": EOT}
+    path.write_text(json.dumps(header, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_tokens(bin_path: Path) -> np.memmap:
+    """Memory-map a token file using its JSON header (same name, `.json`)."""
+    header = json.loads(bin_path.with_suffix(".json").read_text(encoding="utf-8"))
+    return np.memmap(bin_path, dtype=np.dtype(header["dtype"]), mode="r", shape=(header["tokens"],))
+
+
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    return fn(*args, **kwargs), time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------ stages
+
+
+def split_texts(split_dir: Path) -> Iterator[str]:
+    """Texts of one dedup split, shard by shard (never the whole split in memory)."""
+    from scratchlm.io import document_shards, read_documents
+
+    for path in document_shards(split_dir):
+        for doc in read_documents(path):
+            yield doc["text"]
+
+
+def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """`itertools.batched` (Python 3.12) for 3.11."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def train_tokenizer(dedup_dir: Path, out_dir: Path, params: Any) -> dict[str, Any]:
+    """Train on `dedup_dir/train`, save `tokenizer.json`, measure compression on `dedup_dir/val`."""
+    tokenizer, seconds = timed(train_bpe, split_texts(dedup_dir / "train"), params.vocab_size,
+                               params.min_frequency, params.special_tokens)
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    sample = [text for _, text in zip(range(params.eval_docs), split_texts(dedup_dir / "val"), strict=False)]
+    return {"vocab_size": tokenizer.get_vocab_size(), "train_seconds": round(seconds, 3),
+            **compression_metrics(tokenizer, sample)}
+
+
+def tokenize_splits(dedup_dir: Path, tokenizer_dir: Path, out_dir: Path, params: Any) -> dict[str, Any]:
+    """Encode train/val/test into `<split>.bin` + `<split>.json` headers; returns tokens per split."""
+    from tqdm import tqdm
+
+    from scratchlm.io import sha256_file
+
+    tokenizer_file = tokenizer_dir / "tokenizer.json"
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    encoding = to_tiktoken(tokenizer)
+    sample = [t for _, t in zip(range(params.check_docs), split_texts(dedup_dir / "val"), strict=False)]
+    check_same_ids(tokenizer, encoding, sample)
+    vocab_size, eot = tokenizer.get_vocab_size(), tokenizer.token_to_id(EOT)
+    if eot is None:
+        raise ValueError(f"{tokenizer_file}: has no {EOT} token")
+    metrics: dict[str, Any] = {}
+    for split in ("train", "val", "test"):
+        writer = TokenWriter(out_dir / f"{split}.bin", token_dtype(vocab_size), vocab_size)
+        batches = tqdm(batched(split_texts(dedup_dir / split), params.batch_docs), desc=f"tokenize {split}",
+                       unit="batch")
+        docs, text_bytes = encode_documents(encoding, batches, writer, eot, params.num_threads)
+        writer.close()
+        write_header(out_dir / f"{split}.json", dtype=writer.dtype, tokens=writer.count, documents=docs,
+                     text_bytes=text_bytes,
+                     tokenizer_sha256=sha256_file(tokenizer_file), vocab_size=vocab_size)
+        metrics[f"{split}_tokens"] = writer.count
+        metrics[f"{split}_documents"] = docs
+    return metrics

@@ -1,0 +1,103 @@
+"""Data for pretraining: random windows over memory-mapped token files.
+
+Training windows are drawn by sample index: window `i` starts at an offset drawn from a generator
+seeded with `(seed, i)`. The data module remembers how many samples were consumed and saves that
+in the checkpoint, so a resumed run continues with exactly the windows an uninterrupted run would
+have seen next, and no corpus is ever held in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from scratchlm.tokenizer import read_tokens
+
+
+def window_offset(seed: int, index: int, n_tokens: int, window: int) -> int:
+    """Start of training window `index`: a pure function of (seed, index)."""
+    return int(np.random.default_rng((seed, index)).integers(0, n_tokens - window + 1))
+
+
+def as_pair(chunk: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) from a window of block_size + 1 tokens."""
+    tokens = torch.from_numpy(chunk.astype(np.int64))
+    return tokens[:-1], tokens[1:]
+
+
+class RandomWindows(IterableDataset):
+    """An endless stream of training windows, starting at sample `start` (for exact resume).
+
+    Under data parallelism each rank takes every world_size-th sample, so ranks never overlap.
+    """
+
+    def __init__(self, path: Path, block_size: int, seed: int, start: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.path, self.block_size, self.seed = path, block_size, seed
+        self.start, self.rank, self.world_size = start, rank, world_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        tokens = read_tokens(self.path)
+        window = self.block_size + 1
+        if len(tokens) < window:
+            raise ValueError(f"{self.path}: {len(tokens)} tokens, fewer than one window of {window}")
+        index = self.start + self.rank
+        while True:
+            offset = window_offset(self.seed, index, len(tokens), window)
+            yield as_pair(np.asarray(tokens[offset : offset + window]))
+            index += self.world_size
+
+
+class FixedWindows(Dataset):
+    """The same evenly spaced validation windows every time, so val loss is comparable across steps."""
+
+    def __init__(self, path: Path, block_size: int, count: int) -> None:
+        self.tokens = read_tokens(path)
+        self.window = block_size + 1
+        if len(self.tokens) < self.window:
+            raise ValueError(f"{path}: {len(self.tokens)} tokens, fewer than one window of {self.window}")
+        available = len(self.tokens) // self.window
+        self.starts = np.linspace(0, (available - 1) * self.window, num=min(count, available)).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = int(self.starts[index])
+        return as_pair(np.asarray(self.tokens[start : start + self.window]))
+
+
+class TokenDataModule(L.LightningDataModule):
+    """Train/val loaders over `tokens_dir/{train,val}.bin`; checkpoints the number of samples consumed."""
+
+    def __init__(self, tokens_dir: Path, block_size: int, batch_size: int, grad_accum: int, seed: int,
+                 val_windows: int) -> None:
+        super().__init__()
+        self.tokens_dir, self.block_size, self.batch_size = tokens_dir, block_size, batch_size
+        self.grad_accum, self.seed, self.val_windows = grad_accum, seed, val_windows
+        self.start_sample = 0
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        dataset = RandomWindows(self.tokens_dir / "train.bin", self.block_size, self.seed,
+                                start=self.start_sample, rank=rank, world_size=world)
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = FixedWindows(self.tokens_dir / "val.bin", self.block_size, self.val_windows)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Samples consumed so far (all ranks): where the stream resumes."""
+        step = self.trainer.global_step if self.trainer else 0
+        world = self.trainer.world_size if self.trainer else 1
+        return {"consumed_samples": step * self.grad_accum * self.batch_size * world}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.start_sample = int(state["consumed_samples"])

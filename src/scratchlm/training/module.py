@@ -1,0 +1,92 @@
+"""The LightningModule skeleton shared by pretraining and fine-tuning.
+
+It owns what every stage trains the same way: AdamW with decay on matrices only (fused where the
+device allows it), linear warmup + cosine decay to `min_lr`, a stop on the first non-finite loss,
+and the RNG state in checkpoints so a resumed run draws the same dropout masks. Subclasses
+implement `compute_loss(batch)`; pretraining is the plain language-modelling loss.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from scratchlm.model.gpt import GPT, GPTConfig
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; training stops with the step number."""
+
+
+def lr_at(step: int, *, lr: float, min_lr: float, warmup: int, total: int) -> float:
+    """Linear warmup to `lr`, then cosine decay to `min_lr` at `total` steps (flat afterwards)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices (linear and embedding weights), not biases or LayerNorm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    unique = list({id(p): p for p in params}.values())  # the tied head appears once
+    return [
+        {"params": [p for p in unique if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in unique if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+class GPTModule(L.LightningModule):
+    """A GPT under Lightning; `hp` is the stage's validated params section."""
+
+    def __init__(self, config: GPTConfig, hp: Any, model: GPT | None = None) -> None:
+        super().__init__()
+        self.config, self.hp = config, hp
+        self.model = model if model is not None else GPT(config)
+        self.last_loss: torch.Tensor | None = None
+        self.grad_norm: torch.Tensor | None = None
+        # The compiled forward is kept outside the module tree (no duplicate state_dict keys); the
+        # plain module stays for generation, whose changing shapes would only trigger recompiles.
+        object.__setattr__(self, "_forward", torch.compile(self.model) if hp.compile else self.model)
+
+    def compute_loss(self, batch: Any) -> torch.Tensor:
+        inputs, targets = batch
+        return self._forward(inputs, targets)[1]
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = self.compute_loss(batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"loss is {loss.item()} at step {self.global_step}: stopping; "
+                                     "the last checkpoint is the last good state")
+        self.last_loss = loss.detach()
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss = self.compute_loss(batch)
+        self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=batch[0].size(0))
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip by global norm ourselves: Lightning refuses to with a fused optimizer, though with bf16
+        or fp32 there is no loss scaler to unscale first. The norm is kept for logging (no sync)."""
+        if gradient_clip_val:
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        # fp16 needs a loss scaler, which cannot unscale a fused optimizer's gradients before clipping
+        fused = self.hp.fused_adamw and self.device.type in ("cpu", "cuda") and self.hp.precision != "16-mixed"
+        optimizer = torch.optim.AdamW(param_groups(self.model, self.hp.weight_decay), lr=self.hp.lr,
+                                      betas=(self.hp.beta1, self.hp.beta2), fused=fused or None)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(
+            step, lr=1.0, min_lr=self.hp.min_lr / self.hp.lr, warmup=self.hp.warmup_steps, total=self.hp.max_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])

@@ -1,0 +1,140 @@
+"""Pretraining: setup → fit → validate → export, with Lightning doing the engineering.
+
+The same code trains on two CPU cores here and on many GPUs with DDP or FSDP: accelerator, devices,
+nodes, strategy and precision are params handed to Lightning's Trainer as they are. `last.ckpt` in
+the checkpoint folder (a persistent DVC output) lets `dvc repro` resume an interrupted run; it is
+used only if it was written by a run with the same params and data (a fingerprint file says so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from tokenizers import Tokenizer
+
+from scratchlm.config import PretrainParams
+from scratchlm.model.gpt import GPTConfig, save_model
+from scratchlm.tokenizer import EOT
+from scratchlm.training.callbacks import CheckpointOnInterrupt, LogFn, SampleText, TrainingLog
+from scratchlm.training.data import TokenDataModule
+from scratchlm.training.module import GPTModule
+
+LAST = "last.ckpt"
+FINGERPRINT = "fingerprint.json"
+
+
+def fingerprint(params: PretrainParams, tokens_dir: Path, tokenizer_file: Path) -> str:
+    """What a checkpoint must match to be resumed: params, token headers and tokenizer bytes."""
+    parts = [json.dumps(params.model_dump(mode="json"), sort_keys=True), tokenizer_file.read_text(encoding="utf-8")]
+    parts += [(tokens_dir / f"{split}.json").read_text(encoding="utf-8") for split in ("train", "val")]
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+
+
+def resume_path(ckpt_dir: Path, expected: str) -> Path | None:
+    """`last.ckpt` if it belongs to this exact run; otherwise clear the folder and start fresh."""
+    marker = ckpt_dir / FINGERPRINT
+    if (ckpt_dir / LAST).is_file() and marker.is_file() and json.loads(marker.read_text())["sha256"] == expected:
+        return ckpt_dir / LAST
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"sha256": expected}) + "\n")
+    return None
+
+
+def model_config(params: PretrainParams, vocab_size: int) -> GPTConfig:
+    return GPTConfig(vocab_size=vocab_size, **params.model.model_dump())
+
+
+def build_trainer(params: PretrainParams, ckpt_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    """A Trainer from params alone; validation and checkpoints are counted in optimizer steps."""
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                                 every_n_train_steps=params.ckpt_every)
+    return L.Trainer(
+        accelerator=params.accelerator, devices=params.devices, num_nodes=params.num_nodes,
+        strategy=params.strategy, precision=params.precision, max_steps=params.max_steps,
+        max_time={"minutes": params.max_time_minutes} if params.max_time_minutes else None,
+        accumulate_grad_batches=params.grad_accum, gradient_clip_val=params.grad_clip or None,
+        val_check_interval=params.val_every * params.grad_accum, check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, logger=False, deterministic=params.deterministic,
+        callbacks=[checkpoint, *callbacks], enable_model_summary=False,
+    )
+
+
+def bytes_per_token(tokens_dir: Path, split: str = "val") -> float:
+    header = json.loads((tokens_dir / f"{split}.json").read_text(encoding="utf-8"))
+    return header["text_bytes"] / max(1, header["tokens"])
+
+
+def setup(params: PretrainParams, tokens_dir: Path, tokenizer: Tokenizer) -> tuple[GPTModule, TokenDataModule]:
+    torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
+    L.seed_everything(params.seed, workers=True, verbose=False)
+    module = GPTModule(model_config(params, tokenizer.get_vocab_size()), params)
+    data = TokenDataModule(tokens_dir, params.model.block_size, params.batch_size, params.grad_accum,
+                           params.seed, params.val_windows)
+    return module, data
+
+
+def pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, ckpt_dir: Path, params: PretrainParams,
+             log_fn: LogFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train, validate and export to `out_dir`; returns (metrics, loss-curve rows for the DVC plot)."""
+    tokenizer_file = tokenizer_dir / "tokenizer.json"
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    module, data = setup(params, tokens_dir, tokenizer)
+    world = max(1, params.num_nodes) * (params.devices if isinstance(params.devices, int) else 1)
+    tokens_per_step = params.batch_size * params.grad_accum * params.model.block_size * world
+    log = TrainingLog(log_fn, params.log_every, tokens_per_step, module.model.flops_per_token(),
+                      params.peak_tflops * 1e12 * world, bytes_per_token(tokens_dir))
+    samples = SampleText(lambda s: tokenizer.encode(s).ids, tokenizer.decode, params.sample_prompts,
+                         params.sample_tokens, tokenizer.token_to_id(EOT), seed=params.seed)
+    trainer = build_trainer(params, ckpt_dir, [samples, log, CheckpointOnInterrupt(ckpt_dir / LAST)])
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=resume_path(ckpt_dir, fingerprint(params, tokens_dir, tokenizer_file)),
+                weights_only=True)
+    seconds = time.perf_counter() - start
+    final = last_validation(log, trainer.global_step) or trainer.validate(module, datamodule=data, verbose=False)[0]
+    export(module, tokenizer_file, samples.samples, out_dir)
+    return summary(params, trainer, module, final, seconds, tokens_per_step, log), log.loss_rows()
+
+
+def last_validation(log: TrainingLog, step: int) -> dict[str, float] | None:
+    """The validation already run at the final step, if any (no need to score the same weights twice)."""
+    done = [h for h in log.history if "val_loss" in h and h["step"] == step]
+    return done[-1] if done else None
+
+
+def export(module: GPTModule, tokenizer_file: Path, samples: list[str], out_dir: Path) -> None:
+    """model.safetensors + config.json + tokenizer.json (+ samples.txt): everything to reload and generate."""
+    save_model(module.model, out_dir)
+    shutil.copy2(tokenizer_file, out_dir / "tokenizer.json")
+    (out_dir / "samples.txt").write_text("\n\n".join(samples) + "\n", encoding="utf-8")
+
+
+def summary(params: PretrainParams, trainer: L.Trainer, module: GPTModule, final: dict[str, float], seconds: float,
+            tokens_per_step: int, log: TrainingLog) -> dict[str, Any]:
+    import math
+
+    val_loss = float(final["val_loss"])
+    speeds = [h["tokens_per_s"] for h in log.history if "tokens_per_s" in h]
+    return {
+        "steps": trainer.global_step,
+        "tokens_seen": trainer.global_step * tokens_per_step,
+        "train_seconds": round(seconds, 2),
+        "train_loss": next((h["train_loss"] for h in reversed(log.history) if "train_loss" in h), float("nan")),
+        "val_loss": val_loss,
+        "val_ppl": math.exp(min(val_loss, 50.0)),
+        "val_bpb": val_loss / math.log(2) / log.bytes_per_token,
+        "tokens_per_s": sum(speeds) / len(speeds) if speeds else 0.0,
+        "mfu": (sum(speeds) / len(speeds) if speeds else 0.0) * log.flops_per_token / log.peak_flops,
+        "params": module.model.num_params(),
+        "params_with_embeddings": module.model.num_params(non_embedding=False),
+        "flops_per_token": log.flops_per_token,
+    }
