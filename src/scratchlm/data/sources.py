@@ -23,6 +23,8 @@ from typing import Any
 from scratchlm.config import SourceSpec
 from scratchlm.io import CHUNK, sha256_file
 
+NET_CHUNK = 1 << 16  # small reads keep most of a transfer that breaks off, for the resume
+
 
 class SourceError(Exception):
     """A source cannot be fetched or does not match its pin; one line naming the source."""
@@ -145,7 +147,7 @@ def _stream_to(session: Any, url: str, part: Path, timeout_s: float) -> None:
         total = int(response.headers.get("Content-Length", 0)) + have or None
         with open(part, "ab" if have else "wb") as handle, tqdm(total=total, initial=have, unit="B",
                                                                   unit_scale=True, desc=part.stem) as bar:
-            for chunk in response.iter_content(CHUNK):
+            for chunk in response.iter_content(NET_CHUNK):
                 handle.write(chunk)
                 bar.update(len(chunk))
 
