@@ -40,6 +40,31 @@ def profile_use(
     typer.echo(f"applied {profile_file} to {params_file}: {', '.join(sections)}")
 
 
+@app.command()
+def generate(
+    model: Path = typer.Option(Path("models/pretrain"), help="exported model folder"),
+    prompt: str = typer.Option(..., help="text to continue"),
+    max_new_tokens: int = typer.Option(100, min=1),
+    temperature: float = typer.Option(0.8, min=0.0, help="0 = greedy"),
+    top_k: int = typer.Option(50, min=0, help="0 = off"),
+    top_p: float = typer.Option(1.0, min=0.0, max=1.0, help="1 = off"),
+    seed: int = typer.Option(None, help="fixes the sample"),
+) -> None:
+    """Continue a prompt, streaming the text to the terminal."""
+    from scratchlm.generate import load_for_generation, stream_text
+
+    try:
+        gpt, tokenizer = load_for_generation(model)
+    except (FileNotFoundError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(prompt, nl=False)
+    for piece in stream_text(gpt, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_k=top_k or None, top_p=top_p if top_p < 1 else None, seed=seed):
+        typer.echo(piece, nl=False)
+    typer.echo()
+
+
 def main() -> None:
     app()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -201,31 +202,39 @@ class GPT(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, eos: int | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample continuations with a KV cache; stops early once every row has produced `eos`.
-
-        `temperature=0` means greedy decoding. Past `block_size` the cache is rebuilt from the last
-        `block_size - 1` tokens (a sliding window), so generation length is not capped.
-        """
+    def stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, eos: int | None = None,
+               generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        """Yield one `(batch, 1)` tensor of next ids at a time, with a KV cache; stops once every row
+        has produced `eos`. `temperature=0` is greedy. Past `block_size` the cache is rebuilt from the
+        last `block_size - 1` tokens (a sliding window), so generation length is not capped."""
         cache = KVCache(self.config.n_layer)
-        logits, _ = self(idx[:, -self.config.block_size:], cache=cache)
+        context = idx[:, -self.config.block_size:]
+        logits, _ = self(context, cache=cache)
         finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
             next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
             if eos is not None:
                 next_id = torch.where(finished[:, None], torch.full_like(next_id, eos), next_id)
                 finished |= next_id.squeeze(1) == eos
-            idx = torch.cat([idx, next_id], dim=1)
+            yield next_id
+            context = torch.cat([context, next_id], dim=1)
             if eos is not None and bool(finished.all()):
-                break
+                return
             if cache.length >= self.config.block_size:
                 cache = KVCache(self.config.n_layer)
-                logits, _ = self(idx[:, -(self.config.block_size - 1):], cache=cache)
+                context = context[:, -(self.config.block_size - 1):]
+                logits, _ = self(context, cache=cache)
             else:
                 logits, _ = self(next_id, cache=cache)
-        return idx
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, eos: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """The prompt followed by up to `max_new_tokens` sampled ids (see `stream`)."""
+        new = list(self.stream(idx, max_new_tokens, temperature, top_k, top_p, eos, generator))
+        return torch.cat([idx, *new], dim=1)
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,

@@ -28,7 +28,7 @@ class TrainingLog(L.Callback):
         bytes_per_token: UTF-8 bytes per validation token, for bits per byte.
     """
 
-    def __init__(self, log_fn: LogFn, log_every: int, tokens_per_step: int, flops_per_token: float,
+    def __init__(self, log_fn: LogFn | None, log_every: int, tokens_per_step: int, flops_per_token: float,
                  peak_flops: float, bytes_per_token: float) -> None:
         self.log_fn, self.log_every = log_fn, log_every
         self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
@@ -70,7 +70,7 @@ class TrainingLog(L.Callback):
 
     def _record(self, metrics: dict[str, float], step: int) -> None:
         self.history.append({"step": step, **metrics})
-        if self.log_fn is not None and torch.distributed.is_available() and _is_rank_zero():
+        if self.log_fn is not None and _is_rank_zero():
             self.log_fn(metrics, step)
 
     def loss_rows(self) -> list[dict[str, Any]]:
@@ -84,7 +84,8 @@ class TrainingLog(L.Callback):
 
 
 def _is_rank_zero() -> bool:
-    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 class SampleText(L.Callback):

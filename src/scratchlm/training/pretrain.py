@@ -84,8 +84,12 @@ def setup(params: PretrainParams, tokens_dir: Path, tokenizer: Tokenizer) -> tup
 
 
 def pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, ckpt_dir: Path, params: PretrainParams,
-             log_fn: LogFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Train, validate and export to `out_dir`; returns (metrics, loss-curve rows for the DVC plot)."""
+             log_fn: LogFn | None = None, callbacks: list[L.Callback] | None = None,
+             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train, validate and export to `out_dir`; returns (metrics, loss-curve rows for the DVC plot).
+
+    `callbacks` are added to the Trainer's own (profilers, early stopping, fault injection in tests).
+    """
     tokenizer_file = tokenizer_dir / "tokenizer.json"
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     module, data = setup(params, tokens_dir, tokenizer)
@@ -95,10 +99,11 @@ def pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, ckpt_dir: Pat
                       params.peak_tflops * 1e12 * world, bytes_per_token(tokens_dir))
     samples = SampleText(lambda s: tokenizer.encode(s).ids, tokenizer.decode, params.sample_prompts,
                          params.sample_tokens, tokenizer.token_to_id(EOT), seed=params.seed)
-    trainer = build_trainer(params, ckpt_dir, [samples, log, CheckpointOnInterrupt(ckpt_dir / LAST)])
+    trainer = build_trainer(params, ckpt_dir, [samples, log, CheckpointOnInterrupt(ckpt_dir / LAST),
+                                               *(callbacks or [])])
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=resume_path(ckpt_dir, fingerprint(params, tokens_dir, tokenizer_file)),
-                weights_only=True)
+    resume = resume_path(ckpt_dir, fingerprint(params, tokens_dir, tokenizer_file))
+    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - start
     final = last_validation(log, trainer.global_step) or trainer.validate(module, datamodule=data, verbose=False)[0]
     export(module, tokenizer_file, samples.samples, out_dir)
