@@ -27,3 +27,6 @@ lint: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+bench: install
+	$(ACTIVATE) && python bench/matmul_peak.py && python bench/train_throughput.py

@@ -1,4 +1,4 @@
-"""The real `dvc repro` of the data stages on the debug profile, in a throw-away copy of the repo."""
+"""The real `dvc repro` of the whole DAG on the debug profile, in a throw-away copy of the repo."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_STAGES = ["download", "clean", "dedup", "validate"]
+STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
@@ -46,13 +47,14 @@ def copy_repo(dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = copy_repo(tmp_path_factory.mktemp("repo"))
-    sh(root, "dvc", "repro", *DATA_STAGES)
+    sh(root, "dvc", "repro")
     return root
 
 
 def test_outputs_manifests_and_metrics(repo: Path) -> None:
     for stage, out in [("download", "data/raw"), ("clean", "data/clean"), ("dedup", "data/dedup"),
-                       ("validate", "reports/data_validation")]:
+                       ("validate", "reports/data_validation"), ("tokenizer", "models/tokenizer"),
+                       ("tokenize", "data/tokens"), ("pretrain", "models/pretrain")]:
         manifest = json.loads((repo / out / "manifest.json").read_text())
         assert manifest["stage"] == stage and manifest["mlflow_run_id"] and manifest["git_commit"]
         assert manifest["outputs"], f"{stage} recorded no outputs"
@@ -71,14 +73,16 @@ def test_outputs_manifests_and_metrics(repo: Path) -> None:
 
 def test_second_repro_does_nothing(repo: Path) -> None:
     assert "changed" not in sh(repo, "dvc", "status").stdout
-    out = sh(repo, "dvc", "repro", *DATA_STAGES).stdout
+    out = sh(repo, "dvc", "repro").stdout
     assert "didn't change, skipping" in out and "Running stage" not in out
 
 
 def test_dag_and_metrics_show(repo: Path) -> None:
     dag = sh(repo, "dvc", "dag", "--dot").stdout
     edges = set(re.findall(r'"?([\w]+)"?\s*->\s*"?([\w]+)"?', dag))
-    assert {("download", "clean"), ("clean", "dedup"), ("dedup", "validate")} <= edges, dag
+    chain = {("download", "clean"), ("clean", "dedup"), ("dedup", "validate"), ("validate", "tokenizer"),
+             ("tokenizer", "tokenize"), ("tokenize", "pretrain")}
+    assert chain <= edges, dag
     shown = sh(repo, "dvc", "metrics", "show", "--json").stdout
     assert "docs_out" in shown and "exact_duplicates_removed" in shown
 
@@ -87,7 +91,7 @@ def test_one_mlflow_run_per_stage_with_lineage_tags(repo: Path) -> None:
     with sqlite3.connect(repo / "mlflow.db") as db:
         runs = dict(db.execute("select r.run_uuid, r.name from runs r where r.status = 'FINISHED'").fetchall())
         tags = db.execute("select run_uuid, key, value from tags").fetchall()
-    assert sorted(runs.values()) == sorted(DATA_STAGES)
+    assert sorted(runs.values()) == sorted(STAGES)
     by_run: dict[str, dict[str, str]] = {}
     for run_id, key, value in tags:
         by_run.setdefault(run_id, {})[key] = value
@@ -111,3 +115,30 @@ def test_bad_param_fails_in_one_line_and_keeps_outputs(repo: Path) -> None:
         params.write_text(original)
     sh(repo, "dvc", "checkout", "data/clean")
     assert (repo / "data/clean/manifest.json").read_text() == before
+
+
+def test_pretrained_model_generates_and_logged_curves(repo: Path) -> None:
+    out = sh(repo, "scratchlm", "generate", "--model", "models/pretrain", "--prompt", "The history of",
+             "--max-new-tokens", "5", "--seed", "1").stdout
+    assert out.startswith("The history of")
+    curve = (repo / "reports/plots/pretrain_loss.csv").read_text().splitlines()
+    assert curve[0] == "step,train_loss,val_loss" and len(curve) > 3
+    metrics = json.loads((repo / "reports/metrics/pretrain.json").read_text())
+    assert metrics["steps"] == 20 and metrics["val_loss"] > 0
+    assert (repo / "checkpoints/pretrain/last.ckpt").is_file()
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        steps = db.execute("select count(*) from metrics m join runs r on m.run_uuid = r.run_uuid "
+                           "where r.name = 'pretrain' and m.key = 'train_loss'").fetchone()[0]
+    assert steps >= 3, "per-step train loss must reach MLflow"
+
+
+def test_changing_pretrain_params_reruns_only_pretrain(repo: Path) -> None:
+    params = repo / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original.replace("max_steps: 20", "max_steps: 21", 1))
+        dry = sh(repo, "dvc", "repro", "--dry").stdout
+    finally:
+        params.write_text(original)
+    ran = set(re.findall(r"Running stage '(\w+)'", dry))
+    assert ran == {"pretrain"}, dry
