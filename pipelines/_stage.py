@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ import yaml
 
 from scratchlm.config import ConfigError, Section, TrackingParams, parse_section
 from scratchlm.io import DataFormatError, atomic_output_dir, atomic_write_json
+from scratchlm.launch import is_rank_zero
 from scratchlm.lineage import describe_input, git_state, upstream_run_ids, utc_now, write_manifest
-from scratchlm.tracking import TrackingError, dvc_experiment, stage_run
+from scratchlm.tracking import StageRun, TrackingError, dvc_experiment, stage_run
 
 PARAMS_FILE = Path("params.yaml")
 METRICS_DIR = Path("reports/metrics")
@@ -89,6 +91,11 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
          check: Callable[[], None] | None) -> None:
     params, tracking = load_params(stage)
     seed_everything(seed)
+    if not is_rank_zero():
+        # a worker of a multi-process launch (DDP/FSDP): it trains, rank 0 alone tracks and writes
+        with tempfile.TemporaryDirectory() as scratch:
+            work(params, Path(scratch), StageRun(None))
+        return
     started = utc_now()
     described = {path: describe_input(path) for path in sorted(inputs)}
     commit, dirty = git_state()

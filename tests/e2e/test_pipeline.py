@@ -142,3 +142,20 @@ def test_changing_pretrain_params_reruns_only_pretrain(repo: Path) -> None:
         params.write_text(original)
     ran = set(re.findall(r"Running stage '(\w+)'", dry))
     assert ran == {"pretrain"}, dry
+
+
+def test_failed_critical_expectation_stops_the_dag(repo: Path) -> None:
+    params = repo / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original.replace("spam_fraction_max: 0.5", "spam_fraction_max: 0.01", 1))
+        params.write_text(params.read_text().replace("max_steps: 20", "max_steps: 22", 1))
+        result = sh(repo, "dvc", "repro", check=False)
+        assert result.returncode != 0
+        assert "error: validate: sms_spam:" in result.stderr + result.stdout
+        assert "Running stage 'pretrain'" not in result.stdout, "nothing after validate may run"
+        report = json.loads((repo / "reports/data_validation/results.json").read_text())
+        assert report, "the report that explains the failure is kept"
+    finally:
+        params.write_text(original)
+    sh(repo, "dvc", "checkout")

@@ -50,6 +50,7 @@ def run(data: tuple[Path, Path], tmp: Path, name: str, callbacks=None, **overrid
 def test_pretrain_exports_a_loadable_model_and_logs(data, tmp_path: Path) -> None:
     metrics, rows, logged, out = run(data, tmp_path, "a")
     assert metrics["steps"] == 8 and metrics["val_loss"] < np.log(300)
+    assert 0 < metrics["unigram_val_loss"] < np.log(300)
     assert {"train_loss", "lr", "tokens_per_s", "mfu", "grad_norm"} <= set(logged[0][0])
     assert any("val_bpb" in m for m, _ in logged)
     assert [r["step"] for r in rows if r["val_loss"] != ""] == [4, 8]
@@ -114,3 +115,38 @@ def test_lr_schedule() -> None:
     assert lr_at(9, **kwargs) == pytest.approx(1.0)
     assert lr_at(60, **kwargs) == pytest.approx(0.55)
     assert lr_at(110, **kwargs) == pytest.approx(0.1) == lr_at(500, **kwargs)
+
+
+DDP_SCRIPT = """
+import json, sys
+from pathlib import Path
+from scratchlm.config import PretrainParams
+from scratchlm.training.pretrain import pretrain
+
+if __name__ == "__main__":
+    tokens, tok, out, ckpt = map(Path, sys.argv[1:5])
+    metrics, _ = pretrain(tokens, tok, out, ckpt, PretrainParams(**json.loads(sys.argv[5])))
+    print("METRICS", json.dumps(metrics), flush=True)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_two_process_ddp_on_cpu(data, tmp_path: Path) -> None:
+    """Lightning's own launcher starts the second process (gloo); rank 0 alone exports."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    params = {**TINY, "strategy": "ddp", "devices": 2, "max_steps": 4, "val_every": 2, "ckpt_every": 2}
+    out = tmp_path / "out"
+    out.mkdir()
+    result = subprocess.run([sys.executable, str(script), *map(str, data), str(out), str(tmp_path / "ckpt"),
+                             json.dumps(params)], capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(result.stdout.split("METRICS ", 1)[1].splitlines()[0])
+    assert metrics["steps"] == 4
+    assert metrics["tokens_seen"] == 4 * TINY["batch_size"] * 32 * 2, "two ranks, each its own batch"
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
+    assert load_model(out).config.n_layer == 2

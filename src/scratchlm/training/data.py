@@ -101,3 +101,16 @@ class TokenDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.start_sample = int(state["consumed_samples"])
+
+
+def unigram_loss(train: Path, val: Path, vocab_size: int, chunk: int = 1 << 24) -> float:
+    """Cross-entropy (nats/token) on val of add-one token frequencies from train: the baseline a
+    language model must beat. Counted in chunks, so it runs in bounded memory on any corpus size."""
+    counts = np.ones(vocab_size, dtype=np.float64)
+    tokens = read_tokens(train)
+    for start in range(0, len(tokens), chunk):
+        counts += np.bincount(tokens[start : start + chunk], minlength=vocab_size)[:vocab_size]
+    log_p = np.log(counts / counts.sum())
+    held_out = read_tokens(val)
+    total = sum(float(log_p[held_out[s : s + chunk]].sum()) for s in range(0, len(held_out), chunk))
+    return -total / max(1, len(held_out))

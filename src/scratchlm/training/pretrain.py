@@ -22,10 +22,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tokenizers import Tokenizer
 
 from scratchlm.config import PretrainParams
+from scratchlm.launch import is_rank_zero
 from scratchlm.model.gpt import GPTConfig, save_model
 from scratchlm.tokenizer import EOT
 from scratchlm.training.callbacks import CheckpointOnInterrupt, LogFn, SampleText, TrainingLog
-from scratchlm.training.data import TokenDataModule
+from scratchlm.training.data import TokenDataModule, unigram_loss
 from scratchlm.training.module import GPTModule
 
 LAST = "last.ckpt"
@@ -40,13 +41,14 @@ def fingerprint(params: PretrainParams, tokens_dir: Path, tokenizer_file: Path) 
 
 
 def resume_path(ckpt_dir: Path, expected: str) -> Path | None:
-    """`last.ckpt` if it belongs to this exact run; otherwise clear the folder and start fresh."""
+    """`last.ckpt` if it belongs to this exact run; otherwise (rank 0) clear the folder and start fresh."""
     marker = ckpt_dir / FINGERPRINT
     if (ckpt_dir / LAST).is_file() and marker.is_file() and json.loads(marker.read_text())["sha256"] == expected:
         return ckpt_dir / LAST
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"sha256": expected}) + "\n")
+    if is_rank_zero():
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"sha256": expected}) + "\n")
     return None
 
 
@@ -106,8 +108,12 @@ def pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, ckpt_dir: Pat
     trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - start
     final = last_validation(log, trainer.global_step) or trainer.validate(module, datamodule=data, verbose=False)[0]
-    export(module, tokenizer_file, samples.samples, out_dir)
-    return summary(params, trainer, module, final, seconds, tokens_per_step, log), log.loss_rows()
+    if trainer.is_global_zero:
+        export(module, tokenizer_file, samples.samples, out_dir)
+    metrics = summary(params, trainer, module, final, seconds, tokens_per_step, log)
+    metrics["unigram_val_loss"] = unigram_loss(tokens_dir / "train.bin", tokens_dir / "val.bin",
+                                               tokenizer.get_vocab_size())
+    return metrics, log.loss_rows()
 
 
 def last_validation(log: TrainingLog, step: int) -> dict[str, float] | None:
