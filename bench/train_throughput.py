@@ -128,7 +128,8 @@ def report(rows: list[dict], config: GPTConfig, hp: PretrainParams, peak: float,
     targets = {"lightning_vs_plain_default": 0.95, "lightning_vs_plain_fp32": 0.95,
                "bf16_compile_vs_fp32_lightning": 2.0}
     for name, value in ratios.items():
-        print(f"{name:<34}{value:>6.2f}x  target ≥ {targets[name]:.2f}x  {'pass' if value >= targets[name] else 'SHORT'}")
+        mark = 'pass' if value >= targets[name] else 'SHORT'
+        print(f"{name:<34}{value:>6.2f}x  target ≥ {targets[name]:.2f}x  {mark}")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps({"rows": rows, "ratios": ratios, "targets": targets,
                                      "date": time.strftime("%Y-%m-%d")}, indent=2) + "\n")
