@@ -72,6 +72,8 @@ def test_olmo_requests_group_by_item(tmp_path: Path) -> None:
     for choice, cont in enumerate([" yes", " no"]):
         lines.append({"doc_id": 0, "label": 1, "doc": {"query": "Q?", "choices": ["yes", "no"], "gold": 1},
                       "request": {"context": "Q?", "continuation": cont}, "idx": choice})
+    uncond = {**lines[0], "doc_id": 1_000_000, "request": {"context": "Answer:", "continuation": " yes"}}
+    lines.append(uncond)
     path = tmp_path / "requests.jsonl.gz"
     path.write_bytes(gzip.compress("\n".join(json.dumps(x) for x in lines).encode()))
     [item] = read_member("olmo_requests", "bench", "piqa", [path], None)

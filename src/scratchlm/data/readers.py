@@ -29,6 +29,7 @@ import yaml
 from scratchlm.io import DataFormatError, make_document, read_jsonl
 
 HEADING = re.compile(r"^ = ([^=].*?) = $")
+OLMO_UNCOND_OFFSET = 1_000_000  # oe-eval's `uncond_docid_offset`
 SPLIT_NAMES = {"train": "train", "valid": "val", "validation": "val", "val": "val", "test": "test"}
 
 
@@ -161,6 +162,8 @@ def read_olmo_requests(name: str, member: str, path: Path) -> Iterator[dict[str,
     for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         try:
             request = json.loads(line)
+            if request["doc_id"] >= OLMO_UNCOND_OFFSET:
+                continue  # the answer-only twin of an item, for PMI scoring: not a separate item
             item = items.setdefault(request["doc_id"], _olmo_item(member, request))
             item["requests"].append({"context": request["request"]["context"],
                                      "continuation": request["request"]["continuation"]})
