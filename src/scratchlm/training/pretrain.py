@@ -33,10 +33,18 @@ LAST = "last.ckpt"
 FINGERPRINT = "fingerprint.json"
 
 
+CODE = [Path(__file__).parent, Path(__file__).parent.parent / "model"]
+
+
 def fingerprint(params: PretrainParams, tokens_dir: Path, tokenizer_file: Path) -> str:
-    """What a checkpoint must match to be resumed: params, token headers and tokenizer bytes."""
+    """What a checkpoint must match to be resumed: params, token headers, tokenizer and training code.
+
+    The code counts because DVC re-runs the stage when it changes: resuming a finished checkpoint
+    then would hand back the old weights instead of training with the new code.
+    """
     parts = [json.dumps(params.model_dump(mode="json"), sort_keys=True), tokenizer_file.read_text(encoding="utf-8")]
     parts += [(tokens_dir / f"{split}.json").read_text(encoding="utf-8") for split in ("train", "val")]
+    parts += [p.read_text(encoding="utf-8") for folder in CODE for p in sorted(folder.glob("*.py"))]
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
 
@@ -139,7 +147,7 @@ def summary(params: PretrainParams, trainer: L.Trainer, module: GPTModule, final
         "steps": trainer.global_step,
         "tokens_seen": trainer.global_step * tokens_per_step,
         "train_seconds": round(seconds, 2),
-        "train_loss": next((h["train_loss"] for h in reversed(log.history) if "train_loss" in h), float("nan")),
+        "train_loss": next((h["train_loss"] for h in reversed(log.history) if "train_loss" in h), None),
         "val_loss": val_loss,
         "val_ppl": math.exp(min(val_loss, 50.0)),
         "val_bpb": val_loss / math.log(2) / log.bytes_per_token,
