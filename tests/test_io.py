@@ -80,3 +80,14 @@ def test_read_documents_rejects_another_schema(tmp_path: Path) -> None:
     pq.write_table(pa.table({"id": ["a"], "body": ["b"]}), tmp_path / "bad.parquet")
     with pytest.raises(DataFormatError, match="bad.parquet"):
         read_documents(tmp_path / "bad.parquet")
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_and_a_half_swap_is_undone(tmp_path: Path) -> None:
+    final = tmp_path / "out"
+    (tmp_path / ".out.tmp-dead").mkdir()
+    (tmp_path / ".out.old-123").mkdir()
+    (tmp_path / ".out.old-123" / "good.txt").write_text("v1")
+    with atomic_output_dir(final) as tmp:
+        assert (final / "good.txt").read_text() == "v1", "the interrupted swap's backup is restored first"
+        (tmp / "new.txt").write_text("v2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -74,6 +74,7 @@ def atomic_output_dir(final: str | Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
@@ -81,6 +82,15 @@ def atomic_output_dir(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove_stale(final: Path) -> None:
+    """Temp folders a killed run left beside `final` (DVC's repo lock rules out a live writer)."""
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    backup = sorted(final.parent.glob(f".{final.name}.old-*"))
+    if backup and not final.exists():
+        backup[-1].rename(final)  # killed mid-swap: the previous good output comes back
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:

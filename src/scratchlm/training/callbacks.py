@@ -73,6 +73,13 @@ class TrainingLog(L.Callback):
         if self.log_fn is not None and _is_rank_zero():
             self.log_fn(metrics, step)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The history travels in the checkpoint, so a resumed run's loss curve starts at step 0."""
+        return {"history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state.get("history", []))
+
     def loss_rows(self) -> list[dict[str, Any]]:
         """`step, train_loss, val_loss` rows for the DVC plot (one metric per row, blanks elsewhere)."""
         rows = []
@@ -96,6 +103,12 @@ class SampleText(L.Callback):
         self.encode, self.decode, self.prompts = encode, decode, prompts
         self.max_new_tokens, self.eos, self.seed = max_new_tokens, eos, seed
         self.samples: list[str] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.samples = list(state.get("samples", []))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking or not self.max_new_tokens or not _is_rank_zero():
