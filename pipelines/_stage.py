@@ -7,6 +7,7 @@ with a one-line `error:` message and exit status 1, leaving the previous output 
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import tempfile
@@ -65,31 +66,37 @@ def run_stage(stage: str, inputs: list[str], output: str, work: Work, *, seed: i
     try:
         _run(stage, inputs, output, work, seed, check)
     except (ConfigError, DataFormatError, TrackingError, *_stage_errors()) as error:
-        print(f"error: {stage}: {error}", file=sys.stderr)
+        if os.environ.get("SCRATCHLM_DEBUG"):
+            raise
+        print(f"error: {stage}: {str(error).strip().splitlines()[0]} ({type(error).__name__}; "
+              "SCRATCHLM_DEBUG=1 shows the traceback)", file=sys.stderr)
         sys.exit(1)
 
 
 def _stage_errors() -> tuple[type[BaseException], ...]:
-    """Library errors that are the user's input at fault (imported lazily: each is optional)."""
-    errors: list[type[BaseException]] = []
-    try:
-        from scratchlm.data.sources import SourceError
+    """Failures that are bad input or a fault outside the code: reported in one line, no traceback.
 
-        errors.append(SourceError)
-    except ImportError:
-        pass
-    try:
-        from scratchlm.data.validation import DataValidationError
+    ValueError covers the libraries' own complaints about bad input (a corrupt parquet shard, a
+    malformed suite or manifest, a token file shorter than one window); a genuine bug elsewhere still
+    shows its traceback with SCRATCHLM_DEBUG=1.
+    """
+    from scratchlm.data.sources import SourceError
+    from scratchlm.data.validation import DataValidationError
 
-        errors.append(DataValidationError)
-    except ImportError:
-        pass
+    errors: list[type[BaseException]] = [SourceError, DataValidationError, ValueError, OSError]
+    if "scratchlm.training.module" in sys.modules:
+        from scratchlm.training.module import NonFiniteLossError
+
+        errors.append(NonFiniteLossError)
     return tuple(errors)
 
 
 def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
          check: Callable[[], None] | None) -> None:
     params, tracking = load_params(stage)
+    missing = [path for path in inputs if not Path(path).exists()]
+    if missing:
+        raise DataFormatError(f"input {missing[0]} does not exist (run the stage that produces it first)")
     seed_everything(seed)
     if not is_rank_zero():
         # a worker of a multi-process launch (DDP/FSDP): it trains, rank 0 alone tracks and writes

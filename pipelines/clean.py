@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pipelines._stage import run_stage
 from scratchlm.data.clean import clean_corpus
-from scratchlm.data.download import source_roles
+from scratchlm.io import source_roles
 
 
 def main() -> None:

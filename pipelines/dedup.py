@@ -5,8 +5,7 @@ from pathlib import Path
 
 from pipelines._stage import run_stage
 from scratchlm.data.dedup import dedup_corpus
-from scratchlm.data.download import source_roles
-from scratchlm.io import atomic_write_text
+from scratchlm.io import atomic_write_text, source_roles
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pipelines._stage import run_stage
 from scratchlm.io import atomic_write_text
+from scratchlm.launch import is_rank_zero
 from scratchlm.training.pretrain import pretrain
 
 
@@ -25,7 +26,8 @@ def main() -> None:
     def work(params, out, run):
         metrics, rows = pretrain(Path(args.tokens), Path(args.tokenizer), out, Path(args.checkpoints), params,
                                  run.log_metrics_at)
-        write_curve(args.plot, rows)
+        if is_rank_zero():
+            write_curve(args.plot, rows)
         run.log_artifact(out / "samples.txt", artifact_path="samples")
         return metrics
 

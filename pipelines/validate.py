@@ -5,6 +5,16 @@ from pathlib import Path
 
 from pipelines._stage import run_stage
 from scratchlm.data.validation import load_validation_frames, raise_on_critical, validate_frames
+from scratchlm.io import source_roles
+
+FRAME_OF_ROLE = {"pretrain": "raw_documents", "classification": "sms_spam", "instruction": "instructions",
+                 "benchmark": "benchmarks"}
+
+
+def required_frames(roles: dict[str, str]) -> tuple[str, ...]:
+    """Every corpus, and a frame for each role that was downloaded: a missing one fails the stage."""
+    return tuple(sorted({"raw_documents", "clean_documents", "dedup_documents",
+                         *(FRAME_OF_ROLE[r] for r in roles.values())}))
 
 
 def main() -> None:
@@ -18,7 +28,8 @@ def main() -> None:
 
     def work(params, out, run):
         frames = load_validation_frames(Path(args.raw), Path(args.clean), Path(args.dedup))
-        summaries.append(validate_frames(frames, Path(args.suites), out, params))
+        summaries.append(validate_frames(frames, Path(args.suites), out, params,
+                                         required=required_frames(source_roles(Path(args.raw)))))
         run.log_artifact(out / "results.json", artifact_path="validation")
         run.log_artifact(out / "data_docs", artifact_path="validation/data_docs")
         return {key: int(value) if isinstance(value, bool) else value

@@ -87,6 +87,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_and_a_half_swap_is_undone(tmp_pat
     (tmp_path / ".out.tmp-dead").mkdir()
     (tmp_path / ".out.old-123").mkdir()
     (tmp_path / ".out.old-123" / "good.txt").write_text("v1")
+    (tmp_path / ".out.old-123" / "manifest.json").write_text("{}")
     with atomic_output_dir(final) as tmp:
         assert (final / "good.txt").read_text() == "v1", "the interrupted swap's backup is restored first"
         (tmp / "new.txt").write_text("v2")

@@ -240,7 +240,8 @@ class PretrainParams(Section):
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | Literal["auto"] = "auto"
     num_nodes: int = Field(default=1, ge=1)
-    strategy: Literal["auto", "ddp", "fsdp", "ddp_spawn"] = "auto"
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = Field(
+        default="auto", description="fsdp waits for a full-state-dict export and sharded clipping")
     num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: all cores)")
     val_every: int = Field(default=100, ge=1, description="validate every N optimizer steps")
     val_windows: int = Field(default=32, ge=1, description="fixed validation windows scored each time")

@@ -76,6 +76,9 @@ def atomic_output_dir(final: str | Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only; outputs should read like any folder
     try:
         yield tmp
         _swap_into_place(tmp, final)
@@ -88,9 +91,11 @@ def _remove_stale(final: Path) -> None:
     """Temp folders a killed run left beside `final` (DVC's repo lock rules out a live writer)."""
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    backup = sorted(final.parent.glob(f".{final.name}.old-*"))
-    if backup and not final.exists():
-        backup[-1].rename(final)  # killed mid-swap: the previous good output comes back
+    for backup in sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime):
+        if not final.exists() and (backup / "manifest.json").is_file():
+            backup.rename(final)  # killed mid-swap: the previous complete output comes back
+        else:
+            shutil.rmtree(backup, ignore_errors=True)
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:
@@ -212,3 +217,14 @@ def _flush(out_dir: Path, prefix: str, index: int, batch: list[dict[str, str]]) 
     path = out_dir / f"{prefix}-{index:05d}.parquet"
     write_documents(path, batch)
     return path
+
+
+def source_roles(raw_dir: Path) -> dict[str, str]:
+    """`{source name: role}` of a download output, from each source's `source.json`."""
+    roles = {}
+    for path in sorted(Path(raw_dir).glob("*/source.json")):
+        try:
+            roles[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))["role"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataFormatError(f"{path}: not a source description (no 'role')") from None
+    return roles

@@ -15,9 +15,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from scratchlm.io import atomic_write_json, list_files, sha256_file, tree_sha256
+from scratchlm.io import DataFormatError, atomic_write_json, list_files, sha256_file, tree_sha256
 
 MANIFEST = "manifest.json"
+GENERATED = (":!dvc.lock", ":!reports/metrics", ":!reports/plots")
 TRACKED_PACKAGES = (
     "scratchlm", "torch", "lightning", "dvc", "mlflow", "datasets", "tokenizers",
     "great-expectations", "datasketch", "pyarrow", "numpy", "pandas",
@@ -31,12 +32,12 @@ def utc_now() -> str:
 def git_state(repo: Path = Path(".")) -> tuple[str | None, bool]:
     """The HEAD commit and whether tracked code differs from it.
 
-    `dvc.lock` is left out of the dirty check: DVC rewrites it between the stages of one
-    `dvc repro`, which would otherwise mark every stage after the first as dirty.
+    What stages themselves rewrite (`dvc.lock`, the metrics and plots files) is left out of the
+    check: otherwise every stage after the first of one `dvc repro` would count as dirty.
     """
     try:
         commit = _git(repo, "rev-parse", "HEAD")
-        status = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock")
+        status = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", ".", *GENERATED)
     except (OSError, subprocess.CalledProcessError):
         return None, True
     return commit, bool(status)
@@ -60,11 +61,16 @@ def package_versions() -> dict[str, str]:
 
 def read_manifest(path: str | Path) -> dict[str, Any] | None:
     """The manifest of an output folder (or of the folder holding a file), if there is one."""
-    path = Path(path).resolve()
+    path, top = Path(path).resolve(), Path.cwd().resolve()
     for folder in (path, *path.parents) if path.is_dir() else path.parents:
         candidate = folder / MANIFEST
         if candidate.is_file():
-            return json.loads(candidate.read_text(encoding="utf-8"))
+            try:
+                return json.loads(candidate.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                raise DataFormatError(f"{candidate}: corrupt manifest (not JSON)") from None
+        if folder == top or top not in folder.parents:
+            break  # never pick up a manifest from outside the repository
     return None
 
 

@@ -42,8 +42,7 @@ def apply_profile(params_file: Path, profile_file: Path) -> list[str]:
     if not profile_file.is_file():
         raise ConfigError(f"{profile_file}: no such profile")
     yaml = _yaml()
-    params = yaml.load(params_file.read_text(encoding="utf-8")) or {}
-    overrides = yaml.load(profile_file.read_text(encoding="utf-8")) or {}
+    params, overrides = _load(yaml, params_file), _load(yaml, profile_file)
     deep_merge(params, overrides)
     for section in overrides:
         parse_section(section, _plain(params[section]))
@@ -51,6 +50,15 @@ def apply_profile(params_file: Path, profile_file: Path) -> list[str]:
     yaml.dump(params, buffer)
     atomic_write_text(params_file, buffer.getvalue())
     return list(overrides)
+
+
+def _load(yaml: YAML, path: Path) -> Any:
+    from ruamel.yaml import YAMLError
+
+    try:
+        return yaml.load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read ({str(error).strip().splitlines()[0]})") from None
 
 
 def _plain(node: Any) -> Any:

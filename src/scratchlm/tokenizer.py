@@ -105,7 +105,7 @@ def check_same_ids(tokenizer: Tokenizer, encoding: Any, texts: Sequence[str]) ->
     got = encoding.encode_ordinary_batch(list(texts))
     for index, (a, b) in enumerate(zip(expected, got, strict=True)):
         if a != b:
-            raise RuntimeError(f"tiktoken and tokenizers disagree on sample {index}: refusing the fast encoder")
+            raise ValueError(f"tiktoken and tokenizers disagree on sample {index}: refusing the fast encoder")
 
 
 class TokenWriter:
@@ -132,6 +132,12 @@ class TokenWriter:
 
     def close(self) -> None:
         self._handle.close()
+
+    def __enter__(self) -> TokenWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -162,10 +168,16 @@ def write_header(path: Path, *, dtype: np.dtype, tokens: int, documents: int, te
     path.write_text(json.dumps(header, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def read_tokens(bin_path: Path) -> np.memmap:
-    """Memory-map a token file using its JSON header (same name, `.json`)."""
+def read_tokens(bin_path: Path) -> np.ndarray:
+    """Memory-map a token file using its JSON header (same name, `.json`); an empty file is an empty array."""
     header = json.loads(bin_path.with_suffix(".json").read_text(encoding="utf-8"))
-    return np.memmap(bin_path, dtype=np.dtype(header["dtype"]), mode="r", shape=(header["tokens"],))
+    dtype = np.dtype(header["dtype"])
+    if header["tokens"] == 0:
+        return np.zeros(0, dtype=dtype)
+    expected = header["tokens"] * dtype.itemsize
+    if bin_path.stat().st_size != expected:
+        raise ValueError(f"{bin_path}: {bin_path.stat().st_size} bytes, header says {expected}")
+    return np.memmap(bin_path, dtype=dtype, mode="r", shape=(header["tokens"],))
 
 
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
@@ -192,8 +204,18 @@ def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
+def require_documents(dedup_dir: Path, splits: Sequence[str]) -> None:
+    """Fail early, naming the split, when a split the stage needs has no documents."""
+    from scratchlm.io import DataFormatError
+
+    for split in splits:
+        if next(split_texts(dedup_dir / split), None) is None:
+            raise DataFormatError(f"{dedup_dir / split}: no documents in the {split} split")
+
+
 def train_tokenizer(dedup_dir: Path, out_dir: Path, params: Any) -> dict[str, Any]:
     """Train on `dedup_dir/train`, save `tokenizer.json`, measure compression on `dedup_dir/val`."""
+    require_documents(dedup_dir, ("train", "val"))
     tokenizer, seconds = timed(train_bpe, split_texts(dedup_dir / "train"), params.vocab_size,
                                params.min_frequency, params.special_tokens)
     tokenizer.save(str(out_dir / "tokenizer.json"))
@@ -209,20 +231,21 @@ def tokenize_splits(dedup_dir: Path, tokenizer_dir: Path, out_dir: Path, params:
     from scratchlm.io import sha256_file
 
     tokenizer_file = tokenizer_dir / "tokenizer.json"
+    require_documents(dedup_dir, ("train", "val"))
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     encoding = to_tiktoken(tokenizer)
-    sample = [t for _, t in zip(range(params.check_docs), split_texts(dedup_dir / "val"), strict=False)]
+    sample = [t for split in ("train", "val")
+              for _, t in zip(range(params.check_docs), split_texts(dedup_dir / split), strict=False)]
     check_same_ids(tokenizer, encoding, sample)
     vocab_size, eot = tokenizer.get_vocab_size(), tokenizer.token_to_id(EOT)
     if eot is None:
         raise ValueError(f"{tokenizer_file}: has no {EOT} token")
     metrics: dict[str, Any] = {}
     for split in ("train", "val", "test"):
-        writer = TokenWriter(out_dir / f"{split}.bin", token_dtype(vocab_size), vocab_size)
         batches = tqdm(batched(split_texts(dedup_dir / split), params.batch_docs), desc=f"tokenize {split}",
                        unit="batch")
-        docs, text_bytes = encode_documents(encoding, batches, writer, eot, params.num_threads)
-        writer.close()
+        with TokenWriter(out_dir / f"{split}.bin", token_dtype(vocab_size), vocab_size) as writer:
+            docs, text_bytes = encode_documents(encoding, batches, writer, eot, params.num_threads)
         write_header(out_dir / f"{split}.json", dtype=writer.dtype, tokens=writer.count, documents=docs,
                      text_bytes=text_bytes,
                      tokenizer_sha256=sha256_file(tokenizer_file), vocab_size=vocab_size)

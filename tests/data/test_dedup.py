@@ -9,6 +9,7 @@ from scratchlm.data.dedup import compute_signatures, dedup_corpus, find_duplicat
 from scratchlm.io import make_document, read_documents, write_jsonl, write_sharded
 
 VOCAB = [f"w{i}" for i in range(3000)]
+PINNED_VAL = [0, 34, 55, 72, 81]  # ids d0..d99 with val_fraction 0.1
 
 
 def random_text(rng: random.Random, words: int = 120) -> str:
@@ -79,7 +80,8 @@ def test_split_is_stable_and_keeps_held_out_splits() -> None:
     assert split_of(held, val_fraction=0.99) == "test"
     docs = [make_document(f"d{i}", "t", "s", {"split": "train"}) for i in range(2000)]
     splits = [split_of(d, 0.1) for d in docs]
-    assert splits == [split_of(d, 0.1) for d in docs]
+    # pinned: the split is a function of the id alone, the same on every machine and in every run
+    assert [i for i, s in enumerate(splits[:100]) if s == "val"] == PINNED_VAL
     assert 0.07 < splits.count("val") / len(splits) < 0.13
 
 

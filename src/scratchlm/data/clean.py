@@ -18,7 +18,7 @@ from tqdm import tqdm
 from scratchlm.config import CleanParams
 from scratchlm.data.filters import apply_filters, normalize_text, undo_wikitext
 from scratchlm.data.parallel import parallel_map
-from scratchlm.io import atomic_write_json, document_shards, read_documents, write_documents
+from scratchlm.io import DataFormatError, atomic_write_json, document_shards, read_documents, write_documents
 
 SAMPLE_CHARS = 600
 
@@ -86,6 +86,8 @@ def clean_corpus(raw_dir: Path, out_dir: Path, params: CleanParams, sources: lis
     """
     jobs = [(src, out_dir / src.relative_to(raw_dir), params) for name in sorted(sources)
             for src in document_shards(raw_dir / name)]
+    if not jobs:
+        raise DataFormatError(f"{raw_dir}: no document shards of a pretraining source (sources: {sorted(sources)})")
     total = ShardStats()
     for stats in tqdm(parallel_map(_clean_job, jobs, params.num_proc), total=len(jobs), desc="clean", unit="shard"):
         total.merge(stats, params.dropped_samples_per_reason)

@@ -44,7 +44,8 @@ def evaluation_texts(raw_dir: Path, sources: dict[str, str]) -> Iterator[tuple[s
 
 
 class ContaminationIndex:
-    """n-gram hash → the evaluation groups it occurs in."""
+    """n-gram hash → the evaluation groups it occurs in (a bitmask over group ids, so an n-gram shared
+    by several benchmarks credits all of them without a set per entry)."""
 
     def __init__(self, items: Iterable[tuple[str, str]], n: int) -> None:
         self.n = n
@@ -55,13 +56,16 @@ class ContaminationIndex:
             gid = group_ids.setdefault(group, len(group_ids))
             if gid == len(self.groups):
                 self.groups.append(group)
+            bit = 1 << gid
             for h in ngram_hashes(text, n):
-                self.index.setdefault(h, gid)
+                self.index[h] = self.index.get(h, 0) | bit
 
     def __len__(self) -> int:
         return len(self.index)
 
     def matches(self, text: str) -> list[str]:
         """The evaluation groups whose n-grams appear in the text, sorted (empty when clean)."""
-        found = {self.index[h] for h in ngram_hashes(text, self.n) if h in self.index}
-        return sorted(self.groups[g] for g in found)
+        mask = 0
+        for h in ngram_hashes(text, self.n):
+            mask |= self.index.get(h, 0)
+        return sorted(group for gid, group in enumerate(self.groups) if mask >> gid & 1)

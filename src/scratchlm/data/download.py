@@ -8,7 +8,6 @@ folder carries `source.json` with its origin, version, digests and licence.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,10 +76,3 @@ def source_record(name: str, spec: SourceSpec, provenance: dict[str, Any], count
         "origin": provenance,
     }
 
-
-def source_roles(raw_dir: Path) -> dict[str, str]:
-    """`{source name: role}` of a download output, read from each source's `source.json`."""
-    roles = {}
-    for path in sorted(raw_dir.glob("*/source.json")):
-        roles[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))["role"]
-    return roles

@@ -175,10 +175,14 @@ def read_olmo_requests(name: str, member: str, path: Path) -> Iterator[dict[str,
 
 def _olmo_item(task: str, request: dict[str, Any]) -> dict[str, Any]:
     doc = request["doc"]
-    label = request.get("label", doc.get("gold", 0))
+    label = request.get("label", doc.get("gold"))
+    if isinstance(label, list):  # LAMBADA: the answer text; its one continuation is the gold
+        label = 0
+    if not isinstance(label, int) or isinstance(label, bool):
+        raise TypeError(f"item {request['doc_id']} has no integer gold label (got {label!r})")
     choices = doc.get("choices") or [doc.get("option1", ""), doc.get("option2", "")]
     return {"id": f"{task}/{request['doc_id']:06d}", "task": task, "query": doc.get("query") or doc.get("sentence", ""),
-            "choices": [str(c) for c in choices], "gold": label if isinstance(label, int) else 0, "requests": []}
+            "choices": [str(c) for c in choices], "gold": label, "requests": []}
 
 
 READERS = {

@@ -22,9 +22,9 @@ class TrainingLog(L.Callback):
     """Train loss, lr, grad norm, tokens/s and MFU every `log_every` steps; val metrics at each validation.
 
     Args:
-        tokens_per_step: tokens consumed by one optimizer step across all devices.
+        tokens_per_step: tokens one device consumes per optimizer step (scaled by the world size at start).
         flops_per_token: model FLOPs per trained token (forward + backward).
-        peak_flops: the hardware peak MFU is measured against, in FLOP/s (all devices).
+        peak_flops: the peak of one device MFU is measured against, in FLOP/s (scaled likewise).
         bytes_per_token: UTF-8 bytes per validation token, for bits per byte.
     """
 
@@ -34,8 +34,12 @@ class TrainingLog(L.Callback):
         self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
         self.peak_flops, self.bytes_per_token = peak_flops, bytes_per_token
         self.history: list[dict[str, float]] = []
+        self.world_size = 1
         self._t0: float | None = None
         self._step0 = 0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.world_size = trainer.world_size  # known only once the strategy is set up
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0, self._step0 = time.perf_counter(), trainer.global_step
@@ -47,13 +51,13 @@ class TrainingLog(L.Callback):
         if trainer.fit_loop._should_accumulate():
             return
         now = time.perf_counter()
-        tokens_per_s = (step - self._step0) * self.tokens_per_step / max(now - self._t0, 1e-9)
+        tokens_per_s = (step - self._step0) * self.tokens_per_step * self.world_size / max(now - self._t0, 1e-9)
         self._t0, self._step0 = now, step
         metrics = {
             "train_loss": float(pl_module.last_loss),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "tokens_per_s": tokens_per_s,
-            "mfu": tokens_per_s * self.flops_per_token / self.peak_flops,
+            "mfu": tokens_per_s * self.flops_per_token / (self.peak_flops * self.world_size),
         }
         if pl_module.grad_norm is not None:
             metrics["grad_norm"] = float(pl_module.grad_norm)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from scratchlm.io import DataFormatError
 from scratchlm.tokenizer import read_tokens
 
 
@@ -46,7 +47,7 @@ class RandomWindows(IterableDataset):
         tokens = read_tokens(self.path)
         window = self.block_size + 1
         if len(tokens) < window:
-            raise ValueError(f"{self.path}: {len(tokens)} tokens, fewer than one window of {window}")
+            raise DataFormatError(f"{self.path}: {len(tokens)} tokens, fewer than one window of {window}")
         index = self.start + self.rank
         while True:
             offset = window_offset(self.seed, index, len(tokens), window)
@@ -61,7 +62,7 @@ class FixedWindows(Dataset):
         self.tokens = read_tokens(path)
         self.window = block_size + 1
         if len(self.tokens) < self.window:
-            raise ValueError(f"{path}: {len(self.tokens)} tokens, fewer than one window of {self.window}")
+            raise DataFormatError(f"{path}: {len(self.tokens)} tokens, fewer than one window of {self.window}")
         available = len(self.tokens) // self.window
         self.starts = np.linspace(0, (available - 1) * self.window, num=min(count, available)).astype(np.int64)
 

@@ -103,10 +103,9 @@ def pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, ckpt_dir: Pat
     tokenizer_file = tokenizer_dir / "tokenizer.json"
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     module, data = setup(params, tokens_dir, tokenizer)
-    world = max(1, params.num_nodes) * (params.devices if isinstance(params.devices, int) else 1)
-    tokens_per_step = params.batch_size * params.grad_accum * params.model.block_size * world
-    log = TrainingLog(log_fn, params.log_every, tokens_per_step, module.model.flops_per_token(),
-                      params.peak_tflops * 1e12 * world, bytes_per_token(tokens_dir))
+    tokens_per_device_step = params.batch_size * params.grad_accum * params.model.block_size
+    log = TrainingLog(log_fn, params.log_every, tokens_per_device_step, module.model.flops_per_token(),
+                      params.peak_tflops * 1e12, bytes_per_token(tokens_dir))
     samples = SampleText(lambda s: tokenizer.encode(s).ids, tokenizer.decode, params.sample_prompts,
                          params.sample_tokens, tokenizer.token_to_id(EOT), seed=params.seed)
     trainer = build_trainer(params, ckpt_dir, [samples, log, CheckpointOnInterrupt(ckpt_dir / LAST),
@@ -118,7 +117,7 @@ def pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, ckpt_dir: Pat
     final = last_validation(log, trainer.global_step) or trainer.validate(module, datamodule=data, verbose=False)[0]
     if trainer.is_global_zero:
         export(module, tokenizer_file, samples.samples, out_dir)
-    metrics = summary(params, trainer, module, final, seconds, tokens_per_step, log)
+    metrics = summary(params, trainer, module, final, seconds, tokens_per_device_step * trainer.world_size, log)
     metrics["unigram_val_loss"] = unigram_loss(tokens_dir / "train.bin", tokens_dir / "val.bin",
                                                tokenizer.get_vocab_size())
     return metrics, log.loss_rows()
@@ -152,7 +151,8 @@ def summary(params: PretrainParams, trainer: L.Trainer, module: GPTModule, final
         "val_ppl": math.exp(min(val_loss, 50.0)),
         "val_bpb": val_loss / math.log(2) / log.bytes_per_token,
         "tokens_per_s": sum(speeds) / len(speeds) if speeds else 0.0,
-        "mfu": (sum(speeds) / len(speeds) if speeds else 0.0) * log.flops_per_token / log.peak_flops,
+        "mfu": (sum(speeds) / len(speeds) if speeds else 0.0) * log.flops_per_token / (log.peak_flops
+                                                                                     * trainer.world_size),
         "params": module.model.num_params(),
         "params_with_embeddings": module.model.num_params(non_embedding=False),
         "flops_per_token": log.flops_per_token,

@@ -1,0 +1,61 @@
+"""The shared stage wiring, through real stage scripts run as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def run_stage(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
+    env.pop("SCRATCHLM_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_missing_input_is_one_line_and_nothing_is_written(workdir: Path) -> None:
+    result = run_stage(workdir, "pipelines.clean", "data/raw", "data/clean")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: clean: input data/raw does not exist (run the stage that produces it first)")
+    assert "Traceback" not in result.stderr
+    assert not (workdir / "data").exists()
+
+
+def test_empty_pretraining_corpus_is_refused(workdir: Path) -> None:
+    (workdir / "data" / "raw" / "sms").mkdir(parents=True)
+    (workdir / "data" / "raw" / "sms" / "source.json").write_text('{"role": "classification"}')
+    result = run_stage(workdir, "pipelines.clean", "data/raw", "data/clean")
+    assert result.returncode == 1 and "no document shards of a pretraining source" in result.stderr
+    assert "Traceback" not in result.stderr and not (workdir / "data" / "clean").exists()
+
+
+def test_empty_train_split_stops_the_tokenizer(workdir: Path) -> None:
+    from scratchlm.io import make_document, write_sharded
+
+    for split in ("train", "val"):
+        docs = [] if split == "train" else [make_document("v", "some text", "s", {"split": "val"})]
+        write_sharded(workdir / "data" / "dedup" / split, "part", iter(docs), shard_docs=10)
+    result = run_stage(workdir, "pipelines.tokenizer", "data/dedup", "models/tokenizer")
+    assert result.returncode == 1 and "no documents in the train split" in result.stderr
+    assert not (workdir / "models" / "tokenizer").exists()
+
+
+def test_bad_params_file_is_one_line(workdir: Path) -> None:
+    (workdir / "params.yaml").write_text("clean: [unclosed\n")
+    result = run_stage(workdir, "pipelines.clean", "data/raw", "data/clean")
+    assert result.returncode == 1 and "params.yaml: cannot read params" in result.stderr
+    assert "Traceback" not in result.stderr
