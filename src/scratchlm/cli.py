@@ -65,6 +65,31 @@ def generate(
     typer.echo()
 
 
+@app.command()
+def classify(
+    text: str = typer.Argument(..., help="the message to classify"),
+    model: Path = typer.Option(Path("models/classifier"), help="exported classifier folder"),
+) -> None:
+    """Print the predicted label and its probability."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from scratchlm.training.classifier import load_classifier
+
+    try:
+        classifier, labels = load_classifier(model)
+        tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    ids = tokenizer.encode(text).ids[: classifier.body.config.block_size] or [tokenizer.token_to_id("<|pad|>")]
+    with torch.no_grad():
+        logits, _ = classifier(torch.tensor([ids]), torch.tensor([len(ids)]))
+    probs = logits.softmax(-1)[0]
+    best = int(probs.argmax())
+    typer.echo(f"{labels[best]}\t{float(probs[best]):.3f}")
+
+
 def main() -> None:
     app()
 

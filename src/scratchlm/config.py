@@ -261,6 +261,49 @@ class PretrainParams(Section):
 
 
 # --------------------------------------------------------------------------------------------
+# finetune_classifier
+# --------------------------------------------------------------------------------------------
+
+
+class FinetuneClassifierParams(Section):
+    """The `finetune_classifier` stage: a labelled set, the head, what trains, the imbalance, the budget."""
+
+    seed: int = 123
+    labels: list[str] = Field(default_factory=lambda: ["ham", "spam"], min_length=2)
+    positive_label: str = "spam"
+    split: dict[str, float] = Field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
+    max_length: int = Field(default=128, ge=1)
+    trainable: Literal["head", "last_n_blocks", "all"] = "all"
+    last_n_blocks: int = Field(default=1, ge=1)
+    class_weighting: bool = Field(default=True, description="inverse-frequency class weights in the loss")
+    lm_loss_weight: float = Field(default=0.0, ge=0, description="auxiliary next-token loss (GPT-1)")
+    batch_size: int = Field(default=16, ge=1)
+    epochs: int = Field(default=3, ge=1)
+    lr: float = Field(default=5e-4, gt=0, le=1)
+    min_lr: float = Field(default=5e-5, ge=0)
+    warmup_steps: int = Field(default=20, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    grad_clip: float = Field(default=1.0, ge=0)
+    precision: Precision = "bf16-mixed"
+    compile: bool = False
+    fused_adamw: bool = True
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    num_threads: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _split_sums_to_one(self) -> FinetuneClassifierParams:
+        if set(self.split) != {"train", "val", "test"}:
+            raise ValueError("split must have exactly the keys train, val, test")
+        if abs(sum(self.split.values()) - 1.0) > 1e-6 or min(self.split.values()) <= 0:
+            raise ValueError(f"split ratios must be > 0 and sum to 1 (they sum to {sum(self.split.values()):g})")
+        if self.positive_label not in self.labels:
+            raise ValueError(f"positive_label {self.positive_label!r} is not one of labels {self.labels}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
 # tracking (read by every stage, never a DVC param: it changes no output bytes)
 # --------------------------------------------------------------------------------------------
 
@@ -281,6 +324,7 @@ SECTIONS: dict[str, type[Section]] = {
     "tokenizer": TokenizerParams,
     "tokenize": TokenizeParams,
     "pretrain": PretrainParams,
+    "finetune_classifier": FinetuneClassifierParams,
     "tracking": TrackingParams,
 }
 

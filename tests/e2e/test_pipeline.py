@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_STAGES = ["download", "clean", "dedup", "validate"]
-STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain"]
+STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain", "finetune_classifier"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
@@ -54,7 +54,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_outputs_manifests_and_metrics(repo: Path) -> None:
     for stage, out in [("download", "data/raw"), ("clean", "data/clean"), ("dedup", "data/dedup"),
                        ("validate", "reports/data_validation"), ("tokenizer", "models/tokenizer"),
-                       ("tokenize", "data/tokens"), ("pretrain", "models/pretrain")]:
+                       ("tokenize", "data/tokens"), ("pretrain", "models/pretrain"),
+                       ("finetune_classifier", "models/classifier")]:
         manifest = json.loads((repo / out / "manifest.json").read_text())
         assert manifest["stage"] == stage and manifest["mlflow_run_id"] and manifest["git_commit"]
         assert manifest["outputs"], f"{stage} recorded no outputs"
@@ -81,7 +82,7 @@ def test_dag_and_metrics_show(repo: Path) -> None:
     dag = sh(repo, "dvc", "dag", "--dot").stdout
     edges = set(re.findall(r'"?([\w]+)"?\s*->\s*"?([\w]+)"?', dag))
     chain = {("download", "clean"), ("clean", "dedup"), ("dedup", "validate"), ("validate", "tokenizer"),
-             ("tokenizer", "tokenize"), ("tokenize", "pretrain")}
+             ("tokenizer", "tokenize"), ("tokenize", "pretrain"), ("pretrain", "finetune_classifier")}
     assert chain <= edges, dag
     shown = sh(repo, "dvc", "metrics", "show", "--json").stdout
     assert "docs_out" in shown and "exact_duplicates_removed" in shown
@@ -134,16 +135,32 @@ def test_pretrained_model_generates_and_logged_curves(repo: Path) -> None:
     assert steps >= 3, "per-step train loss must reach MLflow"
 
 
-def test_changing_pretrain_params_reruns_only_pretrain(repo: Path) -> None:
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("max_steps: 20", "max_steps: 21", {"pretrain", "finetune_classifier"}),
+    ("epochs: 1", "epochs: 2", {"finetune_classifier"}),
+])
+def test_changing_params_reruns_only_that_stage_and_what_follows(repo: Path, old: str, new: str,
+                                                                 expected: set[str]) -> None:
     params = repo / "params.yaml"
     original = params.read_text()
+    assert old in original
     try:
-        params.write_text(original.replace("max_steps: 20", "max_steps: 21", 1))
+        params.write_text(original.replace(old, new, 1))
         dry = sh(repo, "dvc", "repro", "--dry").stdout
     finally:
         params.write_text(original)
     ran = set(re.findall(r"Running stage '(\w+)'", dry))
-    assert ran == {"pretrain"}, dry
+    assert ran == expected, dry
+
+
+def test_classifier_outputs_and_cli(repo: Path) -> None:
+    metrics = json.loads((repo / "reports/metrics/finetune_classifier.json").read_text())
+    assert {"test", "baselines", "confusion", "split_sizes"} <= set(metrics)
+    assert metrics["baselines"]["tfidf_logreg"]["accuracy"] > 0.8
+    rows = (repo / "reports/plots/classifier_confusion.csv").read_text().splitlines()
+    assert rows[0] == "actual,predicted" and len(rows) - 1 == metrics["split_sizes"]["test"]
+    out = sh(repo, "scratchlm", "classify", "--model", "models/classifier", "WIN a free prize now!").stdout
+    assert out.split("\t")[0] in ("ham", "spam")
 
 
 def test_failed_critical_expectation_stops_the_dag(repo: Path) -> None:

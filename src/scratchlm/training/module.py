@@ -57,7 +57,10 @@ class GPTModule(L.LightningModule):
         return self._forward(inputs, targets)[1]
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self.compute_loss(batch)
+        return self.checked(self.compute_loss(batch))
+
+    def checked(self, loss: torch.Tensor) -> torch.Tensor:
+        """Stop on the first non-finite loss, naming the step; keep the loss for logging."""
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"loss is {loss.item()} at step {self.global_step}: stopping; "
                                      "the last checkpoint is the last good state")
@@ -67,6 +70,10 @@ class GPTModule(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss = self.compute_loss(batch)
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=batch[0].size(0))
+
+    def trained_module(self) -> torch.nn.Module:
+        """The module whose parameters the optimizer owns (a fine-tune adds its head)."""
+        return self.model
 
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
@@ -78,7 +85,7 @@ class GPTModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         # fp16 needs a loss scaler, which cannot unscale a fused optimizer's gradients before clipping
         fused = self.hp.fused_adamw and self.device.type in ("cpu", "cuda") and self.hp.precision != "16-mixed"
-        optimizer = torch.optim.AdamW(param_groups(self.model, self.hp.weight_decay), lr=self.hp.lr,
+        optimizer = torch.optim.AdamW(param_groups(self.trained_module(), self.hp.weight_decay), lr=self.hp.lr,
                                       betas=(self.hp.beta1, self.hp.beta2), fused=fused or None)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(
             step, lr=1.0, min_lr=self.hp.min_lr / self.hp.lr, warmup=self.hp.warmup_steps, total=self.hp.max_steps))

@@ -1,0 +1,39 @@
+"""finetune_classifier: the pretrained GPT as a spam classifier (see scratchlm.training.finetune)."""
+
+import argparse
+from pathlib import Path
+
+from pipelines._stage import run_stage
+from scratchlm.io import atomic_write_json, atomic_write_text
+from scratchlm.training.finetune import finetune_classifier
+
+
+def confusion_rows(matrix: list[list[int]], labels: list[str]) -> str:
+    """One `actual,predicted` row per test message: the shape DVC's confusion template reads."""
+    rows = ["actual,predicted"]
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            rows += [f"{labels[i]},{labels[j]}"] * count
+    return "\n".join(rows) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("data", help="labelled JSONL (id, text, label), e.g. data/raw/sms_spam/data.jsonl")
+    parser.add_argument("pretrained", help="pretrain output, e.g. models/pretrain")
+    parser.add_argument("output", help="folder for the classifier, e.g. models/classifier")
+    parser.add_argument("--plot", default="reports/plots/classifier_confusion.csv", help="confusion matrix")
+    args = parser.parse_args()
+
+    def work(params, out, run):
+        metrics = finetune_classifier(Path(args.data), Path(args.pretrained), out, params, run.log_metrics_at)
+        atomic_write_json(out / "epochs.json", metrics.pop("epochs"))
+        atomic_write_text(args.plot, confusion_rows(metrics["confusion"], list(params.labels)))
+        run.log_artifact(args.plot, artifact_path="confusion")
+        return metrics
+
+    run_stage("finetune_classifier", [args.data, args.pretrained], args.output, work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Fine-tuning the pretrained GPT as a text classifier (spam detection, as in LLMs-from-scratch ch. 6).
+
+The GPT body reads right-padded token ids; with causal attention nothing after a position can change
+it, so the hidden state of the last real token summarises the message exactly, padding or not. A
+linear head maps that state to class logits. The skeleton (optimizer, schedule, NaN stop, RNG in
+checkpoints) is the pretraining LightningModule's; only the data, the head and the loss differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from scratchlm.io import DataFormatError
+from scratchlm.model.gpt import GPT
+from scratchlm.training.module import GPTModule
+
+
+def stratified_split(records: Sequence[dict[str, Any]], ratios: dict[str, float], seed: int
+                     ) -> dict[str, list[dict[str, Any]]]:
+    """Seeded split that keeps each label's share in every part (order inside a label by id hash)."""
+    parts: dict[str, list[dict[str, Any]]] = {name: [] for name in ratios}
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_label.setdefault(record["label"], []).append(record)
+    for label in sorted(by_label):
+        group = sorted(by_label[label], key=lambda r: hashlib.sha256(f"{seed}:{r['id']}".encode()).hexdigest())
+        start = 0
+        for index, (name, ratio) in enumerate(ratios.items()):
+            end = len(group) if index == len(ratios) - 1 else start + round(ratio * len(group))
+            parts[name].extend(group[start:end])
+            start = end
+    return {name: sorted(part, key=lambda r: r["id"]) for name, part in parts.items()}
+
+
+def check_labels(records: Sequence[dict[str, Any]], labels: Sequence[str], source: str) -> None:
+    """Every record has non-empty text and a known label; the first bad one is named."""
+    for index, record in enumerate(records, start=1):
+        if not isinstance(record.get("text"), str) or not record["text"].strip():
+            raise DataFormatError(f"{source}: record {index} ({record.get('id')}): empty or missing text")
+        if record.get("label") not in labels:
+            raise DataFormatError(f"{source}: record {index} ({record.get('id')}): label {record.get('label')!r} "
+                                  f"is not one of {list(labels)}")
+
+
+@dataclass
+class Encoded:
+    ids: torch.Tensor  # (n, max_length) right-padded
+    lengths: torch.Tensor  # (n,)
+    labels: torch.Tensor  # (n,)
+
+
+def encode(texts: Sequence[str], labels: Sequence[int], encode_fn: Any, max_length: int, pad_id: int) -> Encoded:
+    """Token ids truncated to max_length and right-padded with the pad token."""
+    rows = [encode_fn(text)[:max_length] or [pad_id] for text in texts]
+    ids = torch.full((len(rows), max_length), pad_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return Encoded(ids, torch.tensor([len(r) for r in rows]), torch.tensor(list(labels), dtype=torch.long))
+
+
+class EncodedDataset(Dataset):
+    def __init__(self, data: Encoded) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.data.ids[i], self.data.lengths[i], self.data.labels[i]
+
+
+class GPTClassifier(nn.Module):
+    """GPT body + a linear head on the last real token's hidden state."""
+
+    def __init__(self, body: GPT, n_classes: int) -> None:
+        super().__init__()
+        self.body = body
+        self.head = nn.Linear(body.config.n_embd, n_classes)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class logits, per-position hidden states) — the latter feeds the auxiliary LM loss."""
+        hidden = self.body.hidden_states(ids)
+        last = hidden[torch.arange(ids.size(0), device=ids.device), lengths - 1]
+        return self.head(last), hidden
+
+
+def set_trainable(model: GPTClassifier, trainable: str, last_n_blocks: int) -> None:
+    """`head`: only the head (and final LayerNorm); `last_n_blocks`: plus the last blocks; `all`: everything."""
+    for p in model.parameters():
+        p.requires_grad = trainable == "all"
+    if trainable == "all":
+        return
+    tuned: list[nn.Module] = [model.head, model.body.ln_f]
+    if trainable == "last_n_blocks":
+        tuned += list(model.body.h[-last_n_blocks:])
+    for module in tuned:
+        for p in module.parameters():
+            p.requires_grad = True
+
+
+def class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights ("balanced", as scikit-learn defines it)."""
+    counts = torch.bincount(labels, minlength=n_classes).float().clamp(min=1)
+    return labels.numel() / (n_classes * counts)
+
+
+class ClassifierModule(GPTModule):
+    """Cross-entropy on the class (optionally weighted) + `lm_loss_weight` × next-token loss (GPT-1)."""
+
+    def __init__(self, model: GPTClassifier, hp: Any, weights: torch.Tensor | None, pad_id: int) -> None:
+        super().__init__(model.body.config, hp, model=model.body)
+        self.classifier = model
+        self.pad_id = pad_id
+        self.register_buffer("weights", weights if weights is not None else torch.ones(model.head.out_features))
+        self.predictions: dict[str, list[torch.Tensor]] = {"train": [], "val": []}
+        object.__setattr__(self, "_forward", torch.compile(model) if hp.compile else model)
+
+    def compute_loss(self, batch: Any) -> torch.Tensor:
+        return self.loss_and_logits(batch)[0]
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, logits = self.loss_and_logits(batch)
+        self.predictions["train"].append(torch.stack([logits.argmax(-1), batch[2]]).detach().cpu())
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=batch[0].size(0))
+        return self.checked(loss)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_split_metrics("train")
+
+    def loss_and_logits(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, lengths, labels = batch
+        logits, hidden = self._forward(ids, lengths)
+        loss = F.cross_entropy(logits.float(), labels, weight=self.weights)
+        if self.hp.lm_loss_weight:
+            targets = ids[:, 1:].masked_fill(ids[:, 1:] == self.pad_id, -100)
+            lm_logits = self.classifier.body.lm_head(hidden[:, :-1])
+            lm = F.cross_entropy(lm_logits.float().reshape(-1, lm_logits.size(-1)), targets.reshape(-1),
+                                 ignore_index=-100)
+            loss = loss + self.hp.lm_loss_weight * lm
+        return loss, logits
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        ids, lengths, labels = batch
+        logits, _ = self.classifier(ids, lengths)
+        self.log("val_loss", F.cross_entropy(logits.float(), labels, weight=self.weights), on_epoch=True,
+                 batch_size=ids.size(0))
+        self.predictions["val"].append(torch.stack([logits.argmax(-1), labels]).cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_split_metrics("val")
+
+    def _log_split_metrics(self, split: str) -> None:
+        if not self.predictions[split]:
+            return
+        pred, true = torch.cat(self.predictions[split], dim=1)
+        self.predictions[split].clear()
+        for name, value in binary_metrics(pred, true, positive=self.hp.positive_index).items():
+            self.log(f"{split}_{name}", value)
+
+    def trained_module(self) -> nn.Module:
+        return self.classifier
+
+
+def binary_metrics(pred: torch.Tensor, true: torch.Tensor, positive: int = 1) -> dict[str, float]:
+    """Accuracy, and precision/recall/F1 of the positive class (torchmetrics, not hand-rolled)."""
+    from torchmetrics.functional.classification import (
+        binary_accuracy,
+        binary_f1_score,
+        binary_precision,
+        binary_recall,
+    )
+
+    p, t = (pred == positive).long(), (true == positive).long()
+    return {"accuracy": float(binary_accuracy(p, t)), "precision": float(binary_precision(p, t)),
+            "recall": float(binary_recall(p, t)), "f1": float(binary_f1_score(p, t))}
+
+
+def load_classifier(model_dir: Any) -> tuple[GPTClassifier, list[str]]:
+    """A classifier exported by the finetune_classifier stage, and its label names (no pickle)."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from scratchlm.model.gpt import GPTConfig
+
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    head = config.pop("head", None)
+    if not head or head.get("type") != "classification":
+        raise ValueError(f"{model_dir}: config.json has no classification head (not a classifier export)")
+    model = GPTClassifier(GPT(GPTConfig(**config)), len(head["labels"]))
+    state = load_file(str(model_dir / "model.safetensors"))
+    state["body.lm_head.weight"] = state["body.wte.weight"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{model_dir}: config.json does not match the weights") from error
+    return model.eval(), list(head["labels"])

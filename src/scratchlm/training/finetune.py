@@ -1,0 +1,154 @@
+"""The `finetune_classifier` stage: setup → fit → test → export, next to two baselines on the same split.
+
+The split is stored with the model (`split.jsonl`), so evaluation later scores exactly the held-out
+test messages. The checkpoint with the best validation F1 is the one exported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader
+
+from scratchlm.io import DataFormatError, read_jsonl, write_jsonl
+from scratchlm.model.gpt import load_model
+from scratchlm.tokenizer import PAD
+from scratchlm.training.callbacks import LogFn
+from scratchlm.training.classifier import (
+    ClassifierModule,
+    EncodedDataset,
+    GPTClassifier,
+    binary_metrics,
+    check_labels,
+    class_weights,
+    encode,
+    set_trainable,
+    stratified_split,
+)
+
+
+def load_labelled(path: Path, labels: list[str]) -> list[dict[str, Any]]:
+    records = list(read_jsonl(path))
+    if not records:
+        raise DataFormatError(f"{path}: no records")
+    check_labels(records, labels, str(path))
+    return records
+
+
+def baselines(splits: dict[str, list[dict[str, Any]]], positive: str) -> dict[str, dict[str, float]]:
+    """Majority class and TF-IDF + logistic regression, trained on train, scored on test."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    train, test = splits["train"], splits["test"]
+    true = torch.tensor([r["label"] == positive for r in test]).long()
+    majority = max({r["label"] for r in train}, key=[r["label"] for r in train].count)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    features = vectorizer.fit_transform([r["text"] for r in train])
+    model = LogisticRegression(max_iter=2000, class_weight="balanced", random_state=0)
+    model.fit(features, [r["label"] == positive for r in train])
+    tfidf = torch.tensor(model.predict(vectorizer.transform([r["text"] for r in test]))).long()
+    return {"majority": binary_metrics(torch.full_like(true, int(majority == positive)), true),
+            "tfidf_logreg": binary_metrics(tfidf, true)}
+
+
+def loaders(splits: dict[str, list[dict[str, Any]]], tokenizer: Tokenizer, labels: list[str], max_length: int,
+            batch_size: int) -> dict[str, DataLoader]:
+    pad = tokenizer.token_to_id(PAD)
+    if pad is None:
+        raise DataFormatError(f"the tokenizer has no {PAD} token to pad with")
+    out = {}
+    for name, records in splits.items():
+        data = encode([r["text"] for r in records], [labels.index(r["label"]) for r in records],
+                      lambda t: tokenizer.encode(t).ids, max_length, pad)
+        out[name] = DataLoader(EncodedDataset(data), batch_size=batch_size, shuffle=name == "train",
+                               generator=torch.Generator().manual_seed(0), num_workers=0)
+    return out
+
+
+class EpochLog(L.Callback):
+    """Train and validation loss/accuracy/precision/recall/F1 after each epoch, through `log_fn`."""
+
+    def __init__(self, log_fn: LogFn | None) -> None:
+        self.log_fn, self.history = log_fn, []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train_", "val_"))}
+        self.history.append({"epoch": trainer.current_epoch, **metrics})
+        if self.log_fn is not None:
+            self.log_fn(metrics, trainer.current_epoch)
+
+
+def predict(model: GPTClassifier, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    preds, trues = [], []
+    with torch.no_grad():
+        for ids, lengths, labels in loader:
+            preds.append(model(ids, lengths)[0].argmax(-1))
+            trues.append(labels)
+    return torch.cat(preds), torch.cat(trues)
+
+
+def finetune_classifier(data_file: Path, pretrain_dir: Path, out_dir: Path, params: Any,
+                        log_fn: LogFn | None = None) -> dict[str, Any]:
+    """Fine-tune, pick the best epoch by validation F1, score test, export; returns the metrics."""
+    torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
+    L.seed_everything(params.seed, workers=True, verbose=False)
+    labels, positive = list(params.labels), params.positive_label
+    splits = stratified_split(load_labelled(data_file, labels), params.split, params.seed)
+    write_jsonl(out_dir / "split.jsonl", ({"id": r["id"], "split": s} for s, rs in splits.items() for r in rs))
+    tokenizer = Tokenizer.from_file(str(pretrain_dir / "tokenizer.json"))
+    body = load_model(pretrain_dir)
+    if params.max_length > body.config.block_size:
+        raise DataFormatError(f"finetune_classifier.max_length {params.max_length} exceeds the model's "
+                              f"block_size {body.config.block_size}")
+    model = GPTClassifier(body, len(labels))
+    set_trainable(model, params.trainable, params.last_n_blocks)
+    data = loaders(splits, tokenizer, labels, params.max_length, params.batch_size)
+    weights = class_weights(data["train"].dataset.data.labels, len(labels)) if params.class_weighting else None
+    hp = SimpleNamespace(**params.model_dump(), max_steps=params.epochs * len(data["train"]),
+                         positive_index=labels.index(positive))
+    module = ClassifierModule(model, hp, weights, tokenizer.token_to_id(PAD))
+    epochs = EpochLog(log_fn)
+    with tempfile.TemporaryDirectory() as ckpt_dir:
+        best = ModelCheckpoint(dirpath=ckpt_dir, monitor="val_f1", mode="max", save_top_k=1)
+        trainer = L.Trainer(accelerator=params.accelerator, devices=1, precision=params.precision,
+                            max_epochs=params.epochs, gradient_clip_val=params.grad_clip or None, logger=False,
+                            num_sanity_val_steps=0, callbacks=[best, epochs], enable_model_summary=False)
+        trainer.fit(module, train_dataloaders=data["train"], val_dataloaders=data["val"])
+        state = torch.load(best.best_model_path, weights_only=True, map_location="cpu")["state_dict"]
+    module.load_state_dict(state)
+    pred, true = predict(model, data["test"])
+    export_classifier(model, labels, tokenizer, pretrain_dir, out_dir)
+    return {"test": binary_metrics(pred, true, positive=labels.index(positive)),
+            "confusion": confusion(pred, true, len(labels)), "baselines": baselines(splits, positive),
+            "best_epoch": int(max(epochs.history, key=lambda h: h.get("val_f1", -1))["epoch"]),
+            "split_sizes": {k: len(v) for k, v in splits.items()}, "epochs": epochs.history}
+
+
+def confusion(pred: torch.Tensor, true: torch.Tensor, n: int) -> list[list[int]]:
+    """Rows: true class, columns: predicted class."""
+    matrix = torch.zeros(n, n, dtype=torch.long)
+    matrix.index_put_((true, pred), torch.ones_like(true), accumulate=True)
+    return matrix.tolist()
+
+
+def export_classifier(model: GPTClassifier, labels: list[str], tokenizer: Tokenizer, pretrain_dir: Path,
+                      out_dir: Path) -> None:
+    """Weights (body + head, no pickle), config with the head and label names, the tokenizer."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != "body.lm_head.weight"}
+    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((pretrain_dir / "config.json").read_text(encoding="utf-8"))
+    config["head"] = {"type": "classification", "labels": labels, "pooling": "last_token"}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tokenizer.save(str(out_dir / "tokenizer.json"))
