@@ -90,6 +90,47 @@ def classify(
     typer.echo(f"{labels[best]}\t{float(probs[best]):.3f}")
 
 
+@app.command()
+def chat(
+    model: Path = typer.Option(Path("models/instruct"), help="exported instruction model folder"),
+    prompt: str = typer.Option(None, help="answer this one instruction and exit (default: interactive)"),
+    max_new_tokens: int = typer.Option(80, min=1),
+    temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Talk to the instruction-tuned model (Ctrl-D or an empty line ends the session)."""
+    import json
+
+    from scratchlm.generate import load_for_generation, stream_text
+    from scratchlm.training.instruct import format_prompt
+
+    try:
+        gpt, tokenizer = load_for_generation(model)
+        template = json.loads((model / "template.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    questions = [prompt] if prompt is not None else _ask()
+    for question in questions:
+        text = format_prompt(template["prompt_template"], template["input_template"], question)
+        for piece in stream_text(gpt, tokenizer, text, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 top_k=None, seed=seed):
+            typer.echo(piece, nl=False)
+        typer.echo()
+
+
+def _ask():
+    """Instructions typed at a `> ` prompt until an empty line or end of input."""
+    while True:
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            return
+        if not line:
+            return
+        yield line
+
+
 def main() -> None:
     app()
 

@@ -304,6 +304,52 @@ class FinetuneClassifierParams(Section):
 
 
 # --------------------------------------------------------------------------------------------
+# finetune_instruct
+# --------------------------------------------------------------------------------------------
+
+ALPACA = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
+          "request.\n\n### Instruction:\n{instruction}{input_block}\n\n### Response:\n")
+
+
+class FinetuneInstructParams(Section):
+    """The `finetune_instruct` stage: the prompt template, the split, the budget, generation for scoring."""
+
+    seed: int = 123
+    prompt_template: str = ALPACA
+    input_template: str = "\n\n### Input:\n{input}"
+    split: dict[str, float] = Field(default_factory=lambda: {"train": 0.85, "val": 0.05, "test": 0.1})
+    max_length: int = Field(default=128, ge=8)
+    batch_size: int = Field(default=16, ge=1)
+    epochs: int = Field(default=2, ge=1)
+    lr: float = Field(default=3e-4, gt=0, le=1)
+    min_lr: float = Field(default=3e-5, ge=0)
+    warmup_steps: int = Field(default=20, ge=0)
+    weight_decay: float = Field(default=0.1, ge=0)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.95, ge=0, lt=1)
+    grad_clip: float = Field(default=1.0, ge=0)
+    precision: Precision = "bf16-mixed"
+    compile: bool = False
+    fused_adamw: bool = True
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    num_threads: int | None = Field(default=None, ge=1)
+    eval_items: int = Field(default=60, ge=1, description="validation items answered and scored by ROUGE-L")
+    max_new_tokens: int = Field(default=40, ge=1)
+
+    @model_validator(mode="after")
+    def _template_and_split(self) -> FinetuneInstructParams:
+        if "{instruction}" not in self.prompt_template or "{input_block}" not in self.prompt_template:
+            raise ValueError("prompt_template must contain {instruction} and {input_block}")
+        if "{input}" not in self.input_template:
+            raise ValueError("input_template must contain {input}")
+        if set(self.split) != {"train", "val", "test"} or abs(sum(self.split.values()) - 1) > 1e-6:
+            raise ValueError("split must have the keys train, val, test with ratios summing to 1")
+        if self.max_new_tokens >= self.max_length:
+            raise ValueError("max_new_tokens must be < max_length")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
 # tracking (read by every stage, never a DVC param: it changes no output bytes)
 # --------------------------------------------------------------------------------------------
 
@@ -325,6 +371,7 @@ SECTIONS: dict[str, type[Section]] = {
     "tokenize": TokenizeParams,
     "pretrain": PretrainParams,
     "finetune_classifier": FinetuneClassifierParams,
+    "finetune_instruct": FinetuneInstructParams,
     "tracking": TrackingParams,
 }
 

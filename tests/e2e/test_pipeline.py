@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_STAGES = ["download", "clean", "dedup", "validate"]
-STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain", "finetune_classifier"]
+STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain", "finetune_classifier", "finetune_instruct"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
@@ -55,7 +55,7 @@ def test_outputs_manifests_and_metrics(repo: Path) -> None:
     for stage, out in [("download", "data/raw"), ("clean", "data/clean"), ("dedup", "data/dedup"),
                        ("validate", "reports/data_validation"), ("tokenizer", "models/tokenizer"),
                        ("tokenize", "data/tokens"), ("pretrain", "models/pretrain"),
-                       ("finetune_classifier", "models/classifier")]:
+                       ("finetune_classifier", "models/classifier"), ("finetune_instruct", "models/instruct")]:
         manifest = json.loads((repo / out / "manifest.json").read_text())
         assert manifest["stage"] == stage and manifest["mlflow_run_id"] and manifest["git_commit"]
         assert manifest["outputs"], f"{stage} recorded no outputs"
@@ -82,7 +82,8 @@ def test_dag_and_metrics_show(repo: Path) -> None:
     dag = sh(repo, "dvc", "dag", "--dot").stdout
     edges = set(re.findall(r'"?([\w]+)"?\s*->\s*"?([\w]+)"?', dag))
     chain = {("download", "clean"), ("clean", "dedup"), ("dedup", "validate"), ("validate", "tokenizer"),
-             ("tokenizer", "tokenize"), ("tokenize", "pretrain"), ("pretrain", "finetune_classifier")}
+             ("tokenizer", "tokenize"), ("tokenize", "pretrain"), ("pretrain", "finetune_classifier"),
+             ("pretrain", "finetune_instruct")}
     assert chain <= edges, dag
     shown = sh(repo, "dvc", "metrics", "show", "--json").stdout
     assert "docs_out" in shown and "exact_duplicates_removed" in shown
@@ -138,7 +139,8 @@ def test_pretrained_model_generates_and_logged_curves(repo: Path) -> None:
 @pytest.mark.parametrize(("old", "new", "expected"), [
     # a dry run lists the stages whose own deps changed; what follows re-runs once their inputs change
     ("max_steps: 20", "max_steps: 21", {"pretrain"}),
-    ("epochs: 1", "epochs: 2", {"finetune_classifier"}),
+    ("max_length: 32", "max_length: 30", {"finetune_classifier"}),
+    ("eval_items: 4", "eval_items: 5", {"finetune_instruct"}),
 ])
 def test_changing_params_reruns_only_that_stage_and_what_follows(repo: Path, old: str, new: str,
                                                                  expected: set[str]) -> None:
@@ -181,3 +183,12 @@ def test_failed_critical_expectation_stops_the_dag(repo: Path) -> None:
         params.write_text(original)
     sh(repo, "dvc", "repro")
     assert "changed" not in sh(repo, "dvc", "status").stdout
+
+
+def test_instruct_outputs_and_chat(repo: Path) -> None:
+    metrics = json.loads((repo / "reports/metrics/finetune_instruct.json").read_text())
+    assert 0 <= metrics["rouge_l"] <= 1 and metrics["eval_items"] == 4
+    assert len((repo / "models/instruct/samples.jsonl").read_text().splitlines()) == 4
+    out = sh(repo, "scratchlm", "chat", "--model", "models/instruct", "--prompt", "What is AI?",
+             "--max-new-tokens", "5")
+    assert out.returncode == 0

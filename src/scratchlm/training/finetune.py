@@ -35,6 +35,7 @@ from scratchlm.training.classifier import (
     set_trainable,
     stratified_split,
 )
+from scratchlm.training.instruct import InstructDataset
 
 
 def load_labelled(path: Path, labels: list[str]) -> list[dict[str, Any]]:
@@ -152,3 +153,81 @@ def export_classifier(model: GPTClassifier, labels: list[str], tokenizer: Tokeni
     config["head"] = {"type": "classification", "labels": labels, "pooling": "last_token"}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tokenizer.save(str(out_dir / "tokenizer.json"))
+
+
+# ------------------------------------------------------------------------------------ instruction
+
+
+def generate_answers(model: Any, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy answers, each stopped by the end token (the model learned to emit it)."""
+    from scratchlm.tokenizer import EOT
+
+    eot, answers = tokenizer.token_to_id(EOT), []
+    model.eval()
+    limit = model.config.block_size - max_new_tokens
+    for prompt in prompts:
+        ids = tokenizer.encode(prompt).ids[-max(1, limit):]
+        out = model.generate(torch.tensor([ids]), max_new_tokens, temperature=0.0, eos=eot)[0, len(ids):].tolist()
+        answers.append(tokenizer.decode([i for i in out if i != eot]).strip())
+    return answers
+
+
+def finetune_instruct(data_file: Path, pretrain_dir: Path, out_dir: Path, params: Any,
+                      log_fn: LogFn | None = None) -> dict[str, Any]:
+    """Fine-tune on prompt → response pairs, loss on responses only; score val answers by ROUGE-L."""
+    from scratchlm.model.gpt import save_model
+    from scratchlm.tokenizer import EOT
+    from scratchlm.training.instruct import (
+        InstructModule,
+        LengthBatches,
+        check_records,
+        collate,
+        encode_example,
+        exact_match,
+        format_prompt,
+        rouge_l,
+        split_by_hash,
+    )
+
+    torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
+    L.seed_everything(params.seed, workers=True, verbose=False)
+    records = list(read_jsonl(data_file))
+    check_records(records, str(data_file))
+    splits = split_by_hash(records, params.split, params.seed)
+    write_jsonl(out_dir / "split.jsonl", ({"id": r["id"], "split": s} for s, rs in splits.items() for r in rs))
+    tokenizer = Tokenizer.from_file(str(pretrain_dir / "tokenizer.json"))
+    body = load_model(pretrain_dir)
+    if params.max_length > body.config.block_size:
+        raise DataFormatError(f"finetune_instruct.max_length {params.max_length} exceeds the model's "
+                              f"block_size {body.config.block_size}")
+    eot, pad = tokenizer.token_to_id(EOT), tokenizer.token_to_id(PAD)
+    prompt = {s: [format_prompt(params.prompt_template, params.input_template, r["instruction"], r["input"])
+                  for r in rs] for s, rs in splits.items()}
+    examples = {s: [encode_example(p, r["output"], lambda t: tokenizer.encode(t).ids, eot, params.max_length)
+                    for p, r in zip(prompt[s], splits[s], strict=True)] for s in splits}
+    data = {s: DataLoader(InstructDataset(examples[s]), num_workers=0, collate_fn=lambda b: collate(b, pad),
+                          batch_sampler=LengthBatches([len(x) for x, _ in examples[s]], params.batch_size,
+                                                      params.seed, shuffle=s == "train"))
+            for s in ("train", "val")}
+    hp = SimpleNamespace(**params.model_dump(), max_steps=params.epochs * len(data["train"]))
+    module = InstructModule(body.config, hp, model=body)
+    epochs = EpochLog(log_fn)
+    trainer = L.Trainer(accelerator=params.accelerator, devices=1, precision=params.precision,
+                        max_epochs=params.epochs, gradient_clip_val=params.grad_clip or None, logger=False,
+                        enable_checkpointing=False, num_sanity_val_steps=0, callbacks=[epochs],
+                        enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=data["train"], val_dataloaders=data["val"])
+    items = splits["val"][: params.eval_items]
+    answers = generate_answers(body, tokenizer, prompt["val"][: params.eval_items], params.max_new_tokens)
+    references = [r["output"] for r in items]
+    write_jsonl(out_dir / "samples.jsonl", ({"instruction": r["instruction"], "input": r["input"],
+                                             "reference": r["output"], "generated": a}
+                                            for r, a in list(zip(items, answers, strict=True))[:20]))
+    save_model(body, out_dir)
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    (out_dir / "template.json").write_text(json.dumps({"prompt_template": params.prompt_template,
+                                                       "input_template": params.input_template}, indent=2) + "\n")
+    last = epochs.history[-1] if epochs.history else {}
+    return {"train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
+            "rouge_l": rouge_l(references, answers), "exact_match": exact_match(references, answers),
+            "eval_items": len(items), "split_sizes": {k: len(v) for k, v in splits.items()}}

@@ -1,0 +1,27 @@
+"""finetune_instruct: the pretrained GPT as an instruction follower (see scratchlm.training.finetune)."""
+
+import argparse
+from pathlib import Path
+
+from pipelines._stage import run_stage
+from scratchlm.training.finetune import finetune_instruct
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("data", help="instruction JSONL (instruction, input, output), "
+                                     "e.g. data/raw/chatterbot/data.jsonl")
+    parser.add_argument("pretrained", help="pretrain output, e.g. models/pretrain")
+    parser.add_argument("output", help="folder for the instruction model, e.g. models/instruct")
+    args = parser.parse_args()
+
+    def work(params, out, run):
+        metrics = finetune_instruct(Path(args.data), Path(args.pretrained), out, params, run.log_metrics_at)
+        run.log_artifact(out / "samples.jsonl", artifact_path="samples")
+        return metrics
+
+    run_stage("finetune_instruct", [args.data, args.pretrained], args.output, work)
+
+
+if __name__ == "__main__":
+    main()
