@@ -75,6 +75,7 @@ def test_tiny_model_learns_answers_and_stops(tmp_path: Path) -> None:
                                     split={"train": 0.8, "val": 0.1, "test": 0.1}, eval_items=8)
     metrics = finetune_instruct(tmp_path / "data.jsonl", pretrained, out, params)
     assert metrics["exact_match"] == 1.0 and metrics["rouge_l"] == 1.0
+    assert metrics["dropped_too_long"] == {"train": 0, "val": 0, "test": 0}
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert all(s["generated"] == s["reference"] for s in samples)
     assert json.loads((out / "template.json").read_text())["prompt_template"] == ALPACA
@@ -94,3 +95,26 @@ def test_empty_output_names_the_record(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "data.jsonl", bad)
     with pytest.raises(DataFormatError, match=r"record 4 \(qa/0003\): missing or empty 'output'"):
         finetune_instruct(tmp_path / "data.jsonl", tmp_path, tmp_path, FinetuneInstructParams())
+
+
+@pytest.mark.slow
+def test_examples_without_room_for_a_response_are_dropped_not_nan(tmp_path: Path) -> None:
+    tokenizer = train_bpe([format_prompt(ALPACA, "", q) + a for q, a in PAIRS] * 20, 400, 1,
+                          ["<|endoftext|>", "<|pad|>"])
+    pretrained = tmp_path / "pre"
+    pretrained.mkdir()
+    tokenizer.save(str(pretrained / "tokenizer.json"))
+    save_model(GPT(GPTConfig(vocab_size=tokenizer.get_vocab_size(), block_size=64, n_layer=1, n_head=1,
+                             n_embd=16)), pretrained)
+    data = records(40)
+    for r in data[::2]:
+        r["instruction"] = "a very long instruction " * 20  # fills max_length before the response
+    write_jsonl(tmp_path / "data.jsonl", data)
+    out = tmp_path / "out"
+    out.mkdir()
+    params = FinetuneInstructParams(epochs=1, batch_size=4, max_length=64, max_new_tokens=4, precision="32-true",
+                                    accelerator="cpu", num_threads=1, eval_items=2,
+                                    split={"train": 0.6, "val": 0.2, "test": 0.2})
+    metrics = finetune_instruct(tmp_path / "data.jsonl", pretrained, out, params)
+    assert sum(metrics["dropped_too_long"].values()) == 20
+    assert metrics["val_loss"] == metrics["val_loss"], "finite, not NaN"

@@ -35,7 +35,19 @@ from scratchlm.training.classifier import (
     set_trainable,
     stratified_split,
 )
-from scratchlm.training.instruct import InstructDataset
+from scratchlm.training.instruct import (
+    IGNORE,
+    InstructDataset,
+    InstructModule,
+    LengthBatches,
+    check_records,
+    collate,
+    encode_example,
+    exact_match,
+    format_prompt,
+    rouge_l,
+    split_by_hash,
+)
 
 
 def load_labelled(path: Path, labels: list[str]) -> list[dict[str, Any]]:
@@ -177,18 +189,6 @@ def finetune_instruct(data_file: Path, pretrain_dir: Path, out_dir: Path, params
     """Fine-tune on prompt → response pairs, loss on responses only; score val answers by ROUGE-L."""
     from scratchlm.model.gpt import save_model
     from scratchlm.tokenizer import EOT
-    from scratchlm.training.instruct import (
-        InstructModule,
-        LengthBatches,
-        check_records,
-        collate,
-        encode_example,
-        exact_match,
-        format_prompt,
-        rouge_l,
-        split_by_hash,
-    )
-
     torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
     L.seed_everything(params.seed, workers=True, verbose=False)
     records = list(read_jsonl(data_file))
@@ -205,6 +205,11 @@ def finetune_instruct(data_file: Path, pretrain_dir: Path, out_dir: Path, params
                   for r in rs] for s, rs in splits.items()}
     examples = {s: [encode_example(p, r["output"], lambda t: tokenizer.encode(t).ids, eot, params.max_length)
                     for p, r in zip(prompt[s], splits[s], strict=True)] for s in splits}
+    # an example whose prompt fills max_length has no response token left to learn from
+    too_long = {s: sum(1 for _, y in ex if all(t == IGNORE for t in y)) for s, ex in examples.items()}
+    examples = {s: [(x, y) for x, y in ex if any(t != IGNORE for t in y)] for s, ex in examples.items()}
+    if not examples["train"] or not examples["val"]:
+        raise DataFormatError(f"no train or val example fits in max_length {params.max_length} tokens")
     data = {s: DataLoader(InstructDataset(examples[s]), num_workers=0, collate_fn=lambda b: collate(b, pad),
                           batch_sampler=LengthBatches([len(x) for x, _ in examples[s]], params.batch_size,
                                                       params.seed, shuffle=s == "train"))
@@ -229,5 +234,6 @@ def finetune_instruct(data_file: Path, pretrain_dir: Path, out_dir: Path, params
                                                        "input_template": params.input_template}, indent=2) + "\n")
     last = epochs.history[-1] if epochs.history else {}
     return {"train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
+            "dropped_too_long": too_long,
             "rouge_l": rouge_l(references, answers), "exact_match": exact_match(references, answers),
             "eval_items": len(items), "split_sizes": {k: len(v) for k, v in splits.items()}}
