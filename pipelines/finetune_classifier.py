@@ -28,7 +28,8 @@ def main() -> None:
     def work(params, out, run):
         metrics = finetune_classifier(Path(args.data), Path(args.pretrained), out, params, run.log_metrics_at)
         atomic_write_json(out / "epochs.json", metrics.pop("epochs"))
-        atomic_write_text(args.plot, confusion_rows(metrics["confusion"], list(params.labels)))
+        # the DVC plot shows the validation split (model selection); test figures stay for evaluation
+        atomic_write_text(args.plot, confusion_rows(metrics["val_confusion"], list(params.labels)))
         run.log_artifact(args.plot, artifact_path="confusion")
         return metrics
 

@@ -161,7 +161,7 @@ def test_classifier_outputs_and_cli(repo: Path) -> None:
     assert {"test", "baselines", "confusion", "split_sizes"} <= set(metrics)
     assert metrics["baselines"]["tfidf_logreg"]["accuracy"] > 0.8
     rows = (repo / "reports/plots/classifier_confusion.csv").read_text().splitlines()
-    assert rows[0] == "actual,predicted" and len(rows) - 1 == metrics["split_sizes"]["test"]
+    assert rows[0] == "actual,predicted" and len(rows) - 1 == metrics["split_sizes"]["val"]
     out = sh(repo, "scratchlm", "classify", "--model", "models/classifier", "WIN a free prize now!").stdout
     assert out.split("\t")[0] in ("ham", "spam")
 

@@ -60,6 +60,7 @@ def test_learns_a_separable_set_and_beats_the_majority_baseline(pretrained: Path
     assert metrics["baselines"]["majority"]["f1"] == 0.0
     assert metrics["baselines"]["majority"]["accuracy"] == pytest.approx(0.8)
     assert sum(map(sum, metrics["confusion"])) == metrics["split_sizes"]["test"] == 30
+    assert sum(map(sum, metrics["val_confusion"])) == metrics["split_sizes"]["val"] == 30
     assert {"train_loss", "train_f1", "val_f1", "val_accuracy"} <= set(logged[-1][0])
     config = json.loads((out / "config.json").read_text())
     assert config["head"]["labels"] == ["ham", "spam"]

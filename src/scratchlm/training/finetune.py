@@ -142,9 +142,11 @@ def finetune_classifier(data_file: Path, pretrain_dir: Path, out_dir: Path, para
         state = torch.load(best.best_model_path, weights_only=True, map_location="cpu")["state_dict"]
     module.load_state_dict(state)
     pred, true = predict(model, data["test"])
+    val_pred, val_true = predict(model, DataLoader(data["val"].dataset, batch_size=params.batch_size))
     export_classifier(model, labels, tokenizer, pretrain_dir, out_dir)
     return {"test": binary_metrics(pred, true, positive=labels.index(positive)),
-            "confusion": confusion(pred, true, len(labels)), "baselines": baselines(splits, positive),
+            "confusion": confusion(pred, true, len(labels)),
+            "val_confusion": confusion(val_pred, val_true, len(labels)), "baselines": baselines(splits, positive),
             "best_epoch": int(max(epochs.history, key=lambda h: h.get("val_f1", -1))["epoch"]),
             "split_sizes": {k: len(v) for k, v in splits.items()}, "epochs": epochs.history}
 
