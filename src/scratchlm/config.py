@@ -265,18 +265,11 @@ class PretrainParams(Section):
 # --------------------------------------------------------------------------------------------
 
 
-class FinetuneClassifierParams(Section):
-    """The `finetune_classifier` stage: a labelled set, the head, what trains, the imbalance, the budget."""
+class FinetuneOptimParams(Section):
+    """What both fine-tunes share with pretraining's LightningModule: optimiser, schedule, precision."""
 
     seed: int = 123
-    labels: list[str] = Field(default_factory=lambda: ["ham", "spam"], min_length=2)
-    positive_label: str = "spam"
-    split: dict[str, float] = Field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
-    max_length: int = Field(default=128, ge=1)
-    trainable: Literal["head", "last_n_blocks", "all"] = "all"
-    last_n_blocks: int = Field(default=1, ge=1)
-    class_weighting: bool = Field(default=True, description="inverse-frequency class weights in the loss")
-    lm_loss_weight: float = Field(default=0.0, ge=0, description="auxiliary next-token loss (GPT-1)")
+    max_length: int = Field(default=128, ge=8)
     batch_size: int = Field(default=16, ge=1)
     epochs: int = Field(default=3, ge=1)
     lr: float = Field(default=5e-4, gt=0, le=1)
@@ -291,6 +284,18 @@ class FinetuneClassifierParams(Section):
     fused_adamw: bool = True
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     num_threads: int | None = Field(default=None, ge=1)
+
+
+class FinetuneClassifierParams(FinetuneOptimParams):
+    """The `finetune_classifier` stage: a labelled set, the head, what trains, the imbalance, the budget."""
+
+    labels: list[str] = Field(default_factory=lambda: ["ham", "spam"], min_length=2)
+    positive_label: str = "spam"
+    split: dict[str, float] = Field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
+    trainable: Literal["head", "last_n_blocks", "all"] = "all"
+    last_n_blocks: int = Field(default=1, ge=1)
+    class_weighting: bool = Field(default=True, description="inverse-frequency class weights in the loss")
+    lm_loss_weight: float = Field(default=0.0, ge=0, description="auxiliary next-token loss (GPT-1)")
 
     @model_validator(mode="after")
     def _split_sums_to_one(self) -> FinetuneClassifierParams:
@@ -311,28 +316,17 @@ ALPACA = ("Below is an instruction that describes a task. Write a response that 
           "request.\n\n### Instruction:\n{instruction}{input_block}\n\n### Response:\n")
 
 
-class FinetuneInstructParams(Section):
-    """The `finetune_instruct` stage: the prompt template, the split, the budget, generation for scoring."""
+class FinetuneInstructParams(FinetuneOptimParams):
+    """The `finetune_instruct` stage: the prompt template, the split, generation for scoring."""
 
-    seed: int = 123
     prompt_template: str = ALPACA
     input_template: str = "\n\n### Input:\n{input}"
     split: dict[str, float] = Field(default_factory=lambda: {"train": 0.85, "val": 0.05, "test": 0.1})
-    max_length: int = Field(default=128, ge=8)
-    batch_size: int = Field(default=16, ge=1)
     epochs: int = Field(default=2, ge=1)
     lr: float = Field(default=3e-4, gt=0, le=1)
     min_lr: float = Field(default=3e-5, ge=0)
-    warmup_steps: int = Field(default=20, ge=0)
     weight_decay: float = Field(default=0.1, ge=0)
-    beta1: float = Field(default=0.9, ge=0, lt=1)
     beta2: float = Field(default=0.95, ge=0, lt=1)
-    grad_clip: float = Field(default=1.0, ge=0)
-    precision: Precision = "bf16-mixed"
-    compile: bool = False
-    fused_adamw: bool = True
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    num_threads: int | None = Field(default=None, ge=1)
     eval_items: int = Field(default=60, ge=1, description="validation items answered and scored by ROUGE-L")
     max_new_tokens: int = Field(default=40, ge=1)
 

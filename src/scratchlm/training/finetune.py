@@ -112,19 +112,33 @@ def predict(model: GPTClassifier, loader: DataLoader) -> tuple[torch.Tensor, tor
     return torch.cat(preds), torch.cat(trues)
 
 
-def finetune_classifier(data_file: Path, pretrain_dir: Path, out_dir: Path, params: Any,
-                        log_fn: LogFn | None = None) -> dict[str, Any]:
-    """Fine-tune, pick the best epoch by validation F1, score test, export; returns the metrics."""
+def prepare(stage: str, params: Any, splits: dict[str, list[dict[str, Any]]], pretrain_dir: Path,
+            out_dir: Path) -> tuple[Tokenizer, Any]:
+    """Threads and seeds, the split stored beside the model, the tokenizer and the pretrained body."""
     torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
     L.seed_everything(params.seed, workers=True, verbose=False)
-    labels, positive = list(params.labels), params.positive_label
-    splits = stratified_split(load_labelled(data_file, labels), params.split, params.seed)
     write_jsonl(out_dir / "split.jsonl", ({"id": r["id"], "split": s} for s, rs in splits.items() for r in rs))
     tokenizer = Tokenizer.from_file(str(pretrain_dir / "tokenizer.json"))
     body = load_model(pretrain_dir)
     if params.max_length > body.config.block_size:
-        raise DataFormatError(f"finetune_classifier.max_length {params.max_length} exceeds the model's "
+        raise DataFormatError(f"{stage}.max_length {params.max_length} exceeds the model's "
                               f"block_size {body.config.block_size}")
+    return tokenizer, body
+
+
+def trainer_for(params: Any, callbacks: list[L.Callback], **overrides: Any) -> L.Trainer:
+    """The fine-tunes' Trainer: epochs, precision and clipping from params, metrics through callbacks."""
+    return L.Trainer(accelerator=params.accelerator, devices=1, precision=params.precision,
+                     max_epochs=params.epochs, gradient_clip_val=params.grad_clip or None, logger=False,
+                     num_sanity_val_steps=0, callbacks=callbacks, enable_model_summary=False, **overrides)
+
+
+def finetune_classifier(data_file: Path, pretrain_dir: Path, out_dir: Path, params: Any,
+                        log_fn: LogFn | None = None) -> dict[str, Any]:
+    """Fine-tune, pick the best epoch by validation F1, score test, export; returns the metrics."""
+    labels, positive = list(params.labels), params.positive_label
+    splits = stratified_split(load_labelled(data_file, labels), params.split, params.seed)
+    tokenizer, body = prepare("finetune_classifier", params, splits, pretrain_dir, out_dir)
     model = GPTClassifier(body, len(labels))
     set_trainable(model, params.trainable, params.last_n_blocks)
     data = loaders(splits, tokenizer, labels, params.max_length, params.batch_size)
@@ -135,9 +149,7 @@ def finetune_classifier(data_file: Path, pretrain_dir: Path, out_dir: Path, para
     epochs = EpochLog(log_fn)
     with tempfile.TemporaryDirectory() as ckpt_dir:
         best = ModelCheckpoint(dirpath=ckpt_dir, monitor="val_f1", mode="max", save_top_k=1)
-        trainer = L.Trainer(accelerator=params.accelerator, devices=1, precision=params.precision,
-                            max_epochs=params.epochs, gradient_clip_val=params.grad_clip or None, logger=False,
-                            num_sanity_val_steps=0, callbacks=[best, epochs], enable_model_summary=False)
+        trainer = trainer_for(params, [best, epochs])
         trainer.fit(module, train_dataloaders=data["train"], val_dataloaders=data["val"])
         state = torch.load(best.best_model_path, weights_only=True, map_location="cpu")["state_dict"]
     module.load_state_dict(state)
@@ -191,17 +203,10 @@ def finetune_instruct(data_file: Path, pretrain_dir: Path, out_dir: Path, params
     """Fine-tune on prompt → response pairs, loss on responses only; score val answers by ROUGE-L."""
     from scratchlm.model.gpt import save_model
     from scratchlm.tokenizer import EOT
-    torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
-    L.seed_everything(params.seed, workers=True, verbose=False)
     records = list(read_jsonl(data_file))
     check_records(records, str(data_file))
     splits = split_by_hash(records, params.split, params.seed)
-    write_jsonl(out_dir / "split.jsonl", ({"id": r["id"], "split": s} for s, rs in splits.items() for r in rs))
-    tokenizer = Tokenizer.from_file(str(pretrain_dir / "tokenizer.json"))
-    body = load_model(pretrain_dir)
-    if params.max_length > body.config.block_size:
-        raise DataFormatError(f"finetune_instruct.max_length {params.max_length} exceeds the model's "
-                              f"block_size {body.config.block_size}")
+    tokenizer, body = prepare("finetune_instruct", params, splits, pretrain_dir, out_dir)
     eot, pad = tokenizer.token_to_id(EOT), tokenizer.token_to_id(PAD)
     prompt = {s: [format_prompt(params.prompt_template, params.input_template, r["instruction"], r["input"])
                   for r in rs] for s, rs in splits.items()}
@@ -219,10 +224,7 @@ def finetune_instruct(data_file: Path, pretrain_dir: Path, out_dir: Path, params
     hp = SimpleNamespace(**params.model_dump(), max_steps=params.epochs * len(data["train"]))
     module = InstructModule(body.config, hp, model=body)
     epochs = EpochLog(log_fn)
-    trainer = L.Trainer(accelerator=params.accelerator, devices=1, precision=params.precision,
-                        max_epochs=params.epochs, gradient_clip_val=params.grad_clip or None, logger=False,
-                        enable_checkpointing=False, num_sanity_val_steps=0, callbacks=[epochs],
-                        enable_model_summary=False)
+    trainer = trainer_for(params, [epochs], enable_checkpointing=False)
     trainer.fit(module, train_dataloaders=data["train"], val_dataloaders=data["val"])
     items = splits["val"][: params.eval_items]
     answers = generate_answers(body, tokenizer, prompt["val"][: params.eval_items], params.max_new_tokens)
