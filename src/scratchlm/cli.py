@@ -1,4 +1,4 @@
-"""`scratchlm`: the home of user commands (profiles now; generate, audit, export as they land)."""
+"""`scratchlm`: the home of user commands (profiles, generate, classify, chat, export, import-hf, lm-eval)."""
 
 from __future__ import annotations
 
@@ -117,6 +117,58 @@ def chat(
                                  top_k=None, seed=seed):
             typer.echo(piece, nl=False)
         typer.echo()
+
+
+@app.command()
+def export(
+    model: Path = typer.Option(Path("models/pretrain"), help="scratchlm model folder (not a classifier)"),
+    out: Path = typer.Option(..., help="folder to write (replaced atomically if it exists)"),
+    fmt: str = typer.Option("hf", "--format", help="hf: a transformers GPT-2 checkpoint (needs transformers)"),
+) -> None:
+    """Export a model for other tools (hf: loads with AutoModelForCausalLM / AutoTokenizer)."""
+    from scratchlm.export import export_hf
+
+    if fmt != "hf":
+        typer.echo(f"error: --format {fmt!r} is not supported (choose: hf)", err=True)
+        raise typer.Exit(1)
+    try:
+        export_hf(model, out)
+    except (OSError, ValueError, ImportError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"exported {model} to {out} (transformers GPT-2)")
+
+
+@app.command("import-hf")
+def import_hf(
+    hf_dir: Path = typer.Argument(..., help="local Hugging Face GPT-2 folder (config.json + weights + tokenizer)"),
+    out: Path = typer.Option(Path("models/gpt2"), help="scratchlm model folder to write"),
+) -> None:
+    """Import GPT-2 weights as a scratchlm model, e.g. as the fine-tunes' pretrained model."""
+    from scratchlm.export import import_hf as convert
+
+    try:
+        convert(hf_dir, out)
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"imported {hf_dir} to {out}")
+
+
+@app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def lm_eval(ctx: typer.Context) -> None:
+    """Run lm-evaluation-harness with the scratchlm model registered.
+
+    Every argument is lm_eval's (`--help` prints lm_eval's); --model defaults to scratchlm, e.g.
+    `scratchlm lm-eval --model_args pretrained=models/pretrain,batch_size=8 --tasks hellaswag`.
+    """
+    try:
+        from scratchlm.evaluation.harness import run_cli
+    except ImportError as error:
+        typer.echo(f"error: lm-eval is not installed ({error}): pip install 'scratchlm[harness]'", err=True)
+        raise typer.Exit(1) from None
+    run_cli(list(ctx.args))
 
 
 def _ask():

@@ -344,6 +344,65 @@ class FinetuneInstructParams(FinetuneOptimParams):
 
 
 # --------------------------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------------------------
+
+BENCHMARK_TASKS = ["hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande", "sciq", "lambada"]
+
+
+class JudgeParams(Section):
+    """An optional LLM judge for the instruction model (any OpenAI-compatible endpoint); off when null."""
+
+    endpoint: str | None = Field(default=None, description="e.g. http://localhost:8000/v1; null skips the judge")
+    model: str = "gpt-4o-mini"
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="environment variable holding the API key")
+    items: int = Field(default=20, ge=1)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _http(self) -> JudgeParams:
+        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError("endpoint must start with http:// or https://")
+        return self
+
+
+class EvaluateParams(Section):
+    """The `evaluate` stage: which benchmarks, how many items each, held-out text, the fine-tunes' tests."""
+
+    tasks: list[str] = Field(default_factory=lambda: list(BENCHMARK_TASKS), min_length=1)
+    max_items: int | None = Field(default=500, ge=1, description="items per task (the first by id); null = all")
+    task_items: dict[str, int] = Field(default_factory=dict, description="per-task overrides of max_items")
+    batch_size: int = Field(default=32, ge=1)
+    lm_sources: list[str] = Field(default_factory=lambda: ["wikitext2"], min_length=1,
+                                  description="held-out documents of these sources are scored")
+    lm_splits: list[Literal["val", "test"]] = Field(default_factory=lambda: ["val", "test"], min_length=1)
+    lm_stride: int = Field(default=128, ge=1, description="new tokens per rolling window (≤ block_size)")
+    instruct_items: int | None = Field(default=100, ge=1, description="test items answered and scored")
+    num_threads: int | None = Field(default=None, ge=1)
+    judge: JudgeParams = Field(default_factory=JudgeParams)
+
+    @model_validator(mode="after")
+    def _known_tasks(self) -> EvaluateParams:
+        for task in [*self.tasks, *self.task_items]:
+            if task not in BENCHMARK_TASKS:
+                raise ValueError(f"unknown task {task!r} (known: {', '.join(BENCHMARK_TASKS)})")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+
+class ReportParams(Section):
+    """The `report` stage: the model card, its figures, and the MLflow Model Registry."""
+
+    register_models: bool = Field(default=True, description="register pretrain/classifier/instruct in MLflow")
+    registry_prefix: str = Field(default="scratchlm", min_length=1, description="registered names: <prefix>-<model>")
+    sample_generations: int = Field(default=5, ge=0)
+
+
+# --------------------------------------------------------------------------------------------
 # tracking (read by every stage, never a DVC param: it changes no output bytes)
 # --------------------------------------------------------------------------------------------
 
@@ -366,6 +425,8 @@ SECTIONS: dict[str, type[Section]] = {
     "pretrain": PretrainParams,
     "finetune_classifier": FinetuneClassifierParams,
     "finetune_instruct": FinetuneInstructParams,
+    "evaluate": EvaluateParams,
+    "report": ReportParams,
     "tracking": TrackingParams,
 }
 

@@ -110,6 +110,28 @@ class StageRun:
 
             mlflow.log_dict(obj, name)
 
+    def register_model(self, name: str, model_dir: Path, card: Path, tags: Mapping[str, str]) -> str | None:
+        """Log a model folder (with the model card) under this run and register it as a new version of
+        `name` in the MLflow Model Registry, where versions can be compared and promoted; returns it."""
+        if not self.enabled:
+            return None
+        import mlflow
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        mlflow.log_artifacts(str(model_dir), artifact_path=f"models/{name}")
+        mlflow.log_artifact(str(card), artifact_path=f"models/{name}")
+        client = MlflowClient()
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            client.create_registered_model(name, description="Trained by the scratchlm pipeline; "
+                                                              "each version carries model_card.md")
+        version = client.create_model_version(name, source=mlflow.get_artifact_uri(f"models/{name}"),
+                                              run_id=self.run_id, tags=dict(tags),
+                                              description=f"model card: models/{name}/model_card.md")
+        return str(version.version)
+
     def log_inputs(self, inputs: Mapping[str, Mapping[str, Any]]) -> None:
         """Each input as an MLflow dataset named by its path, with its digest, in sorted order."""
         if not self.enabled:

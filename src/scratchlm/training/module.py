@@ -9,12 +9,32 @@ implement `compute_loss(batch)`; pretraining is the plain language-modelling los
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import lightning as L
 import torch
 
 from scratchlm.model.gpt import GPT, GPTConfig
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: without them oneDNN emulates bf16 matmuls, ~100x slower than fp32."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def effective_precision(precision: str, accelerator: str) -> str:
+    """The Trainer precision to use: bf16 falls back to fp32 on a CPU run whose CPU lacks native bf16.
+
+    Measured on a 2-core AVX2-only EPYC: bf16 matmuls at 0.2 GFLOP/s against 78 for fp32, so a
+    bf16 default that is 1.8x faster on AVX512-BF16 CPUs would make training hours long there.
+    """
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision.startswith("bf16") and on_cpu and not cpu_has_native_bf16():
+        warnings.warn(f"precision {precision}: this CPU has no native bf16 (AVX512-BF16/AMX), which would be "
+                      "emulated ~100x slower; training in 32-true instead", stacklevel=2)
+        return "32-true"
+    return precision
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -1,7 +1,8 @@
 """Pretraining: setup → fit → validate → export, with Lightning doing the engineering.
 
 The same code trains on two CPU cores here and on many GPUs with DDP or FSDP: accelerator, devices,
-nodes, strategy and precision are params handed to Lightning's Trainer as they are. `last.ckpt` in
+nodes, strategy and precision are params handed to Lightning's Trainer as they are (except bf16 on a
+CPU without native bf16, which falls back to fp32: see `effective_precision`). `last.ckpt` in
 the checkpoint folder (a persistent DVC output) lets `dvc repro` resume an interrupted run; it is
 used only if it was written by a run with the same params and data (a fingerprint file says so).
 """
@@ -27,7 +28,7 @@ from scratchlm.model.gpt import GPTConfig, save_model
 from scratchlm.tokenizer import EOT
 from scratchlm.training.callbacks import CheckpointOnInterrupt, LogFn, SampleText, TrainingLog
 from scratchlm.training.data import TokenDataModule, unigram_loss
-from scratchlm.training.module import GPTModule
+from scratchlm.training.module import GPTModule, effective_precision
 
 LAST = "last.ckpt"
 FINGERPRINT = "fingerprint.json"
@@ -70,7 +71,8 @@ def build_trainer(params: PretrainParams, ckpt_dir: Path, callbacks: list[L.Call
                                  every_n_train_steps=params.ckpt_every)
     return L.Trainer(
         accelerator=params.accelerator, devices=params.devices, num_nodes=params.num_nodes,
-        strategy=params.strategy, precision=params.precision, max_steps=params.max_steps,
+        strategy=params.strategy, precision=effective_precision(params.precision, params.accelerator),
+        max_steps=params.max_steps,
         max_time={"minutes": params.max_time_minutes} if params.max_time_minutes else None,
         accumulate_grad_batches=params.grad_accum, gradient_clip_val=params.grad_clip or None,
         val_check_interval=params.val_every * params.grad_accum, check_val_every_n_epoch=None,
@@ -144,6 +146,7 @@ def summary(params: PretrainParams, trainer: L.Trainer, module: GPTModule, final
     speeds = [h["tokens_per_s"] for h in log.history if "tokens_per_s" in h]
     return {
         "steps": trainer.global_step,
+        "precision": trainer.precision,
         "tokens_seen": trainer.global_step * tokens_per_step,
         "train_seconds": round(seconds, 2),
         "train_loss": next((h["train_loss"] for h in reversed(log.history) if "train_loss" in h), None),

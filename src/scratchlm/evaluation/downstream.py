@@ -1,0 +1,109 @@
+"""The fine-tuned models on the held-out test splits their stages stored next to them.
+
+Each fine-tune writes `split.jsonl` (record id → split) and a manifest whose params say how it
+tokenised its inputs (`max_length`, the positive label, the prompt template); evaluation reads both,
+so it scores exactly the held-out records, prepared exactly as in training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader
+
+from scratchlm.io import DataFormatError, read_jsonl
+from scratchlm.lineage import read_manifest
+
+
+def split_records(data_file: Path, model_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """The data file's records grouped by the split the fine-tune stored; a missing record is an error."""
+    assigned = {row["id"]: row["split"] for row in read_jsonl(model_dir / "split.jsonl")}
+    splits: dict[str, list[dict[str, Any]]] = {}
+    for record in read_jsonl(data_file):
+        if record.get("id") in assigned:
+            splits.setdefault(assigned.pop(record["id"]), []).append(record)
+    if assigned:
+        raise DataFormatError(f"{data_file}: record {next(iter(assigned))} of {model_dir / 'split.jsonl'} is missing "
+                              "(the data changed since fine-tuning)")
+    if not splits.get("test"):
+        raise DataFormatError(f"{model_dir / 'split.jsonl'}: no test records")
+    return splits
+
+
+def training_params(model_dir: Path) -> dict[str, Any]:
+    manifest = read_manifest(model_dir / "manifest.json")
+    if not manifest or "params" not in manifest:
+        raise DataFormatError(f"{model_dir / 'manifest.json'}: missing or without params")
+    return manifest["params"]
+
+
+def evaluate_classifier(data_file: Path, model_dir: Path, batch_size: int = 64) -> tuple[dict[str, Any],
+                                                                                        list[dict[str, Any]]]:
+    """Test-split accuracy, precision/recall/F1, confusion matrix, next to the two baselines."""
+    from scratchlm.training.classifier import EncodedDataset, binary_metrics, encode, load_classifier
+    from scratchlm.training.finetune import baselines, confusion, predict
+
+    model, labels = load_classifier(model_dir)
+    params = training_params(model_dir)
+    positive = params["positive_label"]
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    splits = split_records(data_file, model_dir)
+    test = splits["test"]
+    data = encode([r["text"] for r in test], [labels.index(r["label"]) for r in test],
+                  lambda t: tokenizer.encode(t).ids, params["max_length"], tokenizer.token_to_id("<|pad|>"))
+    pred, true = predict(model, DataLoader(EncodedDataset(data), batch_size=batch_size))
+    matrix = confusion(pred, true, len(labels))
+    metrics = {**binary_metrics(pred, true, positive=labels.index(positive)), "items": len(test),
+               "confusion": {f"actual_{a}": {f"predicted_{p}": matrix[i][j] for j, p in enumerate(labels)}
+                             for i, a in enumerate(labels)},
+               "baselines": baselines(splits, positive)}
+    rows = [{"id": r["id"], "label": r["label"], "predicted": labels[int(p)], "correct": bool(p == t)}
+            for r, p, t in zip(test, pred.tolist(), true.tolist(), strict=True)]
+    return metrics, rows
+
+
+def instruct_loss(model: Any, examples: list[tuple[list[int], list[int]]], pad: int, batch_size: int) -> float:
+    """Mean next-token loss over response tokens only (the fine-tune's own objective)."""
+    from scratchlm.training.instruct import IGNORE, collate
+
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            inputs, targets = collate(examples[start : start + batch_size], pad)
+            logits = model(inputs)[0].float()
+            total += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                                             ignore_index=IGNORE, reduction="sum"))
+            count += int((targets != IGNORE).sum())
+    return total / max(1, count)
+
+
+def evaluate_instruct(data_file: Path, model_dir: Path, max_items: int | None, batch_size: int = 16
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Test-split response loss, and greedy answers scored by ROUGE-L and exact match."""
+    from scratchlm.model.gpt import load_model
+    from scratchlm.tokenizer import EOT, PAD
+    from scratchlm.training.finetune import generate_answers
+    from scratchlm.training.instruct import encode_example, exact_match, format_prompt, rouge_l
+
+    model, params = load_model(model_dir), training_params(model_dir)
+    template = json.loads((model_dir / "template.json").read_text(encoding="utf-8"))
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    test = split_records(data_file, model_dir)["test"]
+    prompts = [format_prompt(template["prompt_template"], template["input_template"], r["instruction"],
+                             r.get("input", "")) for r in test]
+    encode = lambda t: tokenizer.encode(t).ids  # noqa: E731
+    examples = [encode_example(p, r["output"], encode, tokenizer.token_to_id(EOT), params["max_length"])
+                for p, r in zip(prompts, test, strict=True)]
+    loss = instruct_loss(model, examples, tokenizer.token_to_id(PAD), batch_size)
+    scored = test[:max_items] if max_items else test
+    answers = generate_answers(model, tokenizer, prompts[: len(scored)], params["max_new_tokens"])
+    references = [r["output"] for r in scored]
+    rows = [{"id": r["id"], "instruction": r["instruction"], "input": r.get("input", ""), "reference": r["output"],
+             "generated": a} for r, a in zip(scored, answers, strict=True)]
+    return {"loss": loss, "rouge_l": rouge_l(references, answers), "exact_match": exact_match(references, answers),
+            "items": len(test), "generated_items": len(scored)}, rows

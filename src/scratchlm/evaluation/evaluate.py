@@ -1,0 +1,123 @@
+"""The `evaluate` stage: every model against held-out data, with chance and baselines beside each score.
+
+- the pretrained model: language modelling on held-out WikiText-2 (loss, perplexity, bits per byte,
+  word-level perplexity) and zero-shot benchmarks (acc, acc_norm, standard error, chance; LAMBADA
+  last-word accuracy and perplexity);
+- the classifier and the instruction model on the test splits stored with them.
+
+Every scored item goes to `<out>/<task>.jsonl` with the model's choice, for error analysis.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+
+from scratchlm.config import EvaluateParams
+from scratchlm.evaluation.language_modeling import language_model_metrics
+from scratchlm.evaluation.multiple_choice import check_items, evaluate_task
+from scratchlm.io import DataFormatError, document_shards, read_documents, read_jsonl, write_jsonl
+from scratchlm.model.gpt import GPT, load_model
+from scratchlm.tokenizer import EOT
+
+
+@dataclass(frozen=True)
+class EvalInputs:
+    """The folders evaluation reads (their paths live in dvc.yaml)."""
+
+    benchmarks: Path  # one <task>.jsonl per task
+    dedup: Path
+    pretrain: Path
+    classifier: Path
+    classifier_data: Path
+    instruct: Path
+    instruct_data: Path
+
+
+def load_task(benchmarks_dir: Path, task: str, limit: int | None) -> list[dict[str, Any]]:
+    """The first `limit` items of a task by id (the harness's `--limit`), checked."""
+    path = benchmarks_dir / f"{task}.jsonl"
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such benchmark file (is '{task}' among download.sources.benchmarks?)")
+    items = sorted(read_jsonl(path), key=lambda item: item["id"])[:limit]
+    if not items:
+        raise DataFormatError(f"{path}: no items")
+    check_items(items, str(path))
+    return items
+
+
+def held_out_texts(dedup_dir: Path, split: str, sources: list[str]) -> list[str]:
+    docs = [d for shard in document_shards(dedup_dir / split) for d in read_documents(shard)]
+    return [d["text"] for d in docs if d["source"] in sources]
+
+
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, round(time.perf_counter() - start, 2)
+
+
+def language_modeling(model: GPT, tokenizer: Tokenizer, dedup_dir: Path, params: EvaluateParams
+                      ) -> dict[str, dict[str, float]]:
+    encode, bos = (lambda t: tokenizer.encode(t).ids), tokenizer.token_to_id(EOT)
+    out = {}
+    for split in params.lm_splits:
+        texts = held_out_texts(dedup_dir, split, params.lm_sources)
+        if not texts:
+            raise DataFormatError(f"{dedup_dir / split}: no documents of sources {params.lm_sources}")
+        name = f"{'+'.join(params.lm_sources)}_{split}"
+        out[name] = language_model_metrics(model, texts, encode, bos, params.lm_stride, params.batch_size // 2 or 1,
+                                           desc=name)
+    return out
+
+
+def benchmarks(model: GPT, tokenizer: Tokenizer, benchmarks_dir: Path, out_dir: Path, params: EvaluateParams
+               ) -> dict[str, dict[str, float]]:
+    """Each task's metrics; its scored items go to `<out_dir>/<task>.jsonl`."""
+    encode, bos = (lambda t: tokenizer.encode(t).ids), tokenizer.token_to_id(EOT)
+    results = {}
+    for task in params.tasks:
+        items = load_task(benchmarks_dir, task, params.task_items.get(task, params.max_items))
+        (metrics, records), seconds = timed(evaluate_task, model, task, items, encode, bos, params.batch_size)
+        write_jsonl(out_dir / f"{task}.jsonl", records)
+        results[task] = {**metrics, "seconds": seconds}
+    return results
+
+
+def summary(tasks: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean acc / acc_norm / chance over the multiple-choice tasks (LAMBADA is not multiple choice)."""
+    mc = [m for task, m in tasks.items() if task != "lambada"]
+    if not mc:
+        return {}
+    return {key: sum(m[key] for m in mc) / len(mc) for key in ("acc", "acc_norm", "chance")} | {"tasks": len(mc)}
+
+
+def evaluate_all(inputs: EvalInputs, out_dir: Path, params: EvaluateParams) -> dict[str, Any]:
+    """All the scores, as the metrics dict the stage writes to reports/metrics/evaluate.json."""
+    from scratchlm.evaluation.downstream import evaluate_classifier, evaluate_instruct
+    from scratchlm.evaluation.judge import judge_answers
+
+    torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
+    torch.manual_seed(0)
+    model, tokenizer = load_model(inputs.pretrain), Tokenizer.from_file(str(inputs.pretrain / "tokenizer.json"))
+    lm, lm_seconds = timed(language_modeling, model, tokenizer, inputs.dedup, params)
+    tasks = benchmarks(model, tokenizer, inputs.benchmarks, out_dir, params)
+    (classifier, rows), cls_seconds = timed(evaluate_classifier, inputs.classifier_data, inputs.classifier)
+    write_jsonl(out_dir / "classifier_test.jsonl", rows)
+    (instruct, answers), ins_seconds = timed(evaluate_instruct, inputs.instruct_data, inputs.instruct,
+                                             params.instruct_items)
+    write_jsonl(out_dir / "instruct_test.jsonl", answers)
+    judge = params.judge
+    instruct["judge"] = judge_answers(answers[: judge.items], judge.endpoint, judge.model, judge.api_key_env,
+                                      judge.timeout_s)
+    return {"language_modeling": lm, "benchmarks": tasks, "benchmark_mean": summary(tasks),
+            "classifier": classifier, "instruct": instruct,
+            "seconds": {"language_modeling": lm_seconds, "benchmarks": sum(t["seconds"] for t in tasks.values()),
+                        "classifier": cls_seconds, "instruct": ins_seconds}}

