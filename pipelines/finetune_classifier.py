@@ -22,11 +22,14 @@ def main() -> None:
     parser.add_argument("data", help="labelled JSONL (id, text, label), e.g. data/raw/sms_spam/data.jsonl")
     parser.add_argument("pretrained", help="pretrain output, e.g. models/pretrain")
     parser.add_argument("output", help="folder for the classifier, e.g. models/classifier")
+    parser.add_argument("--checkpoints", default="checkpoints/finetune_classifier",
+                        help="resume and best-epoch checkpoints (persistent)")
     parser.add_argument("--plot", default="reports/plots/classifier_confusion.csv", help="confusion matrix")
     args = parser.parse_args()
 
     def work(params, out, run):
-        metrics = finetune_classifier(Path(args.data), Path(args.pretrained), out, params, run.log_metrics_at)
+        metrics = finetune_classifier(Path(args.data), Path(args.pretrained), out, Path(args.checkpoints), params,
+                                      run.log_metrics_at)
         atomic_write_json(out / "epochs.json", metrics.pop("epochs"))
         # the DVC plot shows the validation split (model selection); test figures stay for evaluation
         atomic_write_text(args.plot, confusion_rows(metrics["val_confusion"], list(params.labels)))

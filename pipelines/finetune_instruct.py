@@ -13,10 +13,13 @@ def main() -> None:
                                      "e.g. data/raw/chatterbot/data.jsonl")
     parser.add_argument("pretrained", help="pretrain output, e.g. models/pretrain")
     parser.add_argument("output", help="folder for the instruction model, e.g. models/instruct")
+    parser.add_argument("--checkpoints", default="checkpoints/finetune_instruct",
+                        help="resume checkpoints (persistent)")
     args = parser.parse_args()
 
     def work(params, out, run):
-        metrics = finetune_instruct(Path(args.data), Path(args.pretrained), out, params, run.log_metrics_at)
+        metrics = finetune_instruct(Path(args.data), Path(args.pretrained), out, Path(args.checkpoints), params,
+                                    run.log_metrics_at)
         run.log_artifact(out / "samples.jsonl", artifact_path="samples")
         return metrics
 

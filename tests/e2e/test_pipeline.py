@@ -15,7 +15,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_STAGES = ["download", "clean", "dedup", "validate"]
-STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain", "finetune_classifier", "finetune_instruct"]
+STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain", "finetune_classifier", "finetune_instruct", "evaluate",
+          "report"]
+TASKS = ["hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande", "sciq", "lambada"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
@@ -55,7 +57,8 @@ def test_outputs_manifests_and_metrics(repo: Path) -> None:
     for stage, out in [("download", "data/raw"), ("clean", "data/clean"), ("dedup", "data/dedup"),
                        ("validate", "reports/data_validation"), ("tokenizer", "models/tokenizer"),
                        ("tokenize", "data/tokens"), ("pretrain", "models/pretrain"),
-                       ("finetune_classifier", "models/classifier"), ("finetune_instruct", "models/instruct")]:
+                       ("finetune_classifier", "models/classifier"), ("finetune_instruct", "models/instruct"),
+                       ("evaluate", "reports/evaluation"), ("report", "reports/model_card")]:
         manifest = json.loads((repo / out / "manifest.json").read_text())
         assert manifest["stage"] == stage and manifest["mlflow_run_id"] and manifest["git_commit"]
         assert manifest["outputs"], f"{stage} recorded no outputs"
@@ -83,7 +86,8 @@ def test_dag_and_metrics_show(repo: Path) -> None:
     edges = set(re.findall(r'"?([\w]+)"?\s*->\s*"?([\w]+)"?', dag))
     chain = {("download", "clean"), ("clean", "dedup"), ("dedup", "validate"), ("validate", "tokenizer"),
              ("tokenizer", "tokenize"), ("tokenize", "pretrain"), ("pretrain", "finetune_classifier"),
-             ("pretrain", "finetune_instruct")}
+             ("pretrain", "finetune_instruct"), ("finetune_classifier", "evaluate"), ("finetune_instruct", "evaluate"),
+             ("evaluate", "report")}
     assert chain <= edges, dag
     shown = sh(repo, "dvc", "metrics", "show", "--json").stdout
     assert "docs_out" in shown and "exact_duplicates_removed" in shown
@@ -141,6 +145,8 @@ def test_pretrained_model_generates_and_logged_curves(repo: Path) -> None:
     ("max_steps: 20", "max_steps: 21", {"pretrain"}),
     ("max_length: 32", "max_length: 30", {"finetune_classifier"}),
     ("eval_items: 4", "eval_items: 5", {"finetune_instruct"}),
+    ("max_items: 20", "max_items: 19", {"evaluate"}),
+    ("sample_generations: 2", "sample_generations: 1", {"report"}),
 ])
 def test_changing_params_reruns_only_that_stage_and_what_follows(repo: Path, old: str, new: str,
                                                                  expected: set[str]) -> None:
@@ -192,3 +198,44 @@ def test_instruct_outputs_and_chat(repo: Path) -> None:
     out = sh(repo, "scratchlm", "chat", "--model", "models/instruct", "--prompt", "What is AI?",
              "--max-new-tokens", "5")
     assert out.returncode == 0
+
+
+def test_evaluation_scores_every_task_with_chance_and_per_item_files(repo: Path) -> None:
+    metrics = json.loads((repo / "reports/metrics/evaluate.json").read_text())
+    assert set(metrics["benchmarks"]) == set(TASKS)
+    for task, scores in metrics["benchmarks"].items():
+        assert scores["items"] == 20 and 0 <= scores["acc"] <= 1
+        rows = [json.loads(line) for line in (repo / "reports/evaluation" / f"{task}.jsonl").read_text().splitlines()]
+        assert len(rows) == 20 and sum(r["acc"] for r in rows) / 20 == pytest.approx(scores["acc"])
+        if task != "lambada":
+            assert 0 < scores["chance"] < 1 and "acc_norm" in scores and "acc_stderr" in scores
+    assert set(metrics["language_modeling"]) == {"wikitext2_val", "wikitext2_test"}
+    assert all(lm["word_ppl"] > 1 and lm["bpb"] > 0 for lm in metrics["language_modeling"].values())
+    cls = metrics["classifier"]
+    assert cls["items"] == json.loads((repo / "reports/metrics/finetune_classifier.json").read_text())[
+        "split_sizes"]["test"]
+    assert {"majority", "tfidf_logreg"} <= set(cls["baselines"])
+    assert metrics["instruct"]["generated_items"] == 8 and "skipped" in metrics["instruct"]["judge"]
+    shown = sh(repo, "dvc", "metrics", "show").stdout
+    assert "benchmarks.hellaswag.acc_norm" in shown
+
+
+def test_report_writes_the_model_card_and_registers_the_models(repo: Path) -> None:
+    card = (repo / "reports/model_card/model_card.md").read_text()
+    for title in ("## Summary", "## Data", "## Tokenizer", "## Model and training", "### Compute", "## Evaluation",
+                  "## Sample generations", "## Known limitations", "## Lineage"):
+        assert title in card, title
+    for figure in ("loss_curves", "benchmarks", "confusion", "data_funnel"):
+        assert f"(figures/{figure}.png)" in card
+        assert (repo / "reports/model_card/figures" / f"{figure}.png").stat().st_size > 1000
+    evaluate_run = json.loads((repo / "reports/evaluation/manifest.json").read_text())["mlflow_run_id"]
+    assert f"| evaluate | {evaluate_run} |" in card
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        names = {row[0] for row in db.execute("select name from registered_models")}
+        versions = db.execute("select name, run_id, source from model_versions").fetchall()
+    assert names == {"scratchlm-pretrain", "scratchlm-classifier", "scratchlm-instruct"}
+    report_run = json.loads((repo / "reports/model_card/manifest.json").read_text())["mlflow_run_id"]
+    assert {run for _, run, _ in versions} == {report_run}
+    for _, _, source in versions:
+        folder = Path(source.removeprefix("file://")) if source.startswith("file://") else None
+        assert folder is not None and (folder / "model.safetensors").is_file() and (folder / "model_card.md").is_file()

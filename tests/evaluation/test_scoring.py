@@ -142,3 +142,10 @@ def test_word_level_perplexity_arithmetic(model: GPT, tokenizer) -> None:
     assert metrics["word_ppl"] == pytest.approx(math.exp(total / words), rel=1e-6)
     assert metrics["bpb"] == pytest.approx(total / math.log(2) / sum(len(t.encode()) for t in texts), rel=1e-6)
     assert metrics["ppl"] == pytest.approx(math.exp(total / tokens), rel=1e-6)
+
+
+def test_empty_context_or_continuation_scores_what_can_be_scored(model: GPT) -> None:
+    no_context, no_continuation = score_requests(model, [([], [5, 6, 7]), ([3, 4], [])], progress=False)
+    assert no_continuation == Scored(0.0, True, 0)
+    want, greedy = by_hand(model, [5], [6, 7])  # nothing predicts the first token: it is context
+    assert no_context.loglik == pytest.approx(want, abs=1e-4) and no_context.tokens == 2

@@ -54,7 +54,7 @@ def test_learns_a_separable_set_and_beats_the_majority_baseline(pretrained: Path
     out = tmp_path / "out"
     out.mkdir()
     logged = []
-    metrics = finetune_classifier(tmp_path / "data.jsonl", pretrained, out, params(),
+    metrics = finetune_classifier(tmp_path / "data.jsonl", pretrained, out, tmp_path / "ckpt", params(),
                                   lambda m, step: logged.append((m, step)))
     assert metrics["test"]["accuracy"] >= 0.95 and metrics["test"]["f1"] >= 0.9
     assert metrics["baselines"]["majority"]["f1"] == 0.0
@@ -90,4 +90,4 @@ def test_a_label_outside_the_set_names_the_record(pretrained: Path, tmp_path: Pa
     records[7]["label"] = "phishing"
     write_jsonl(tmp_path / "data.jsonl", records)
     with pytest.raises(DataFormatError, match=r"record 8 \(sms/0007\): label 'phishing' is not one of"):
-        finetune_classifier(tmp_path / "data.jsonl", pretrained, tmp_path, params())
+        finetune_classifier(tmp_path / "data.jsonl", pretrained, tmp_path, tmp_path / "ckpt", params())

@@ -50,6 +50,49 @@ def test_length_batches_group_similar_lengths_and_are_seeded() -> None:
     assert batches == list(LengthBatches(lengths, batch_size=2, seed=0))
 
 
+def test_length_batches_order_is_a_function_of_seed_and_epoch_only() -> None:
+    lengths = list(range(5, 69))
+    sampler = LengthBatches(lengths, batch_size=4, seed=3)
+    epoch0 = list(sampler)
+    assert list(sampler) == epoch0, "iterating again without set_epoch repeats the order: no hidden counter"
+    orders = []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        orders.append(list(sampler))
+    assert orders[0] == epoch0 and len({str(o) for o in orders}) == 4, "each epoch has its own order"
+    fresh = LengthBatches(lengths, batch_size=4, seed=3)
+    fresh.set_epoch(2)
+    assert list(fresh) == orders[2], "epoch 2 draws the same batches whatever ran before (a resumed process)"
+    other_seed = LengthBatches(lengths, batch_size=4, seed=4)
+    other_seed.set_epoch(2)
+    assert list(other_seed) != orders[2]
+    val = LengthBatches(lengths, batch_size=4, seed=3, shuffle=False)
+    val.set_epoch(5)
+    assert [i for b in val for i in b] == list(range(64)), "no shuffle: the epoch changes nothing"
+
+
+def test_lightning_sets_the_epoch_of_length_batches() -> None:
+    """Lightning sets epochs on `loader.sampler` and `loader.batch_sampler.sampler`, not on the batch sampler."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    batches = LengthBatches([3, 4, 5, 6], batch_size=2, seed=0)
+    loader = DataLoader(list(range(4)), batch_sampler=batches)
+    _set_sampler_epoch(loader, 7)
+    assert batches.epoch == 7
+
+
+def test_length_batches_draw_the_order_at_the_first_batch() -> None:
+    """A resumed Lightning run makes the loader's iterator before it sets the epoch."""
+    lengths = list(range(5, 69))
+    expected = LengthBatches(lengths, batch_size=4, seed=3)
+    expected.set_epoch(2)
+    batches = LengthBatches(lengths, batch_size=4, seed=3)
+    iterator = iter(batches)
+    batches.set_epoch(2)
+    assert list(iterator) == list(expected)
+
+
 def test_bad_template_and_split_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="prompt_template must contain"):
         parse_section("finetune_instruct", {"prompt_template": "{instruction} only"})
@@ -73,7 +116,7 @@ def test_tiny_model_learns_answers_and_stops(tmp_path: Path) -> None:
     params = FinetuneInstructParams(epochs=12, batch_size=8, lr=3e-3, warmup_steps=2, max_length=64,
                                     max_new_tokens=8, precision="32-true", accelerator="cpu", num_threads=1,
                                     split={"train": 0.8, "val": 0.1, "test": 0.1}, eval_items=8)
-    metrics = finetune_instruct(tmp_path / "data.jsonl", pretrained, out, params)
+    metrics = finetune_instruct(tmp_path / "data.jsonl", pretrained, out, tmp_path / "ckpt", params)
     assert metrics["exact_match"] == 1.0 and metrics["rouge_l"] == 1.0
     assert metrics["dropped_too_long"] == {"train": 0, "val": 0, "test": 0}
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
@@ -94,7 +137,7 @@ def test_empty_output_names_the_record(tmp_path: Path) -> None:
     bad[3]["output"] = " "
     write_jsonl(tmp_path / "data.jsonl", bad)
     with pytest.raises(DataFormatError, match=r"record 4 \(qa/0003\): missing or empty 'output'"):
-        finetune_instruct(tmp_path / "data.jsonl", tmp_path, tmp_path, FinetuneInstructParams())
+        finetune_instruct(tmp_path / "data.jsonl", tmp_path, tmp_path, tmp_path / "ckpt", FinetuneInstructParams())
 
 
 @pytest.mark.slow
@@ -115,6 +158,6 @@ def test_examples_without_room_for_a_response_are_dropped_not_nan(tmp_path: Path
     params = FinetuneInstructParams(epochs=1, batch_size=4, max_length=64, max_new_tokens=4, precision="32-true",
                                     accelerator="cpu", num_threads=1, eval_items=2,
                                     split={"train": 0.6, "val": 0.2, "test": 0.2})
-    metrics = finetune_instruct(tmp_path / "data.jsonl", pretrained, out, params)
+    metrics = finetune_instruct(tmp_path / "data.jsonl", pretrained, out, tmp_path / "ckpt", params)
     assert sum(metrics["dropped_too_long"].values()) == 20
     assert metrics["val_loss"] == metrics["val_loss"], "finite, not NaN"

@@ -9,9 +9,10 @@ then runs lm_eval's CLI with ARGS unchanged (adding `--model scratchlm` when ARG
 From Python, import this module and call `lm_eval.simple_evaluate(model="scratchlm", model_args=...)`, or
 pass `ScratchLM(pretrained=...)` itself as `model`. Needs the `harness` extra (`lm-eval`).
 
-Scoring follows lm_eval's HF model: contexts are truncated on the left to the model's block size, an
-empty context is conditioned on `<|endoftext|>`, rolling log-likelihoods use disjoint windows with the
-longest possible context, and generation is greedy unless a task asks for `do_sample`.
+Scoring follows lm_eval's HF model and is done by `scratchlm.evaluation.loglik`: contexts are truncated
+on the left to the model's block size, an empty context is conditioned on `<|endoftext|>`, rolling
+log-likelihoods use disjoint windows with the longest possible context, and generation is greedy unless a
+task asks for `do_sample`.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from typing import Any
 
 import lm_eval.models  # noqa: F401 - lm_eval registers its own models only into an empty registry
 import torch
-import torch.nn.functional as F
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
+from scratchlm.evaluation.loglik import rolling_windows, score_requests
 from scratchlm.generate import load_for_generation
 from scratchlm.tokenizer import EOT
 
@@ -93,61 +94,32 @@ class ScratchLM(TemplateLM):
 
     def _loglikelihood_tokens(self, requests: list[TokenRequest], disable_tqdm: bool = False,
                               **kwargs: Any) -> list[tuple[float, bool]]:
-        """(log P(continuation | context), whether greedy decoding gives the continuation) per request.
-
-        Longest first (so a batch too large for memory fails at once), right-padded batches, one forward
-        pass each; the causal mask keeps the padding from touching any scored position.
-        """
-        order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1]) - len(requests[i][2]))
-        results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
-        with tqdm(total=len(requests), disable=disable_tqdm, desc="scratchlm loglikelihood") as bar:
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start:start + self.batch_size]
-                for index, result in zip(batch, self._score_batch([requests[i] for i in batch]), strict=True):
-                    results[index] = result
-                    if requests[index][0] is not None:
-                        self.cache_hook.add_partial("loglikelihood", requests[index][0], result)
-                bar.update(len(batch))
+        """(log P(continuation | context), whether greedy decoding gives the continuation) per request, in
+        request order, from `loglik.score_requests`; an empty continuation scores (0.0, True)."""
+        scored = score_requests(self.model, [(context, continuation) for _, context, continuation in requests],
+                                self.batch_size, "scratchlm loglikelihood", progress=not disable_tqdm)
+        results = [(result.loglik, result.is_greedy) for result in scored]
+        for (key, _, _), result in zip(requests, results, strict=True):
+            if key is not None:
+                self.cache_hook.add_partial("loglikelihood", key, result)
         return results
-
-    def _score_batch(self, batch: list[TokenRequest]) -> list[tuple[float, bool]]:
-        """One forward pass over a right-padded batch; each row scores its last `n` input positions."""
-        windows = [self._window(context, continuation) for _, context, continuation in batch]
-        width = max(len(ids) for ids, _ in windows)
-        x = torch.full((len(windows), width), self.eot_token_id, dtype=torch.long)
-        for row, (ids, _) in enumerate(windows):
-            x[row, :len(ids)] = torch.tensor(ids)
-        with torch.no_grad():
-            logprobs = F.log_softmax(self.model(x.to(self._device))[0].float(), dim=-1).cpu()
-        results = []
-        for row, ((ids, n), (_, _, continuation)) in enumerate(zip(windows, batch, strict=True)):
-            scored = logprobs[row, len(ids) - n:len(ids)]
-            target = torch.tensor(continuation[-n:])
-            logprob = float(scored.gather(1, target[:, None]).sum())
-            results.append((logprob, bool((scored.argmax(-1) == target).all())))
-        return results
-
-    def _window(self, context: list[int], continuation: list[int]) -> tuple[list[int], int]:
-        """The model input (context + continuation minus its last token, cut on the left to block_size)
-        and how many continuation tokens it scores (all of them unless the continuation alone is longer)."""
-        ids = (context + continuation)[-(self.max_length + 1):][:-1]
-        return ids, min(len(continuation), len(ids))
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        """Log-likelihood of each whole text: disjoint windows of block_size predictions, each with as
-        much context as fits, the first conditioned on `<|endoftext|>`; windows of all texts are batched."""
-        windows: list[TokenRequest] = []
+        """Log-likelihood of each whole text: `loglik.rolling_windows` with stride block_size over
+        `<|endoftext|>` + text, i.e. lm_eval's disjoint windows of block_size predictions, each with as much
+        context as fits; the windows of all texts are scored in shared batches and summed per text."""
+        pairs: list[tuple[list[int], list[int]]] = []
         owners: list[int] = []
         for index, request in enumerate(requests):
-            pairs = lm_utils.get_rolling_token_windows(token_list=self.tok_encode(request.args[0]),
-                                                       prefix_token=self.prefix_token_id,
-                                                       max_seq_len=self.max_length, context_len=1)
-            for context, continuation in map(lm_utils.make_disjoint_window, pairs):
-                windows.append((None, context, continuation))
+            ids = [self.prefix_token_id, *self.tok_encode(request.args[0])]
+            for window, scored in rolling_windows(ids, self.max_length, self.max_length):
+                pairs.append((window[:-scored], window[-scored:]))
                 owners.append(index)
         totals = [0.0] * len(requests)
-        for owner, (logprob, _) in zip(owners, self._loglikelihood_tokens(windows, disable_tqdm), strict=True):
-            totals[owner] += logprob
+        for owner, result in zip(owners, score_requests(self.model, pairs, self.batch_size,
+                                                        "scratchlm loglikelihood_rolling",
+                                                        progress=not disable_tqdm), strict=True):
+            totals[owner] += result.loglik
         for request, total in zip(requests, totals, strict=True):
             self.cache_hook.add_partial("loglikelihood_rolling", (request.args[0],), total)
         return totals

@@ -52,14 +52,15 @@ def score_requests(model: GPT, pairs: Sequence[tuple[list[int], list[int]]], bat
     """Score every (context ids, continuation ids) pair; contexts are cut on the left to fit block_size."""
     block = model.config.block_size
     windows = [(ctx + cont)[-(block + 1):] for ctx, cont in pairs]
-    n_cont = [min(len(cont), block) for _, cont in pairs]
+    # with no context the first token has nothing to predict it, and goes unscored
+    n_cont = [min(len(cont), len(w) - 1) for (_, cont), w in zip(pairs, windows, strict=True)]
     order = sorted(range(len(pairs)), key=lambda i: -len(windows[i]))  # longest first: padding stays small
     results: list[Scored | None] = [None] * len(pairs)
     device = next(model.parameters()).device
     model.eval()
     with tqdm(total=len(pairs), desc=desc, unit="req", disable=not progress) as bar:
         for batch in _batches(order, batch_size):
-            width = max(len(windows[i]) for i in batch) - 1
+            width = max(1, max(len(windows[i]) for i in batch) - 1)
             inputs = torch.zeros(len(batch), width, dtype=torch.long)
             for row, i in enumerate(batch):
                 inputs[row, : len(windows[i]) - 1] = torch.tensor(windows[i][:-1])
@@ -72,6 +73,8 @@ def score_requests(model: GPT, pairs: Sequence[tuple[list[int], list[int]]], bat
 
 def _continuation_score(logprobs: torch.Tensor, window: list[int], n_cont: int) -> Scored:
     """Positions len-1-n_cont … len-2 of the input predict the continuation's n_cont tokens."""
+    if n_cont <= 0:
+        return Scored(0.0, True, 0)
     end = len(window) - 1
     rows = logprobs[end - n_cont : end]
     target = torch.tensor(window[-n_cont:])

@@ -113,11 +113,13 @@ def section_summary(run: RunRecord) -> list[str]:
     rows += [[f"{name} word-level perplexity", m["word_ppl"], f"bits per byte {m['bpb']:.3f}"]
              for name, m in ev["language_modeling"].items()]
     if mean:
-        rows.append([f"benchmark mean acc_norm ({mean['tasks']} tasks)", mean["acc_norm"], f"chance {mean['chance']:.3f}"])
+        rows.append([f"benchmark mean acc_norm ({mean['tasks']} tasks)", mean["acc_norm"],
+                     f"chance {mean['chance']:.3f}"])
     rows.append(["spam classifier test accuracy", cls["accuracy"],
                  f"TF-IDF {cls['baselines']['tfidf_logreg']['accuracy']:.4f}, "
                  f"majority {cls['baselines']['majority']['accuracy']:.4f}"])
-    rows.append(["instruction ROUGE-L (test)", ev["instruct"]["rouge_l"], f"exact match {ev['instruct']['exact_match']:.3f}"])
+    rows.append(["instruction ROUGE-L (test)", ev["instruct"]["rouge_l"],
+                 f"exact match {ev['instruct']['exact_match']:.3f}"])
     return lines + table(["measure", "value", "for scale"], rows) + [""]
 
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryF1Score, BinaryPrecision, BinaryRecall
 
 from scratchlm.io import DataFormatError
 from scratchlm.model.gpt import GPT
@@ -120,7 +122,8 @@ class ClassifierModule(GPTModule):
         self.classifier = model
         self.pad_id = pad_id
         self.register_buffer("weights", weights if weights is not None else torch.ones(model.head.out_features))
-        self.predictions: dict[str, list[torch.Tensor]] = {"train": [], "val": []}
+        self.predictions: dict[str, list[torch.Tensor]] = {"val": []}
+        self.train_scores = train_scores()
         object.__setattr__(self, "_forward", torch.compile(model) if hp.compile else model)
 
     def compute_loss(self, batch: Any) -> torch.Tensor:
@@ -128,12 +131,12 @@ class ClassifierModule(GPTModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, logits = self.loss_and_logits(batch)
-        self.predictions["train"].append(torch.stack([logits.argmax(-1), batch[2]]).detach().cpu())
+        positive = self.hp.positive_index
+        self.train_scores.update((logits.argmax(-1) == positive).long(), (batch[2] == positive).long())
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=batch[0].size(0))
+        # reduced before any `on_train_epoch_end` hook runs: the epoch log records this epoch's values
+        self.log_dict(self.train_scores, on_step=False, on_epoch=True)
         return self.checked(loss)
-
-    def on_train_epoch_end(self) -> None:
-        self._log_split_metrics("train")
 
     def loss_and_logits(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         ids, lengths, labels = batch
@@ -167,6 +170,18 @@ class ClassifierModule(GPTModule):
 
     def trained_module(self) -> nn.Module:
         return self.classifier
+
+
+def train_scores() -> MetricCollection:
+    """Train accuracy/precision/recall/F1 as torchmetrics objects that Lightning reduces at the epoch's end.
+
+    Logged from `training_step`, their epoch values reach `callback_metrics` before the callbacks'
+    `on_train_epoch_end` (a value logged in the module's own `on_train_epoch_end` would come after
+    them, so an epoch log would record the previous epoch's, and none after a resume). Their state is
+    not persistent: checkpoints and exports keep the same keys.
+    """
+    return MetricCollection({"accuracy": BinaryAccuracy(), "precision": BinaryPrecision(), "recall": BinaryRecall(),
+                             "f1": BinaryF1Score()}, prefix="train_")
 
 
 def binary_metrics(pred: torch.Tensor, true: torch.Tensor, positive: int = 1) -> dict[str, float]:

@@ -82,15 +82,31 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torc
 
 
 class LengthBatches(Sampler[list[int]]):
-    """Batches of similar length (sorted within windows of 50 batches), in a seeded order per epoch."""
+    """Batches of similar length (sorted within windows of 50 batches), in a seeded order per epoch.
+
+    The order is a function of (seed, epoch) alone, set by `set_epoch`, so a run resumed at an epoch
+    boundary draws the same batches as one that never stopped (a counter of calls would restart at 0).
+    """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, shuffle: bool = True) -> None:
         self.lengths, self.batch_size, self.seed, self.shuffle = list(lengths), batch_size, seed, shuffle
         self.epoch = 0
 
+    @property
+    def sampler(self) -> LengthBatches:
+        """Lightning calls `set_epoch` on `loader.sampler` and `loader.batch_sampler.sampler`, never on the
+        batch sampler itself (`lightning.fabric.utilities.data._set_sampler_epoch`): this batch sampler
+        draws its own indices, so it is that sampler."""
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before each epoch (the epoch count is restored on resume)."""
+        self.epoch = epoch
+
     def __iter__(self) -> Iterator[list[int]]:
+        """A generator, so the order is drawn at the first batch, not when the iterator is made: a resumed
+        Lightning run makes it before calling `set_epoch` (torch's BatchSampler is lazy the same way)."""
         rng = random.Random(self.seed + self.epoch)
-        self.epoch += 1
         order = list(range(len(self.lengths)))
         if self.shuffle:
             rng.shuffle(order)
@@ -101,7 +117,7 @@ class LengthBatches(Sampler[list[int]]):
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         if self.shuffle:
             rng.shuffle(batches)
-        return iter(batches)
+        yield from batches
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
