@@ -376,7 +376,9 @@ class EvaluateParams(Section):
     lm_sources: list[str] = Field(default_factory=lambda: ["wikitext2"], min_length=1,
                                   description="held-out documents of these sources are scored")
     lm_splits: list[Literal["val", "test"]] = Field(default_factory=lambda: ["val", "test"], min_length=1)
-    lm_stride: int = Field(default=128, ge=1, description="new tokens per rolling window (≤ block_size)")
+    lm_stride: int = Field(default=256, ge=1, description="new tokens per rolling window (≥ block_size: disjoint "
+                                                         "windows, as lm-evaluation-harness scores WikiText)")
+    lm_max_documents: int | None = Field(default=None, ge=1, description="per split, the first by id; null = all")
     instruct_items: int | None = Field(default=100, ge=1, description="test items answered and scored")
     num_threads: int | None = Field(default=None, ge=1)
     judge: JudgeParams = Field(default_factory=JudgeParams)

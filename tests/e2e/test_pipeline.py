@@ -239,3 +239,21 @@ def test_report_writes_the_model_card_and_registers_the_models(repo: Path) -> No
     for _, _, source in versions:
         folder = Path(source.removeprefix("file://")) if source.startswith("file://") else None
         assert folder is not None and (folder / "model.safetensors").is_file() and (folder / "model_card.md").is_file()
+
+
+def test_experiment_is_compared_by_metrics_diff_exp_show_and_mlflow_tags(repo: Path) -> None:
+    """The everyday loop (kept last: it leaves an experiment in the workspace): `dvc exp run -S`, then
+    `dvc exp show` and `dvc metrics diff` against the committed baseline, and MLflow runs tagged by it."""
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "baseline run")
+    result = sh(repo, "dvc", "exp", "run", "-n", "fewer-items", "-S", "evaluate.max_items=10")
+    assert set(re.findall(r"Running stage '(\w+)'", result.stdout)) == {"evaluate", "report"}, result.stdout
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", "HEAD", "--json").stdout)
+    changed = diff["reports/metrics/evaluate.json"]
+    assert changed["benchmarks.hellaswag.items"] == {"old": 20, "new": 10, "diff": -10}
+    shown = sh(repo, "dvc", "exp", "show", "--json").stdout
+    assert "fewer-items" in shown
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        tagged = db.execute("select r.name from runs r join tags t on t.run_uuid = r.run_uuid "
+                            "where t.key = 'dvc_exp' and t.value = 'fewer-items'").fetchall()
+    assert sorted(name for (name,) in tagged) == ["evaluate", "report"]

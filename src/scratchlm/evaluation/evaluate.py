@@ -53,9 +53,10 @@ def load_task(benchmarks_dir: Path, task: str, limit: int | None) -> list[dict[s
     return items
 
 
-def held_out_texts(dedup_dir: Path, split: str, sources: list[str]) -> list[str]:
-    docs = [d for shard in document_shards(dedup_dir / split) for d in read_documents(shard)]
-    return [d["text"] for d in docs if d["source"] in sources]
+def held_out_texts(dedup_dir: Path, split: str, sources: list[str], limit: int | None) -> list[str]:
+    """The split's documents of `sources`, the first `limit` by id."""
+    docs = [d for shard in document_shards(dedup_dir / split) for d in read_documents(shard) if d["source"] in sources]
+    return [d["text"] for d in sorted(docs, key=lambda d: d["id"])[:limit]]
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
@@ -69,12 +70,11 @@ def language_modeling(model: GPT, tokenizer: Tokenizer, dedup_dir: Path, params:
     encode, bos = (lambda t: tokenizer.encode(t).ids), tokenizer.token_to_id(EOT)
     out = {}
     for split in params.lm_splits:
-        texts = held_out_texts(dedup_dir, split, params.lm_sources)
+        texts = held_out_texts(dedup_dir, split, params.lm_sources, params.lm_max_documents)
         if not texts:
             raise DataFormatError(f"{dedup_dir / split}: no documents of sources {params.lm_sources}")
         name = f"{'+'.join(params.lm_sources)}_{split}"
-        out[name] = language_model_metrics(model, texts, encode, bos, params.lm_stride, params.batch_size // 2 or 1,
-                                           desc=name)
+        out[name] = language_model_metrics(model, texts, encode, bos, params.lm_stride, params.batch_size, desc=name)
     return out
 
 
