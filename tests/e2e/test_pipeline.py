@@ -1,56 +1,20 @@
-"""The real `dvc repro` of the whole DAG on the debug profile, in a throw-away copy of the repo."""
+"""The real `dvc repro` of the whole DAG on the debug profile, in a throw-away copy of the repo (conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from e2e_shell import sh
 
-REPO = Path(__file__).resolve().parents[2]
 DATA_STAGES = ["download", "clean", "dedup", "validate"]
 STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain", "finetune_classifier", "finetune_instruct", "evaluate",
           "report"]
 TASKS = ["hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande", "sciq", "lambada"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-def sh(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def copy_repo(dest: Path) -> Path:
-    """The files git would ship (tracked + new, not ignored), committed in a fresh repo."""
-    listing = sh(REPO, "git", "ls-files", "--cached", "--others", "--exclude-standard", "-z").stdout
-    for rel in filter(None, listing.split("\0")):
-        if (REPO / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dest / rel)
-    (dest / "dvc.lock").unlink(missing_ok=True)
-    for cmd in (["init", "-q"], ["config", "user.email", "ci@example.com"], ["config", "user.name", "ci"]):
-        sh(dest, "git", *cmd)
-    sh(dest, sys.executable, "-m", "scratchlm.cli", "profile", "use", "debug")
-    sh(dest, "git", "add", "-A")
-    sh(dest, "git", "commit", "-qm", "debug profile")
-    return dest
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = copy_repo(tmp_path_factory.mktemp("repo"))
-    sh(root, "dvc", "repro")
-    return root
 
 
 def test_outputs_manifests_and_metrics(repo: Path) -> None:
