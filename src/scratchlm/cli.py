@@ -1,4 +1,4 @@
-"""`scratchlm`: the home of user commands (profiles, generate, classify, chat, export, import-hf, lm-eval)."""
+"""`scratchlm`: the home of user commands (profiles, generate, classify, chat, export, import-hf, audit, lm-eval)."""
 
 from __future__ import annotations
 
@@ -153,6 +153,34 @@ def import_hf(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"imported {hf_dir} to {out}")
+
+
+@app.command()
+def audit(
+    target: str = typer.Argument(None, help="output folder, a file in one, reports/metrics/<stage>.json or an "
+                                            "MLflow run id (default: reports/model_card)"),
+    json_out: Path = typer.Option(Path("reports/audit.json"), "--json-out", help="machine-readable report"),
+    md_out: Path = typer.Option(Path("reports/audit.md"), "--md-out", help="markdown report"),
+    repo_root: Path = typer.Option(Path("."), "--repo", help="repository to audit"),
+) -> None:
+    """Re-verify an output's lineage down to the raw downloads: hashes, dvc.lock, git, MLflow.
+
+    Exit status 0 when every check passed (warnings allowed), 1 when anything failed to verify,
+    2 when the target cannot be audited at all.
+    """
+    from scratchlm.audit import AuditError, render_tree, write_reports
+    from scratchlm.audit import audit as run_audit
+
+    try:
+        report = run_audit(target, repo_root)
+    except (AuditError, OSError, ValueError) as error:
+        typer.echo(f"error: {str(error).splitlines()[0]}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(render_tree(report), nl=False)
+    write_reports(report, repo_root / json_out, repo_root / md_out)
+    typer.echo(f"wrote {json_out} and {md_out}")
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

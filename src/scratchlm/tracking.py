@@ -10,6 +10,7 @@ reported once and the stage goes on with its local metrics files only).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import warnings
@@ -202,3 +203,70 @@ def _run_body(run_id: str) -> Iterator[StageRun]:
         mlflow.end_run(status="FAILED")
         raise
     mlflow.end_run(status="FINISHED")
+
+
+# ---------------------------------------------------------------------------------- reading runs (audit)
+
+
+def resolve_uri(uri: str, root: Path) -> str:
+    """A relative `sqlite:///file.db` URI made absolute against `root`, so an audit of another
+    checkout reads that checkout's database whatever the current directory is."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((root / uri[len(prefix):]).resolve())
+    return uri
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+@functools.lru_cache(maxsize=4)
+def _client(uri: str) -> Any:
+    """One client per URI: building MLflow's SQL store (and checking its schema) is the slow part."""
+    from mlflow import MlflowClient
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _limit_http_waits(10)
+    check_backend(uri, 10)
+    return MlflowClient(tracking_uri=uri)
+
+
+def get_run_summary(run_id: str, uri: str | None = None) -> dict[str, Any] | None:
+    """Status, lifecycle, params, latest metrics and tags of a run; None when the backend lacks it.
+
+    A missing local database counts as "no such run" rather than being created empty by MLflow; a
+    backend that cannot answer raises TrackingError naming the URI (that is not "no such run").
+    """
+    from mlflow.exceptions import MlflowException
+
+    uri = uri or tracking_uri()
+    db = _sqlite_file(uri)
+    if db is not None and not db.is_file():
+        return None
+    try:
+        run = _client(uri).get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise TrackingError(f"MLflow backend {uri}: {str(error).splitlines()[0]}") from None
+    return {"run_id": run.info.run_id, "status": run.info.status, "lifecycle_stage": run.info.lifecycle_stage,
+            "params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
+
+
+def last_logged_values(run_id: str, key: str, uri: str | None = None) -> list[float]:
+    """The value(s) of a metric logged last in time.
+
+    A run's "latest" metric is the one at the highest step, but a stage logs its final metrics without
+    a step (step 0) after training logged the same key at later steps; the final value is the newest.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        history = _client(uri or tracking_uri()).get_metric_history(run_id, key)
+    except MlflowException:
+        return []
+    if not history:
+        return []
+    newest = max(m.timestamp for m in history)
+    return [m.value for m in history if m.timestamp == newest]

@@ -1,0 +1,239 @@
+"""`scratchlm audit` on a small real lineage: a git repo, three chained outputs whose manifests are
+written by `lineage.write_manifest`, real MLflow runs in a SQLite backend, metrics files. No dvc.lock:
+the DVC check reports "not checked" (tests/e2e/test_audit.py covers it on the real DAG)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from scratchlm.audit import FAIL, INFO, OK, SKIP, WARN, AuditError, AuditReport, audit, render_tree, to_markdown
+from scratchlm.cli import app
+from scratchlm.config import TrackingParams
+from scratchlm.io import atomic_write_json
+from scratchlm.lineage import describe_input, utc_now, write_manifest
+from scratchlm.tracking import stage_run
+
+DVC_YAML = """stages:
+  download:
+    cmd: python pipelines/download.py
+    deps: [pipelines/download.py]
+    outs: [data/raw]
+    metrics: [{reports/metrics/download.json: {cache: false}}]
+  clean:
+    cmd: python pipelines/clean.py
+    deps: [pipelines/clean.py, data/raw]
+    outs: [data/clean]
+    metrics: [{reports/metrics/clean.json: {cache: false}}]
+  train:
+    cmd: python pipelines/train.py
+    deps: [pipelines/train.py, data/clean, data/raw/src/b.txt]
+    outs: [models/train, {reports/plots/train.csv: {cache: false}}]
+    metrics: [{reports/metrics/train.json: {cache: false}}]
+"""
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def fake_stage(stage: str, inputs: list[str], out: str, files: dict[str, bytes], params: dict[str, Any],
+               metrics: dict[str, Any], steps: dict[str, float] | None = None) -> str:
+    """What pipelines/_stage.py does: describe inputs, open the run, write outputs + manifest, log metrics."""
+    described = {path: describe_input(path) for path in sorted(inputs)}
+    with stage_run(stage, TrackingParams(experiment="t"), {"git_commit": git("rev-parse", "HEAD")}) as run:
+        run.log_params(params)
+        if steps:
+            run.log_metrics(steps, step=5)  # per-step logging of a key the final metrics repeat
+        for rel, data in files.items():
+            (Path(out) / rel).parent.mkdir(parents=True, exist_ok=True)
+            (Path(out) / rel).write_bytes(data)
+        write_manifest(Path(out), stage=stage, run_id=run.run_id, params=params, inputs=described,
+                       started=utc_now())
+        atomic_write_json(f"reports/metrics/{stage}.json", metrics)
+        run.log_metrics({"docs": float(metrics["docs"]), "loss.val": float(metrics["loss"]["val"])})
+    return run.run_id
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """download -> clean -> train, all recorded, built once (creating an MLflow database takes seconds)."""
+    root = tmp_path_factory.mktemp("lineage")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        for cmd in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
+            git(*cmd)
+        (root / "pipelines").mkdir()
+        for stage in ("download", "clean", "train"):
+            (root / "pipelines" / f"{stage}.py").write_text("x = 1\n")
+        (root / "dvc.yaml").write_text(DVC_YAML)
+        (root / ".gitignore").write_text("data/\nmodels/\nmlflow.db\nmlartifacts/\nreports/\n")
+        git("add", ".")
+        git("commit", "-qm", "init")
+        runs = {"download": fake_stage("download", [], "data/raw", {"src/a.txt": b"alpha", "src/b.txt": b"beta"},
+                                       {"sources": {"a": "x"}}, {"docs": 2, "loss": {"val": 0.0}})}
+        runs["clean"] = fake_stage("clean", ["data/raw"], "data/clean", {"a.parquet": b"A" * 100},
+                                   {"min_words": 3, "filters": {"ratio": 0.25}}, {"docs": 1, "loss": {"val": 0.1}})
+        runs["train"] = fake_stage("train", ["data/clean", "data/raw/src/b.txt"], "models/train",
+                                   {"model.safetensors": b"\x00\x01" * 50}, {"lr": 0.001},
+                                   {"docs": 1, "loss": {"val": 1.5}, "flag": True}, steps={"loss.val": 3.0})
+    return root, runs
+
+
+@pytest.fixture
+def lineage(template: tuple[Path, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A private copy of the template lineage as the current directory (tests tamper with it); {stage: run id}."""
+    root = Path(shutil.copytree(template[0], tmp_path / "repo", symlinks=True))
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    return template[1]
+
+
+def problems(report: AuditReport, check: str) -> list[str]:
+    return [p for node in report.nodes.values() for c in node.checks if c.name == check for p in c.problems]
+
+
+def statuses(report: AuditReport, stage: str) -> dict[str, str]:
+    node = next(n for n in report.nodes.values() if n.stage == stage)
+    return {c.name: c.status for c in node.checks}
+
+
+def test_clean_lineage_verifies_every_stage(lineage: dict[str, str]) -> None:
+    report = audit("models/train", ".")
+    assert not report.failed, render_tree(report)
+    assert report.root == "models/train"
+    assert {n.stage: n.run_id for n in report.nodes.values()} == lineage
+    assert statuses(report, "clean") == {"outputs": OK, "inputs": OK, "dvc": SKIP, "git": OK, "mlflow": OK,
+                                         "versions": OK}
+    tree = render_tree(report)
+    assert tree.index("train") < tree.index("clean") < tree.index("download")
+    assert "audit verified: 3 stages" in tree and "(see above)" in tree  # download is reached twice
+    assert "| clean | `data/clean` |" in to_markdown(report)
+
+
+def test_targets_resolve_to_their_output_folder(lineage: dict[str, str]) -> None:
+    assert audit("reports/metrics/clean.json", ".").root == "data/clean"  # through dvc.yaml's metrics
+    assert audit("data/raw/src/a.txt", ".").root == "data/raw"
+    assert audit(lineage["clean"], ".").root == "data/clean"
+    Path("reports/plots").mkdir(parents=True)
+    Path("reports/plots/train.csv").write_text("step\n")
+    assert audit("reports/plots/train.csv", ".").root == "models/train"  # a plain out of the stage
+    with pytest.raises(AuditError, match="pipelines/clean.py is not a stage output"):
+        audit("pipelines/clean.py", ".")
+    with pytest.raises(AuditError, match="0123abcd is neither a path nor the MLflow run id"):
+        audit("0123abcd", ".")
+
+
+def test_cli_writes_both_reports_and_exits_0(lineage: dict[str, str]) -> None:
+    result = CliRunner().invoke(app, ["audit", "models/train"])
+    assert result.exit_code == 0, result.output
+    assert "✓ train  models/train" in result.output
+    saved = json.loads(Path("reports/audit.json").read_text())
+    assert saved["failed"] is False and set(saved["nodes"]) == {"data/raw", "data/clean", "models/train"}
+    assert "# Audit of `models/train`" in Path("reports/audit.md").read_text()
+    bad = CliRunner().invoke(app, ["audit", "no-such-run"])
+    assert bad.exit_code == 2 and "no-such-run is neither a path nor" in bad.output
+
+
+def test_one_changed_byte_fails_naming_the_file(lineage: dict[str, str]) -> None:
+    path = Path("data/raw/src/a.txt")
+    path.write_bytes(b"alphA")
+    report = audit("models/train", ".")
+    assert report.failed
+    assert problems(report, "outputs") == ["data/raw/src/a.txt: changed (sha256 differs from the manifest)"]
+    assert problems(report, "inputs") == ["data/raw: input changed since the stage read it (sha256 differs)"]
+    assert statuses(report, "train")["inputs"] == OK  # train read b.txt only
+    result = CliRunner().invoke(app, ["audit", "models/train"])
+    assert result.exit_code == 1 and "✗ outputs: data/raw/src/a.txt: changed" in result.output
+
+
+def test_added_or_missing_output_file_fails(lineage: dict[str, str]) -> None:
+    Path("models/train/extra.bin").write_bytes(b"x")
+    Path("data/clean/a.parquet").unlink()
+    found = problems(audit("models/train", "."), "outputs")
+    assert "models/train/extra.bin: not in the manifest (added after the stage ran)" in found
+    assert "data/clean/a.parquet: missing" in found
+
+
+def test_edited_metrics_file_fails_naming_the_key(lineage: dict[str, str]) -> None:
+    assert not audit("models/train", ".").failed  # loss.val was also logged at step 5 with another value
+    path = Path("reports/metrics/clean.json")
+    metrics = json.loads(path.read_text())
+    metrics["loss"]["val"] = 0.1000001
+    path.write_text(json.dumps(metrics))
+    report = audit("models/train", ".")
+    assert report.failed and statuses(report, "clean")["mlflow"] == FAIL
+    assert problems(report, "mlflow") == [
+        f"reports/metrics/clean.json: loss.val = 0.1000001, MLflow run {lineage['clean']} has 0.1"]
+
+
+def test_param_differing_from_the_run_fails_naming_the_key(lineage: dict[str, str]) -> None:
+    path = Path("data/clean/manifest.json")
+    manifest = json.loads(path.read_text())
+    manifest["params"]["filters"]["ratio"] = 0.5
+    path.write_text(json.dumps(manifest))
+    assert problems(audit("data/clean", "."), "mlflow") == [
+        f"param filters.ratio: manifest '0.5', MLflow run {lineage['clean']} '0.25'"]
+
+
+def test_deleted_run_fails_naming_the_run_id(lineage: dict[str, str]) -> None:
+    MlflowClient(f"sqlite:///{Path.cwd() / 'mlflow.db'}").delete_run(lineage["download"])
+    report = audit("models/train", ".")
+    assert report.failed
+    assert problems(report, "mlflow") == [f"MLflow run {lineage['download']} is deleted"]
+
+
+def test_unknown_run_and_missing_backend_fail(lineage: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    report = audit("data/raw", ".")
+    assert problems(report, "mlflow") == [f"MLflow run {lineage['download']} not found in "
+                                          f"sqlite:///{tmp_path / 'elsewhere.db'}"]
+    assert not (tmp_path / "elsewhere.db").exists()  # the audit never creates an empty backend
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    path = Path("data/raw/manifest.json")
+    path.write_text(path.read_text().replace(lineage["download"], "f" * 32))
+    assert problems(audit("data/raw", "."), "mlflow") == [f"MLflow run {'f' * 32} not found in "
+                                                          f"sqlite:///{Path.cwd() / 'mlflow.db'}"]
+
+
+def test_missing_commit_fails_and_changed_code_warns(lineage: dict[str, str]) -> None:
+    path = Path("data/raw/manifest.json")
+    manifest = json.loads(path.read_text())
+    manifest["git_commit"] = "0" * 40
+    path.write_text(json.dumps(manifest))
+    Path("pipelines/clean.py").write_text("x = 2\n")
+    report = audit("models/train", ".")
+    assert report.failed and statuses(report, "download")["git"] == FAIL
+    assert f"commit {'0' * 40} does not exist in this repository" in problems(report, "git")
+    assert statuses(report, "clean")["git"] == WARN and statuses(report, "train")["git"] == OK
+    assert any(p.startswith("code changed since") and p.endswith("pipelines/clean.py") for p in problems(report, "git"))
+
+
+def test_package_versions_are_information_only(lineage: dict[str, str]) -> None:
+    path = Path("models/train/manifest.json")
+    manifest = json.loads(path.read_text())
+    manifest["versions"]["torch"] = "0.0.1"
+    path.write_text(json.dumps(manifest))
+    report = audit("models/train", ".")
+    assert not report.failed and statuses(report, "train")["versions"] == INFO
+    assert problems(report, "versions")[0].startswith("torch 0.0.1 -> ")
+
+
+def test_rerun_upstream_is_named(lineage: dict[str, str]) -> None:
+    """clean's input data/raw now comes from another download run, even with identical bytes."""
+    path = Path("data/raw/manifest.json")
+    manifest = json.loads(path.read_text())
+    manifest["mlflow_run_id"] = lineage["train"]
+    path.write_text(json.dumps(manifest))
+    found = problems(audit("data/clean", "."), "inputs")
+    assert found == [f"data/raw: read from run {lineage['download']}, but its output now comes from run "
+                     f"{lineage['train']}"]
