@@ -5,6 +5,7 @@ the DVC check reports "not checked" (tests/e2e/test_audit.py covers it on the re
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +15,26 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from scratchlm.audit import FAIL, INFO, OK, SKIP, WARN, AuditError, AuditReport, audit, render_tree, to_markdown
+from scratchlm.audit import (
+    CLOSE,
+    DIFF,
+    FAIL,
+    IGNORED,
+    INFO,
+    OK,
+    SAME,
+    SKIP,
+    WARN,
+    AuditError,
+    AuditReport,
+    audit,
+    key_order_like,
+    metric_row,
+    render_reproduce,
+    render_tree,
+    reproduce_stage,
+    to_markdown,
+)
 from scratchlm.cli import app
 from scratchlm.config import TrackingParams
 from scratchlm.io import atomic_write_json
@@ -237,3 +257,122 @@ def test_rerun_upstream_is_named(lineage: dict[str, str]) -> None:
     found = problems(audit("data/clean", "."), "inputs")
     assert found == [f"data/raw: read from run {lineage['download']}, but its output now comes from run "
                      f"{lineage['train']}"]
+
+
+# ---------------------------------------------------------------------------------- --reproduce
+
+REPRO_DVC_YAML = """stages:
+  download:
+    cmd: python -m pipelines.fetch data/raw
+    outs: [data/raw]
+  copy:
+    cmd: python -m pipelines.copy data/raw data/copy
+    deps: [pipelines/copy.py, data/raw]
+    params: [copy]
+    outs: [data/copy]
+    metrics: [{reports/metrics/copy.json: {cache: false}}]
+"""
+# a stand-in stage: reads its params from ./params.yaml and its input by relative path, like the real ones
+COPY_STAGE = """import json, sys
+from pathlib import Path
+import yaml
+src, out = map(Path, sys.argv[1:])
+times = yaml.safe_load(Path("params.yaml").read_text())["copy"]["times"]
+text = (src / "a.txt").read_text() * times
+(out / "part").mkdir(parents=True)
+(out / "part" / "a.txt").write_text(text)
+Path("reports/metrics/copy.json").write_text(json.dumps({"chars": len(text), "train_seconds": 0.1}))
+"""
+
+
+@pytest.fixture
+def repro_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """data/raw -> copy -> data/copy, recorded with real manifests; no MLflow, no git (a re-run needs neither)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text(REPRO_DVC_YAML)
+    (tmp_path / "params.yaml").write_text("copy: {times: 5}\ntracking: {experiment: t}\n")
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "__init__.py").write_text("")
+    (tmp_path / "pipelines" / "copy.py").write_text(COPY_STAGE)
+    (tmp_path / "data/raw").mkdir(parents=True)
+    (tmp_path / "data/raw/a.txt").write_text("abc")
+    write_manifest(Path("data/raw"), stage="download", run_id=None, params={"x": 1}, inputs={}, started=utc_now())
+    (tmp_path / "data/copy/part").mkdir(parents=True)
+    (tmp_path / "data/copy/part/a.txt").write_text("abc" * 2)  # recorded with times: 2, not today's 5
+    write_manifest(Path("data/copy"), stage="copy", run_id=None, params={"times": 2},
+                   inputs={"data/raw": describe_input("data/raw")}, started=utc_now())
+    atomic_write_json("reports/metrics/copy.json", {"chars": 6, "train_seconds": 9.0})
+    return tmp_path
+
+
+def test_reproduce_reruns_with_the_recorded_params(repro_repo: Path) -> None:
+    report = reproduce_stage("copy", repro_repo)
+    assert report.reproduced, render_reproduce(report)
+    assert [(r.path, r.status) for r in report.files] == [("data/copy/part/a.txt", SAME)]
+    assert {r.path.split(":")[1]: r.status for r in report.metrics} == {"chars": SAME, "train_seconds": IGNORED}
+    assert "reproduced: copy, 1 of 1 files identical, 0 differences" in render_reproduce(report)
+    assert sorted(p.name for p in repro_repo.iterdir()) == ["data", "dvc.yaml", "params.yaml", "pipelines",
+                                                            "reports"]  # the re-run wrote nothing here
+
+
+def test_reproduce_fails_naming_the_file_when_the_record_differs(repro_repo: Path) -> None:
+    path = repro_repo / "data/copy/manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["params"]["times"] = 3
+    path.write_text(json.dumps(manifest))
+    report = reproduce_stage("copy", repro_repo)
+    assert not report.reproduced
+    assert [(r.path, r.status) for r in report.files] == [("data/copy/part/a.txt", DIFF)]
+    assert [r.detail for r in report.metrics if r.status == DIFF] == ["recorded 6.0, re-run 9.0"]
+    result = CliRunner().invoke(app, ["audit", "--reproduce", "copy", "--repo", str(repro_repo)])
+    assert result.exit_code == 1 and "✗ differs" in result.output and "data/copy/part/a.txt" in result.output
+
+
+def test_reproduce_stops_when_an_input_changed(repro_repo: Path) -> None:
+    (repro_repo / "data/raw/a.txt").write_text("abd")
+    report = reproduce_stage("copy", repro_repo)
+    assert not report.reproduced and report.files == []  # not re-run
+    assert report.inputs == ["data/raw: input changed since the stage read it (sha256 differs)"]
+    assert "a re-run would prove nothing" in render_reproduce(report)
+    assert "NOT reproduced: copy, not compared (1 input(s) changed)" in render_reproduce(report)
+
+
+def test_reproduce_refuses_download_and_unknown_stages(repro_repo: Path) -> None:
+    with pytest.raises(AuditError, match="cannot reproduce download: download fetches its sources"):
+        reproduce_stage("download", repro_repo)
+    result = CliRunner().invoke(app, ["audit", "--reproduce", "nope", "--repo", str(repro_repo)])
+    assert result.exit_code == 2 and "unknown stage 'nope'" in result.output
+    result = CliRunner().invoke(app, ["audit", "data/copy", "--reproduce", "copy", "--repo", str(repro_repo)])
+    assert result.exit_code == 2
+
+
+def test_training_metrics_compare_within_tolerance() -> None:
+    name = "reports/metrics/pretrain.json:"
+    assert metric_row(name + "val_loss", "pretrain", 5.80, 5.85).status == CLOSE
+    assert metric_row(name + "val_loss", "pretrain", 5.80, 6.10).status == DIFF
+    assert metric_row(name + "val_loss", "clean", 5.80, 5.85).status == DIFF  # data stages are exact
+    assert metric_row(name + "val_ppl", "pretrain", math.exp(5.80), math.exp(5.85)).status == CLOSE  # log space
+    assert metric_row(name + "steps", "pretrain", 20.0, 19.0).status == DIFF  # counts are exact
+    assert metric_row(name + "tokens_per_s", "pretrain", 4000.0, 9.0).status == IGNORED
+    assert metric_row(name + "benchmarks.piqa.seconds", "evaluate", 1.0, 2.0).status == IGNORED
+    assert metric_row(name + "val_bpb", "pretrain", 4.1, None).status == DIFF
+
+
+def test_recorded_params_keep_the_order_that_cuts_the_splits() -> None:
+    """manifest.json sorts keys; {train, val, test} ratios are cut in the order params.yaml writes them."""
+    recorded = {"split": {"test": 0.2, "train": 0.7, "val": 0.1}, "lr": 0.1, "other": {"a": 1}}
+    current = {"lr": 0.5, "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "other": {"b": 1}}
+    ordered = key_order_like(recorded, current)
+    assert ordered == recorded  # the recorded values, always
+    assert list(ordered) == ["lr", "split", "other"]
+    assert list(ordered["split"]) == ["train", "val", "test"]
+    assert list(key_order_like({"b": 1, "a": 2}, {"a": 1})) == ["b", "a"]  # keys changed: manifest order
+
+
+def test_reproduce_refuses_inputs_outside_the_repository(repro_repo: Path) -> None:
+    path = repro_repo / "data/copy/manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["inputs"]["../elsewhere"] = manifest["inputs"]["data/raw"]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(AuditError, match="input ../elsewhere is not a path inside the repository"):
+        reproduce_stage("copy", repro_repo)

@@ -18,6 +18,12 @@ manifests of the outputs they came from) and, for every stage on the way, checks
 
 Pure functions, no MLflow import (runs are read through `scratchlm.tracking`). Git and DVC run as
 subprocesses in the audited repository, DVC once per audit.
+
+`reproduce_stage` (`scratchlm audit --reproduce STAGE`) goes one step further for one stage: it re-runs
+the stage's dvc.yaml cmd in a scratch folder with the params its manifest recorded and the recorded
+bytes of its inputs, and compares every output file with the recorded sha256 (training stages: the
+metrics within a tolerance, see TRAINING). Matching hashes say the record is sufficient to rebuild the
+output, which checking the hashes alone cannot say.
 """
 
 from __future__ import annotations
@@ -25,8 +31,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -36,7 +45,7 @@ from typing import Any
 import yaml
 
 from scratchlm import tracking
-from scratchlm.io import atomic_write_json, atomic_write_text, list_files, sha256_file
+from scratchlm.io import atomic_write_json, atomic_write_text, list_files, sha256_file, tree_sha256
 from scratchlm.lineage import MANIFEST, package_versions, read_manifest
 
 DEFAULT_TARGET = "reports/model_card"
@@ -493,3 +502,256 @@ def write_reports(report: AuditReport, json_out: Path, md_out: Path) -> None:
     """Both report files, each replaced atomically."""
     atomic_write_json(json_out, to_json(report))
     atomic_write_text(md_out, to_markdown(report))
+
+
+# ---------------------------------------------------------------------------------- --reproduce
+
+SAME, DIFF, CLOSE, EXPECTED, IGNORED = "identical", "differs", "within tolerance", "differs (expected)", "not compared"
+REPRO_MARKS = {SAME: "✓", DIFF: "✗", CLOSE: "~", EXPECTED: "~", IGNORED: "-"}
+#: Stages whose re-run would test something else than the recorded computation.
+NOT_REPRODUCIBLE = {"download": "download fetches its sources from the network: a re-run would test the "
+                                "mirrors, not the recorded computation (audit its outputs with `scratchlm audit "
+                                "data/raw`)"}
+#: Training stages: bf16 autocast, torch.compile and GPU kernels are not bit-exact from run to run, so
+#: their weights may differ; their verdict rests on the metrics, floats within TRAIN_REL_TOL.
+TRAINING = ("pretrain", "finetune_classifier", "finetune_instruct")
+TRAIN_REL_TOL = 0.02
+EXACT_MODE = "exact (every output file's sha256; metrics exact, timing not compared)"
+TRAINING_MODE = (f"files exact, weights may differ; metrics within {TRAIN_REL_TOL:.0%} (counts exact, "
+                 "timing not compared)")
+#: Metric keys (or key parts, `seconds.benchmarks`) that measure the machine, not the computation
+#: (`train_seconds`, `tokens_per_s`, `mfu`): never compared.
+TIMING_KEYS = ("seconds", "_per_s")
+#: Output files that render a result and stamp it with the time they were made: never byte-identical,
+#: not compared (the result itself is: validate's results.json).
+RENDERINGS = {"validate": ("data_docs/", "Great Expectations Data Docs: a rendering of results.json stamped "
+                                         "with the validation time")}
+
+
+@dataclass
+class Row:
+    """One compared output file or metric: `path` as the repo names it, its status, why if not identical."""
+
+    path: str
+    status: str
+    detail: str = ""
+
+
+@dataclass
+class ReproduceReport:
+    """A stage re-run from its manifest's params and the recorded bytes of its inputs, compared file by file.
+
+    `inputs` lists inputs that no longer match the manifest: then nothing was re-run (it would prove nothing).
+    """
+
+    stage: str
+    folder: str
+    run_id: str | None
+    mode: str
+    inputs: list[str] = field(default_factory=list)
+    files: list[Row] = field(default_factory=list)
+    metrics: list[Row] = field(default_factory=list)
+    error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def reproduced(self) -> bool:
+        return not (self.inputs or self.error) and all(r.status != DIFF for r in self.files + self.metrics)
+
+
+def reproduce_stage(stage: str, repo_root: str | Path = ".") -> ReproduceReport:
+    """Re-run `stage` in a scratch folder and compare its outputs with the hashes its manifest recorded.
+
+    The params are the manifest's (not today's params.yaml: the question is whether the recorded run
+    reproduces); the inputs are today's files at the recorded paths, first checked against the recorded
+    sha256. Data, tokenizer and evaluation stages must reproduce byte for byte; training stages
+    (TRAINING) are judged on their metrics within TRAIN_REL_TOL. Raises AuditError on misuse.
+    """
+    started = time.monotonic()
+    root = Path(repo_root).resolve()
+    folder, manifest = _reproducible(stage, root)
+    report = ReproduceReport(stage, _rel(folder, root), manifest.get("mlflow_run_id"),
+                             TRAINING_MODE if stage in TRAINING else EXACT_MODE)
+    report.inputs = changed_inputs(manifest, root)
+    if not report.inputs:
+        with tempfile.TemporaryDirectory(prefix=f"scratchlm-reproduce-{stage}-") as scratch:
+            report.error = rerun_stage(stage, manifest, root, Path(scratch))
+            if not report.error:
+                report.files = compare_outputs(manifest, Path(scratch), report.folder, stage)
+                report.metrics = compare_metrics(stage, root / METRICS_DIR, Path(scratch) / METRICS_DIR)
+    report.seconds = round(time.monotonic() - started, 2)
+    return report
+
+
+def _reproducible(stage: str, root: Path) -> tuple[Path, dict[str, Any]]:
+    """The stage's output folder and manifest; AuditError for download, unknown or never-run stages."""
+    stages = load_stages(root)
+    if stage in NOT_REPRODUCIBLE:
+        raise AuditError(f"cannot reproduce {stage}: {NOT_REPRODUCIBLE[stage]}")
+    if stage not in stages:
+        raise AuditError(f"unknown stage {stage!r} (dvc.yaml has: {', '.join(stages) or 'no stages'})")
+    folder = stage_folder(stage, root, stages)
+    manifest = (read_manifest(folder) or {}) if folder else {}
+    if folder is None or not manifest.get("params") or manifest.get("stage") != stage:
+        raise AuditError(f"{stage} has no output with a manifest recording its params (run the stage first)")
+    outside = [rel for rel in manifest.get("inputs") or {} if Path(rel).is_absolute() or ".." in Path(rel).parts]
+    if outside:  # the re-run links inputs into its scratch folder: only repository paths qualify
+        raise AuditError(f"{_rel(folder, root)}/{MANIFEST}: input {outside[0]} is not a path inside the repository")
+    return folder, manifest
+
+
+def changed_inputs(manifest: dict[str, Any], root: Path) -> list[str]:
+    """Recorded inputs whose current bytes are not the ones the stage read: a re-run would prove nothing."""
+    problems = []
+    for rel, entry in sorted((manifest.get("inputs") or {}).items()):
+        path = root / rel
+        if not path.exists():
+            problems.append(f"{rel}: input missing")
+        elif tree_sha256(path, exclude=(MANIFEST,)) != entry.get("sha256"):
+            problems.append(f"{rel}: input changed since the stage read it (sha256 differs)")
+    return problems
+
+
+def rerun_stage(stage: str, manifest: dict[str, Any], root: Path, scratch: Path) -> str:
+    """Run the stage's dvc.yaml cmd with cwd `scratch`: "" on success, else why it failed.
+
+    The cmd's paths are relative, so its outputs (and reports/metrics/<stage>.json) land in `scratch`;
+    the inputs are symlinks to the repository's files. The repository's own code runs (PYTHONPATH),
+    tracking goes to a throwaway SQLite database (`required: false`): the audit leaves no run behind.
+    """
+    write_rerun_params(stage, manifest["params"], root, scratch / "params.yaml")
+    for rel in manifest.get("inputs") or {}:
+        (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
+        (scratch / rel).symlink_to(root / rel, target_is_directory=(root / rel).is_dir())
+    (scratch / METRICS_DIR).mkdir(parents=True, exist_ok=True)
+    argv = shlex.split(str(load_stages(root)[stage]["cmd"]))
+    argv[0] = sys.executable if argv[0] in ("python", "python3") else argv[0]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",
+           "PYTHONPATH": os.pathsep.join([str(root), str(root / "src"), os.environ.get("PYTHONPATH", "")]),
+           "GIT_CEILING_DIRECTORIES": str(scratch.parent)}  # git_state(): "no commit", never an outer repo
+    for name in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        env.pop(name, None)
+    result = subprocess.run(argv, cwd=scratch, env=env, capture_output=True, text=True)
+    if result.returncode == 0:
+        return ""
+    tail = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-3:]
+    return f"the re-run failed (exit {result.returncode}): " + " | ".join(line.strip() for line in tail)
+
+
+def write_rerun_params(stage: str, params: dict[str, Any], root: Path, dest: Path) -> None:
+    """params.yaml of the re-run: the manifest's params for the stage, today's tracking section made optional."""
+    try:
+        current = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        current = {}
+    tracking_section = {**(current.get("tracking") or {}), "required": False}
+    recorded = key_order_like(params, current.get(stage))
+    dest.write_text(yaml.safe_dump({stage: recorded, "tracking": tracking_section}, sort_keys=False),
+                    encoding="utf-8")
+
+
+def key_order_like(recorded: Any, current: Any) -> Any:
+    """`recorded` with the key order of `current` wherever a mapping has the same keys in both.
+
+    manifest.json sorts its keys, but some params are ordered mappings: the split ratios of the
+    fine-tunes ({train, val, test}) are cut in the order written. Values always stay the recorded ones;
+    a mapping whose keys changed since keeps the manifest's (sorted) order.
+    """
+    if not isinstance(recorded, dict):
+        return recorded
+    current = current if isinstance(current, dict) else {}
+    keys = list(current) if set(current) == set(recorded) else list(recorded)
+    return {key: key_order_like(recorded[key], current.get(key)) for key in keys}
+
+
+def compare_outputs(manifest: dict[str, Any], scratch: Path, folder: str, stage: str) -> list[Row]:
+    """Every recorded output file against the re-run's (sha256), plus files only the re-run wrote."""
+    recorded, out = manifest.get("outputs") or {}, scratch / folder
+    rows = [file_row(stage, folder, rel, entry.get("sha256"), out / rel) for rel, entry in sorted(recorded.items())]
+    for path in list_files(out):
+        rel = path.relative_to(out).as_posix()
+        if rel != MANIFEST and rel not in recorded:
+            rows.append(Row(f"{folder}/{rel}", IGNORED, RENDERINGS[stage][1]) if _rendering(stage, rel)
+                        else Row(f"{folder}/{rel}", DIFF, "written by the re-run, not in the manifest"))
+    return rows
+
+
+def file_row(stage: str, folder: str, rel: str, recorded: str | None, path: Path) -> Row:
+    """One recorded output file: identical, differs, expected to differ (training) or a timestamped rendering."""
+    name = f"{folder}/{rel}"
+    if path.is_file() and sha256_file(path) == recorded:
+        return Row(name, SAME)
+    if _rendering(stage, rel):
+        return Row(name, IGNORED, RENDERINGS[stage][1])
+    if not path.is_file():
+        return Row(name, DIFF, "the re-run did not write it")
+    if stage in TRAINING:
+        return Row(name, EXPECTED, "training is not bit-exact everywhere (bf16, torch.compile, GPU kernels): "
+                                   "judged on its metrics")
+    return Row(name, DIFF, "sha256 differs from the manifest")
+
+
+def _rendering(stage: str, rel: str) -> bool:
+    return stage in RENDERINGS and rel.startswith(RENDERINGS[stage][0])
+
+
+def compare_metrics(stage: str, recorded_dir: Path, rerun_dir: Path) -> list[Row]:
+    """reports/metrics/<stage>.json, key by key: the repository's against the re-run's.
+
+    The repository's file stands for the recorded run (it is not hashed in the manifest; plain
+    `scratchlm audit` checks it against the MLflow run).
+    """
+    name = (METRICS_DIR / f"{stage}.json").as_posix()
+    try:
+        was, now = (flatten_metrics(json.loads((d / f"{stage}.json").read_text(encoding="utf-8")))
+                    for d in (recorded_dir, rerun_dir))
+    except (OSError, json.JSONDecodeError, AttributeError) as error:
+        return [Row(name, DIFF, f"unreadable ({type(error).__name__})")]
+    return [metric_row(f"{name}:{key}", stage, was.get(key), now.get(key)) for key in sorted(was | now)]
+
+
+def metric_row(name: str, stage: str, was: float | None, now: float | None) -> Row:
+    """Timing metrics are not compared; counts are exact; training floats within TRAIN_REL_TOL (ppl in log space)."""
+    parts = name.rsplit(":", 1)[-1].split(".")
+    leaf = parts[-1]
+    if any(part == "mfu" or part.endswith(TIMING_KEYS) for part in parts):
+        return Row(name, IGNORED, "timing: measures the machine, not the computation")
+    if was is None or now is None:
+        return Row(name, DIFF, f"recorded {was!r}, re-run {now!r}")
+    if _same(was, now):
+        return Row(name, SAME)
+    counts = was.is_integer() and now.is_integer()
+    a, b = (math.log(was), math.log(now)) if leaf.endswith("ppl") and min(was, now) > 0 else (was, now)
+    if stage in TRAINING and not counts and math.isclose(a, b, rel_tol=TRAIN_REL_TOL, abs_tol=TRAIN_REL_TOL):
+        return Row(name, CLOSE, f"recorded {was:.6g}, re-run {now:.6g} (tolerance {TRAIN_REL_TOL:.0%})")
+    return Row(name, DIFF, f"recorded {was!r}, re-run {now!r}")
+
+
+def render_reproduce(report: ReproduceReport) -> str:
+    """The per-file table (✓ identical, ✗ differs, ~ within tolerance / expected, - not compared), then the verdict."""
+    lines = [f"reproduce {report.stage}: {report.folder} (run {(report.run_id or '-')[:8]}) re-run from its "
+             f"manifest's params; comparison: {report.mode}"]
+    lines += [f"  ✗ input  {problem}" for problem in report.inputs]
+    if report.inputs:
+        lines.append("  not re-run: the inputs are not the bytes the stage read, a re-run would prove nothing")
+    lines += [f"  ✗ {report.error}"] if report.error else []
+    shown = report.files + [row for row in report.metrics if row.status != SAME]
+    lines += [f"  {REPRO_MARKS[r.status]} {r.status:<18} {r.path}" + (f"  ({r.detail})" if r.detail else "")
+              for r in shown]
+    same = sum(row.status == SAME for row in report.metrics)
+    if report.metrics:
+        lines.append(f"  {MARKS[OK]} {SAME:<18} {report.metrics[0].path.split(':')[0]}: {same} of "
+                     f"{len(report.metrics)} metrics")
+    return "\n".join([*lines, "", verdict_line(report)]) + "\n"
+
+
+def verdict_line(report: ReproduceReport) -> str:
+    """`reproduced: clean, 7 of 7 files identical, 0 differences, 9.9s` (or why it was not re-run)."""
+    if report.inputs or report.error:
+        why = f"{len(report.inputs)} input(s) changed" if report.inputs else "the re-run failed"
+        return f"NOT reproduced: {report.stage}, not compared ({why}), {report.seconds:.1f}s"
+    rows = report.files + report.metrics
+    exact = all(row.status in (SAME, IGNORED) for row in rows)
+    verdict = "NOT reproduced" if not report.reproduced else "reproduced" if exact else "reproduced within tolerance"
+    return (f"{verdict}: {report.stage}, {sum(r.status == SAME for r in report.files)} of {len(report.files)} "
+            f"files identical, {sum(row.status == DIFF for row in rows)} differences, {report.seconds:.1f}s")

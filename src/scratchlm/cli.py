@@ -162,15 +162,23 @@ def audit(
     json_out: Path = typer.Option(Path("reports/audit.json"), "--json-out", help="machine-readable report"),
     md_out: Path = typer.Option(Path("reports/audit.md"), "--md-out", help="markdown report"),
     repo_root: Path = typer.Option(Path("."), "--repo", help="repository to audit"),
+    reproduce: str = typer.Option(None, "--reproduce", metavar="STAGE",
+                                  help="re-run STAGE in a scratch folder from its manifest's params and inputs "
+                                       "and compare the result with the recorded hashes (writes no report)"),
 ) -> None:
     """Re-verify an output's lineage down to the raw downloads: hashes, dvc.lock, git, MLflow.
 
-    Exit status 0 when every check passed (warnings allowed), 1 when anything failed to verify,
-    2 when the target cannot be audited at all.
+    With --reproduce STAGE, re-run that one stage instead and compare its outputs file by file.
+
+    Exit status 0 when every check passed (warnings allowed) or the stage reproduced,
+    1 when anything failed to verify or reproduce, 2 when the target or stage cannot be audited at all.
     """
     from scratchlm.audit import AuditError, render_tree, write_reports
     from scratchlm.audit import audit as run_audit
 
+    if reproduce is not None:
+        _reproduce(reproduce, target, repo_root)
+        return
     try:
         report = run_audit(target, repo_root)
     except (AuditError, OSError, ValueError) as error:
@@ -180,6 +188,23 @@ def audit(
     write_reports(report, repo_root / json_out, repo_root / md_out)
     typer.echo(f"wrote {json_out} and {md_out}")
     if report.failed:
+        raise typer.Exit(1)
+
+
+def _reproduce(stage: str, target: str | None, repo_root: Path) -> None:
+    """`audit --reproduce STAGE`: the per-file table; exit 1 when it does not reproduce, 2 on misuse."""
+    from scratchlm.audit import AuditError, render_reproduce, reproduce_stage
+
+    if target is not None:
+        typer.echo("error: --reproduce takes a stage name, not a TARGET as well", err=True)
+        raise typer.Exit(2)
+    try:
+        report = reproduce_stage(stage, repo_root)
+    except (AuditError, OSError, ValueError) as error:
+        typer.echo(f"error: {str(error).splitlines()[0]}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(render_reproduce(report), nl=False)
+    if not report.reproduced:
         raise typer.Exit(1)
 
 
