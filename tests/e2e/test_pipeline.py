@@ -221,3 +221,16 @@ def test_experiment_is_compared_by_metrics_diff_exp_show_and_mlflow_tags(repo: P
         tagged = db.execute("select r.name from runs r join tags t on t.run_uuid = r.run_uuid "
                             "where t.key = 'dvc_exp' and t.value = 'fewer-items'").fetchall()
     assert sorted(name for (name,) in tagged) == ["evaluate", "report"]
+    # a second experiment that retrains: compared with the first by exp diff and plots diff, then kept
+    sh(repo, "dvc", "exp", "run", "-n", "more-steps", "-S", "pretrain.max_steps=24")
+    exp_diff = json.loads(sh(repo, "dvc", "exp", "diff", "fewer-items", "more-steps", "--json").stdout)
+    assert exp_diff["params"]["params.yaml"]["pretrain.max_steps"] == {"old": 20, "new": 24}
+    assert "reports/metrics/pretrain.json" in exp_diff["metrics"]
+    plots = json.loads(sh(repo, "dvc", "plots", "diff", "fewer-items", "more-steps", "--json").stdout)
+    curves = plots["reports/plots/pretrain_loss.csv"]
+    revisions = {rev for entry in curves for rev in entry.get("revisions", [])}
+    assert {"fewer-items", "more-steps"} <= revisions, curves
+    sh(repo, "dvc", "exp", "apply", "fewer-items")
+    assert "max_items: 10" in (repo / "params.yaml").read_text() and "max_steps: 20" in (repo / "params.yaml").read_text()
+    sh(repo, "dvc", "exp", "branch", "more-steps", "keep-more-steps")
+    assert "keep-more-steps" in sh(repo, "git", "branch", "--list").stdout
