@@ -224,10 +224,10 @@ def test_experiment_is_compared_by_metrics_diff_exp_show_and_mlflow_tags(repo: P
     # a second experiment that retrains: compared with the first by exp diff and plots diff, then kept
     sh(repo, "dvc", "exp", "run", "-n", "more-steps", "-S", "pretrain.max_steps=24")
     exp_diff = json.loads(sh(repo, "dvc", "exp", "diff", "fewer-items", "more-steps", "--json").stdout)
-    assert exp_diff["params"]["params.yaml"]["pretrain.max_steps"] == {"old": 20, "new": 24}
+    assert exp_diff["params"]["params.yaml"]["pretrain.max_steps"] == {"old": 20, "new": 24, "diff": 4}
     assert "reports/metrics/pretrain.json" in exp_diff["metrics"]
     plots = json.loads(sh(repo, "dvc", "plots", "diff", "fewer-items", "more-steps", "--json").stdout)
-    curves = plots["reports/plots/pretrain_loss.csv"]
+    curves = plots["data"]["reports/plots/pretrain_loss.csv"]
     revisions = {rev for entry in curves for rev in entry.get("revisions", [])}
     assert {"fewer-items", "more-steps"} <= revisions, curves
     sh(repo, "dvc", "exp", "apply", "fewer-items")
