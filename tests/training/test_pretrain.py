@@ -8,11 +8,10 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from tiny_tokens import build_token_data
 
-from scratchlm.config import PretrainParams, TokenizeParams, TokenizerParams
-from scratchlm.io import make_document, write_sharded
+from scratchlm.config import PretrainParams
 from scratchlm.model.gpt import load_model
-from scratchlm.tokenizer import tokenize_splits, train_tokenizer
 from scratchlm.training.module import NonFiniteLossError, lr_at
 from scratchlm.training.pretrain import pretrain
 
@@ -24,18 +23,8 @@ TINY = {"model": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}, "b
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("pretrain")
-    rng = np.random.default_rng(0)
     words = ["the", "a", "history", "of", "city", "river", "town", "bridge", "market", "king", "and", "was", "in", "to", "is"]
-    for split, n in (("train", 120), ("val", 20), ("test", 5)):
-        docs = [make_document(f"{split}/{i}", " ".join(rng.choice(words, 60)) + ".", "s", {"split": split})
-                for i in range(n)]
-        write_sharded(root / "dedup" / split, "part", iter(docs), shard_docs=50)
-    (root / "tok").mkdir()
-    (root / "tokens").mkdir()
-    train_tokenizer(root / "dedup", root / "tok", TokenizerParams(vocab_size=300, eval_docs=5))
-    tokenize_splits(root / "dedup", root / "tok", root / "tokens", TokenizeParams(check_docs=5))
-    return root / "tokens", root / "tok"
+    return build_token_data(tmp_path_factory.mktemp("pretrain"), words)
 
 
 def run(data: tuple[Path, Path], tmp: Path, name: str, callbacks=None, **overrides):

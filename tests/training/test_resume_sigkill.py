@@ -15,13 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-
-from scratchlm.config import TokenizeParams, TokenizerParams
-from scratchlm.io import make_document, write_sharded
-from scratchlm.tokenizer import tokenize_splits, train_tokenizer
+from tiny_tokens import build_token_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -55,18 +51,8 @@ if __name__ == "__main__":
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("sigkill")
-    rng = np.random.default_rng(0)
     words = ["the", "a", "history", "of", "city", "river", "town", "bridge", "market", "king", "and", "was", "in"]
-    for split, n in (("train", 120), ("val", 20), ("test", 5)):
-        docs = [make_document(f"{split}/{i}", " ".join(rng.choice(words, 60)) + ".", "s", {"split": split})
-                for i in range(n)]
-        write_sharded(root / "dedup" / split, "part", iter(docs), shard_docs=50)
-    (root / "tok").mkdir()
-    (root / "tokens").mkdir()
-    train_tokenizer(root / "dedup", root / "tok", TokenizerParams(vocab_size=300, eval_docs=5))
-    tokenize_splits(root / "dedup", root / "tok", root / "tokens", TokenizeParams(check_docs=5))
-    return root / "tokens", root / "tok"
+    return build_token_data(tmp_path_factory.mktemp("sigkill"), words)
 
 
 def command(data: tuple[Path, Path], tmp: Path, name: str, sleep: float, params: dict) -> list[str]:
