@@ -11,8 +11,6 @@ Every scored item goes to `<out>/<task>.jsonl` with the model's choice, for erro
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from scratchlm.evaluation.language_modeling import language_model_metrics
 from scratchlm.evaluation.multiple_choice import check_items, evaluate_task
 from scratchlm.io import DataFormatError, document_shards, read_documents, read_jsonl, write_jsonl
 from scratchlm.model.gpt import GPT, load_model
-from scratchlm.tokenizer import EOT
+from scratchlm.tokenizer import EOT, timed
 
 
 @dataclass(frozen=True)
@@ -59,12 +57,6 @@ def held_out_texts(dedup_dir: Path, split: str, sources: list[str], limit: int |
     return [d["text"] for d in sorted(docs, key=lambda d: d["id"])[:limit]]
 
 
-def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, round(time.perf_counter() - start, 2)
-
-
 def language_modeling(model: GPT, tokenizer: Tokenizer, dedup_dir: Path, params: EvaluateParams
                       ) -> dict[str, dict[str, float]]:
     encode, bos = (lambda t: tokenizer.encode(t).ids), tokenizer.token_to_id(EOT)
@@ -87,7 +79,7 @@ def benchmarks(model: GPT, tokenizer: Tokenizer, benchmarks_dir: Path, out_dir: 
         items = load_task(benchmarks_dir, task, params.task_items.get(task, params.max_items))
         (metrics, records), seconds = timed(evaluate_task, model, task, items, encode, bos, params.batch_size)
         write_jsonl(out_dir / f"{task}.jsonl", records)
-        results[task] = {**metrics, "seconds": seconds}
+        results[task] = {**metrics, "seconds": round(seconds, 2)}
     return results
 
 
@@ -119,5 +111,6 @@ def evaluate_all(inputs: EvalInputs, out_dir: Path, params: EvaluateParams) -> d
                                       judge.timeout_s)
     return {"language_modeling": lm, "benchmarks": tasks, "benchmark_mean": summary(tasks),
             "classifier": classifier, "instruct": instruct,
-            "seconds": {"language_modeling": lm_seconds, "benchmarks": sum(t["seconds"] for t in tasks.values()),
-                        "classifier": cls_seconds, "instruct": ins_seconds}}
+            "seconds": {"language_modeling": round(lm_seconds, 2),
+                        "benchmarks": round(sum(t["seconds"] for t in tasks.values()), 2),
+                        "classifier": round(cls_seconds, 2), "instruct": round(ins_seconds, 2)}}
