@@ -22,7 +22,7 @@ from scratchlm.config import ConfigError, Section, TrackingParams, parse_section
 from scratchlm.io import DataFormatError, atomic_output_dir, atomic_write_json
 from scratchlm.launch import is_rank_zero
 from scratchlm.lineage import describe_input, git_state, upstream_run_ids, utc_now, write_manifest
-from scratchlm.tracking import StageRun, TrackingError, dvc_experiment, stage_run
+from scratchlm.tracking import StageRun, TrackingError, dvc_experiment, flatten_metrics, stage_run
 
 PARAMS_FILE = Path("params.yaml")
 METRICS_DIR = Path("reports/metrics")
@@ -43,17 +43,6 @@ def load_params(section: str, path: Path = PARAMS_FILE) -> tuple[Section, Tracki
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
-
-
-def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a nested metrics dict as `a.b` keys, for MLflow."""
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            flat.update(flatten_metrics(value, f"{prefix}{key}."))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            flat[f"{prefix}{key}"] = float(value)
-    return flat
 
 
 def run_stage(stage: str, inputs: list[str], output: str, work: Work, *, seed: int = 0,

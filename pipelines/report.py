@@ -3,8 +3,9 @@
 import argparse
 from pathlib import Path
 
-from pipelines._stage import flatten_metrics, run_stage
+from pipelines._stage import run_stage
 from scratchlm.reporting.report import METRIC_STAGES, build_report
+from scratchlm.tracking import flatten_metrics
 
 # which stage output each registered model is, and the evaluate metrics that travel with it as tags
 REGISTERED = {"pretrain": ("language_modeling", "benchmark_mean"), "finetune_classifier": ("classifier",),

@@ -11,8 +11,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("dedup", help="dedup output (reads train/ to learn, val/ to measure), e.g. data/dedup")
     parser.add_argument("output", help="folder for tokenizer.json, e.g. models/tokenizer")
+    parser.add_argument("--validation", default="reports/data_validation/results.json",
+                        help="the validate stage's results: the gate this stage trains behind, recorded as an input")
     args = parser.parse_args()
-    run_stage("tokenizer", [args.dedup], args.output,
+    run_stage("tokenizer", [args.dedup, args.validation], args.output,
               lambda params, out, run: train_tokenizer(Path(args.dedup), out, params))
 
 

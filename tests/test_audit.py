@@ -28,7 +28,6 @@ from scratchlm.audit import (
     AuditError,
     AuditReport,
     audit,
-    key_order_like,
     metric_row,
     render_reproduce,
     render_tree,
@@ -356,17 +355,6 @@ def test_training_metrics_compare_within_tolerance() -> None:
     assert metric_row(name + "tokens_per_s", "pretrain", 4000.0, 9.0).status == IGNORED
     assert metric_row(name + "benchmarks.piqa.seconds", "evaluate", 1.0, 2.0).status == IGNORED
     assert metric_row(name + "val_bpb", "pretrain", 4.1, None).status == DIFF
-
-
-def test_recorded_params_keep_the_order_that_cuts_the_splits() -> None:
-    """manifest.json sorts keys; {train, val, test} ratios are cut in the order params.yaml writes them."""
-    recorded = {"split": {"test": 0.2, "train": 0.7, "val": 0.1}, "lr": 0.1, "other": {"a": 1}}
-    current = {"lr": 0.5, "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "other": {"b": 1}}
-    ordered = key_order_like(recorded, current)
-    assert ordered == recorded  # the recorded values, always
-    assert list(ordered) == ["lr", "split", "other"]
-    assert list(ordered["split"]) == ["train", "val", "test"]
-    assert list(key_order_like({"b": 1, "a": 2}, {"a": 1})) == ["b", "a"]  # keys changed: manifest order
 
 
 def test_reproduce_refuses_inputs_outside_the_repository(repro_repo: Path) -> None:

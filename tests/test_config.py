@@ -43,3 +43,14 @@ def test_source_spec_requires_the_fields_of_its_kind() -> None:
                      "role": "pretrain", "members": {"train": "a"}}}
     with pytest.raises(ConfigError, match=r"download.sources.s.sha256"):
         parse_section("download", {"sources": sources})
+
+
+@pytest.mark.parametrize("section", ["finetune_classifier", "finetune_instruct"])
+def test_split_ratios_are_cut_in_train_val_test_order_whatever_the_key_order(section: str) -> None:
+    """A manifest records params with sorted keys; a re-run from it must cut the same splits."""
+    written = parse_section(section, {"split": {"train": 0.6, "val": 0.15, "test": 0.25}})
+    from_manifest = parse_section(section, {"split": {"test": 0.25, "train": 0.6, "val": 0.15}})
+    assert list(from_manifest.split.items()) == list(written.split.items()) == [
+        ("train", 0.6), ("val", 0.15), ("test", 0.25)]
+    with pytest.raises(ConfigError, match=rf"{section}.split: .*sum to 1"):
+        parse_section(section, {"split": {"train": 0.6, "val": 0.1, "test": 0.1}})

@@ -363,17 +363,6 @@ def check_git(manifest: dict[str, Any], stage: str, ctx: _Context) -> Check:
 # ---------------------------------------------------------------------------------- MLflow
 
 
-def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Numeric leaves as `a.b` keys, exactly as pipelines/_stage.flatten_metrics sent them to MLflow."""
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            flat.update(flatten_metrics(value, f"{prefix}{key}."))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            flat[f"{prefix}{key}"] = float(value)
-    return flat
-
-
 def _same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=REL_TOL)
 
@@ -407,7 +396,7 @@ def _metric_problems(stage: str, run_id: str, logged: dict[str, float], ctx: _Co
     except (OSError, json.JSONDecodeError) as error:
         return [f"{path}: unreadable ({type(error).__name__})"]
     problems = []
-    for key, value in sorted(flatten_metrics(metrics if isinstance(metrics, dict) else {}).items()):
+    for key, value in sorted(tracking.flatten_metrics(metrics if isinstance(metrics, dict) else {}).items()):
         if key in logged and _same(value, logged[key]):
             continue
         if any(_same(value, v) for v in tracking.last_logged_values(run_id, key, ctx.uri)):
@@ -645,23 +634,8 @@ def write_rerun_params(stage: str, params: dict[str, Any], root: Path, dest: Pat
     except (OSError, yaml.YAMLError):
         current = {}
     tracking_section = {**(current.get("tracking") or {}), "required": False}
-    recorded = key_order_like(params, current.get(stage))
-    dest.write_text(yaml.safe_dump({stage: recorded, "tracking": tracking_section}, sort_keys=False),
+    dest.write_text(yaml.safe_dump({stage: params, "tracking": tracking_section}, sort_keys=False),
                     encoding="utf-8")
-
-
-def key_order_like(recorded: Any, current: Any) -> Any:
-    """`recorded` with the key order of `current` wherever a mapping has the same keys in both.
-
-    manifest.json sorts its keys, but some params are ordered mappings: the split ratios of the
-    fine-tunes ({train, val, test}) are cut in the order written. Values always stay the recorded ones;
-    a mapping whose keys changed since keeps the manifest's (sorted) order.
-    """
-    if not isinstance(recorded, dict):
-        return recorded
-    current = current if isinstance(current, dict) else {}
-    keys = list(current) if set(current) == set(recorded) else list(recorded)
-    return {key: key_order_like(recorded[key], current.get(key)) for key in keys}
 
 
 def compare_outputs(manifest: dict[str, Any], scratch: Path, folder: str, stage: str) -> list[Row]:
@@ -703,7 +677,7 @@ def compare_metrics(stage: str, recorded_dir: Path, rerun_dir: Path) -> list[Row
     """
     name = (METRICS_DIR / f"{stage}.json").as_posix()
     try:
-        was, now = (flatten_metrics(json.loads((d / f"{stage}.json").read_text(encoding="utf-8")))
+        was, now = (tracking.flatten_metrics(json.loads((d / f"{stage}.json").read_text(encoding="utf-8")))
                     for d in (recorded_dir, rerun_dir))
     except (OSError, json.JSONDecodeError, AttributeError) as error:
         return [Row(name, DIFF, f"unreadable ({type(error).__name__})")]

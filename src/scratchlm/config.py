@@ -8,9 +8,9 @@ pipeline scripts load a section and hand the validated model to library function
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -286,12 +286,31 @@ class FinetuneOptimParams(Section):
     num_threads: int | None = Field(default=None, ge=1)
 
 
+SPLIT_ORDER = ("train", "val", "test")
+
+
+def canonical_split(split: dict[str, float]) -> dict[str, float]:
+    """The ratios in train, val, test order, whatever order params.yaml (or a sorted manifest) wrote.
+
+    The fine-tunes cut their splits in this order, so a split depends on the ratios alone: a re-run
+    from a manifest (whose keys are sorted) cuts exactly the records the original run cut.
+    """
+    if set(split) != set(SPLIT_ORDER):
+        raise ValueError(f"split must have exactly the keys train, val, test (got {sorted(split)})")
+    if abs(sum(split.values()) - 1.0) > 1e-6 or min(split.values()) <= 0:
+        raise ValueError(f"split ratios must be > 0 and sum to 1 (they sum to {sum(split.values()):g})")
+    return {name: split[name] for name in SPLIT_ORDER}
+
+
+SplitRatios = Annotated[dict[str, float], AfterValidator(canonical_split)]
+
+
 class FinetuneClassifierParams(FinetuneOptimParams):
     """The `finetune_classifier` stage: a labelled set, the head, what trains, the imbalance, the budget."""
 
     labels: list[str] = Field(default_factory=lambda: ["ham", "spam"], min_length=2)
     positive_label: str = "spam"
-    split: dict[str, float] = Field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
+    split: SplitRatios = Field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     trainable: Literal["head", "last_n_blocks", "all"] = "all"
     last_n_blocks: int = Field(default=1, ge=1)
     class_weighting: bool = Field(default=True, description="inverse-frequency class weights in the loss")
@@ -299,10 +318,6 @@ class FinetuneClassifierParams(FinetuneOptimParams):
 
     @model_validator(mode="after")
     def _split_sums_to_one(self) -> FinetuneClassifierParams:
-        if set(self.split) != {"train", "val", "test"}:
-            raise ValueError("split must have exactly the keys train, val, test")
-        if abs(sum(self.split.values()) - 1.0) > 1e-6 or min(self.split.values()) <= 0:
-            raise ValueError(f"split ratios must be > 0 and sum to 1 (they sum to {sum(self.split.values()):g})")
         if self.positive_label not in self.labels:
             raise ValueError(f"positive_label {self.positive_label!r} is not one of labels {self.labels}")
         return self
@@ -321,7 +336,7 @@ class FinetuneInstructParams(FinetuneOptimParams):
 
     prompt_template: str = ALPACA
     input_template: str = "\n\n### Input:\n{input}"
-    split: dict[str, float] = Field(default_factory=lambda: {"train": 0.85, "val": 0.05, "test": 0.1})
+    split: SplitRatios = Field(default_factory=lambda: {"train": 0.85, "val": 0.05, "test": 0.1})
     epochs: int = Field(default=2, ge=1)
     lr: float = Field(default=3e-4, gt=0, le=1)
     min_lr: float = Field(default=3e-5, ge=0)
@@ -331,13 +346,11 @@ class FinetuneInstructParams(FinetuneOptimParams):
     max_new_tokens: int = Field(default=40, ge=1)
 
     @model_validator(mode="after")
-    def _template_and_split(self) -> FinetuneInstructParams:
+    def _templates(self) -> FinetuneInstructParams:
         if "{instruction}" not in self.prompt_template or "{input_block}" not in self.prompt_template:
             raise ValueError("prompt_template must contain {instruction} and {input_block}")
         if "{input}" not in self.input_template:
             raise ValueError("input_template must contain {input}")
-        if set(self.split) != {"train", "val", "test"} or abs(sum(self.split.values()) - 1) > 1e-6:
-            raise ValueError("split must have the keys train, val, test with ratios summing to 1")
         if self.max_new_tokens >= self.max_length:
             raise ValueError("max_new_tokens must be < max_length")
         return self

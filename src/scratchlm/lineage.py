@@ -18,7 +18,7 @@ from typing import Any
 from scratchlm.io import DataFormatError, atomic_write_json, list_files, sha256_file, tree_sha256
 
 MANIFEST = "manifest.json"
-GENERATED = (":!dvc.lock", ":!reports/metrics", ":!reports/plots")
+GENERATED = (":!dvc.lock", ":!reports/metrics", ":!reports/plots", ":!reports/model_card")
 TRACKED_PACKAGES = (
     "scratchlm", "torch", "lightning", "dvc", "mlflow", "datasets", "tokenizers",
     "great-expectations", "datasketch", "pyarrow", "numpy", "pandas",

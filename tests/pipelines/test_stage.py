@@ -49,6 +49,8 @@ def test_empty_train_split_stops_the_tokenizer(workdir: Path) -> None:
     for split in ("train", "val"):
         docs = [] if split == "train" else [make_document("v", "some text", "s", {"split": "val"})]
         write_sharded(workdir / "data" / "dedup" / split, "part", iter(docs), shard_docs=10)
+    (workdir / "reports" / "data_validation").mkdir(parents=True)
+    (workdir / "reports" / "data_validation" / "results.json").write_text("{}")
     result = run_stage(workdir, "pipelines.tokenizer", "data/dedup", "models/tokenizer")
     assert result.returncode == 1 and "no documents in the train split" in result.stderr
     assert not (workdir / "models" / "tokenizer").exists()

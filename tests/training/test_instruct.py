@@ -96,7 +96,7 @@ def test_length_batches_draw_the_order_at_the_first_batch() -> None:
 def test_bad_template_and_split_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="prompt_template must contain"):
         parse_section("finetune_instruct", {"prompt_template": "{instruction} only"})
-    with pytest.raises(ConfigError, match="split must have"):
+    with pytest.raises(ConfigError, match="split ratios must be > 0 and sum to 1"):
         parse_section("finetune_instruct", {"split": {"train": 0.5, "val": 0.1, "test": 0.1}})
 
 

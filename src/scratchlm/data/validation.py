@@ -461,7 +461,7 @@ def _summarise(reports: dict[str, Any]) -> dict[str, Any]:
     """Counts for metrics (numbers only, nested per suite) plus one-line messages for logs and errors.
 
     `success` is a bool and the message lists are not numbers: metric loggers that keep numeric
-    leaves only (like the stage's `flatten_metrics`) skip them.
+    leaves only (like `tracking.flatten_metrics`) skip them.
     """
     summary: dict[str, Any] = {
         "success": True,

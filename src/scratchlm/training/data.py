@@ -74,6 +74,12 @@ class FixedWindows(Dataset):
         return as_pair(np.asarray(self.tokens[start : start + self.window]))
 
 
+def own_generator(seed: int) -> torch.Generator:
+    """A loader's private RNG. Without one, every `iter(loader)` draws a base seed from the global
+    torch RNG, so a resumed run (whose checkpoint restored that RNG) would see other dropout masks."""
+    return torch.Generator().manual_seed(seed)
+
+
 class TokenDataModule(L.LightningDataModule):
     """Train/val loaders over `tokens_dir/{train,val}.bin`; checkpoints the number of samples consumed."""
 
@@ -88,11 +94,12 @@ class TokenDataModule(L.LightningDataModule):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         dataset = RandomWindows(self.tokens_dir / "train.bin", self.block_size, self.seed,
                                 start=self.start_sample, rank=rank, world_size=world)
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=0)
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=0, generator=own_generator(self.seed))
 
     def val_dataloader(self) -> DataLoader:
         dataset = FixedWindows(self.tokens_dir / "val.bin", self.block_size, self.val_windows)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0,
+                          generator=own_generator(self.seed))
 
     def state_dict(self) -> dict[str, Any]:
         """Samples consumed so far (all ranks): where the stream resumes."""

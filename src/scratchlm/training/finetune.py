@@ -41,6 +41,7 @@ from scratchlm.training.classifier import (
     set_trainable,
     stratified_split,
 )
+from scratchlm.training.data import own_generator
 from scratchlm.training.instruct import (
     IGNORE,
     InstructDataset,
@@ -100,7 +101,8 @@ def loaders(splits: dict[str, list[dict[str, Any]]], tokenizer: Tokenizer, label
         data = EncodedDataset(encode([r["text"] for r in records], [labels.index(r["label"]) for r in records],
                                      lambda t: tokenizer.encode(t).ids, max_length, pad))
         sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=seed) if name == "train" else None
-        out[name] = DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=0)
+        out[name] = DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=0,
+                               generator=own_generator(seed))
     return out
 
 
@@ -311,6 +313,7 @@ def instruct_loaders(examples: dict[str, list[tuple[list[int], list[int]]]], bat
                      pad: int) -> dict[str, DataLoader]:
     """Length-grouped batches; the train order is a function of (seed, epoch) (`LengthBatches.set_epoch`)."""
     return {s: DataLoader(InstructDataset(examples[s]), num_workers=0, collate_fn=lambda b: collate(b, pad),
+                          generator=own_generator(seed),
                           batch_sampler=LengthBatches([len(x) for x, _ in examples[s]], batch_size, seed,
                                                       shuffle=s == "train"))
             for s in ("train", "val")}
