@@ -15,16 +15,11 @@ from pathlib import Path
 
 import torch
 
+from scratchlm.training.module import matmul_tflops
+
 
 def gflops(n: int, dtype: torch.dtype, seconds: float) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
-    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+    return matmul_tflops(dtype, "cpu", n, seconds) * 1e3
 
 
 def main() -> None:

@@ -247,7 +247,8 @@ class PretrainParams(Section):
     val_windows: int = Field(default=32, ge=1, description="fixed validation windows scored each time")
     log_every: int = Field(default=10, ge=1)
     ckpt_every: int = Field(default=100, ge=1, description="write last.ckpt every N optimizer steps")
-    peak_tflops: float = Field(default=1.0, gt=0, description="hardware bf16 peak for MFU (see bench/matmul_peak.py)")
+    peak_tflops: float | None = Field(default=None, gt=0, description="the hardware peak MFU is measured against "
+                                      "(null: a 1-second matmul probe in the training precision at the start)")
     sample_prompts: list[str] = Field(default_factory=lambda: ["The history of", "In the early"])
     sample_tokens: int = Field(default=40, ge=0)
 

@@ -40,6 +40,7 @@ def test_pretrain_exports_a_loadable_model_and_logs(data, tmp_path: Path) -> Non
     metrics, rows, logged, out = run(data, tmp_path, "a")
     assert metrics["steps"] == 8 and metrics["val_loss"] < np.log(300)
     assert 0 < metrics["unigram_val_loss"] < np.log(300)
+    assert metrics["peak_tflops_source"] == "measured" and 0 < metrics["mfu"] < 1  # peak_tflops: null probes
     assert {"train_loss", "lr", "tokens_per_s", "mfu", "grad_norm"} <= set(logged[0][0])
     assert any("val_bpb" in m for m, _ in logged)
     assert [r["step"] for r in rows if r["val_loss"] != ""] == [4, 8]

@@ -153,6 +153,15 @@ def section_data(run: RunRecord) -> list[str]:
     return lines
 
 
+
+def peak_phrase(pre: dict[str, Any]) -> str:
+    """Which peak the MFU is a share of: a probe of this machine's matmuls, or the configured spec."""
+    if "peak_tflops" not in pre:
+        return "the configured peak"
+    source = "the measured matmul peak" if pre.get("peak_tflops_source") == "measured" else "the configured peak"
+    return f"{source}, {pre['peak_tflops']:.3g} TFLOP/s"
+
+
 def section_model(run: RunRecord) -> list[str]:
     tok, pre = run.metrics["tokenizer"], run.metrics["pretrain"]
     params = run.manifests["pretrain"]["params"]
@@ -166,7 +175,7 @@ def section_model(run: RunRecord) -> list[str]:
     flops = pre["flops_per_token"] * pre["tokens_seen"]
     lines += ["", "### Compute", "", f"Pretraining: {pre['steps']:,} steps, {pre['tokens_seen']:,} tokens, "
               f"{flops:.3g} training FLOPs, {pre['train_seconds']:.0f} s at {pre['tokens_per_s']:,.0f} tokens/s "
-              f"(MFU {pct(pre['mfu'])} of the configured peak).", ""]
+              f"(MFU {pct(pre['mfu'])} of {peak_phrase(pre)}).", ""]
     lines += table(["stage", "wall time (s)"], [[stage, round(wall_seconds(m), 1)] for stage, m in
                                                  run.manifests.items() if m.get("started") and m.get("finished")])
     if "loss_curves" in run.figures:

@@ -9,6 +9,7 @@ implement `compute_loss(batch)`; pretraining is the plain language-modelling los
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from typing import Any
 
@@ -35,6 +36,40 @@ def effective_precision(precision: str, accelerator: str) -> str:
                       "emulated ~100x slower; training in 32-true instead", stacklevel=2)
         return "32-true"
     return precision
+
+
+PRECISION_DTYPES = {"32-true": torch.float32, "32": torch.float32, "bf16-mixed": torch.bfloat16,
+                    "bf16-true": torch.bfloat16, "16-mixed": torch.float16, "16-true": torch.float16}
+
+
+def matmul_tflops(dtype: torch.dtype, device: str = "cpu", n: int = 1024, seconds: float = 1.0) -> float:
+    """Measured dense n×n matmul throughput of this device and dtype (all torch threads).
+
+    The MFU reference when `peak_tflops` is not set: a spec-sheet peak means nothing for a CPU
+    whose matmul speed depends on its vector units, cores and whether bf16 is native.
+    """
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    for _ in range(3):
+        a @ b
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    synchronize()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+        if count % 8 == 0:
+            synchronize()
+    synchronize()
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e12
+
+
+def peak_tflops(configured: float | None, precision: str, accelerator: str) -> tuple[float, str]:
+    """(peak, "params" | "measured"): the configured peak, else a 1-second probe in the training dtype."""
+    if configured is not None:
+        return configured, "params"
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    device, n = ("cuda", 8192) if on_gpu else ("cpu", 1024)
+    return matmul_tflops(PRECISION_DTYPES.get(precision, torch.float32), device, n), "measured"
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -28,7 +28,7 @@ from scratchlm.model.gpt import GPTConfig, save_model
 from scratchlm.tokenizer import EOT
 from scratchlm.training.callbacks import CheckpointOnInterrupt, LogFn, SampleText, TrainingLog
 from scratchlm.training.data import TokenDataModule, unigram_loss
-from scratchlm.training.module import GPTModule, effective_precision
+from scratchlm.training.module import GPTModule, effective_precision, peak_tflops
 
 LAST = "last.ckpt"
 FINGERPRINT = "fingerprint.json"
@@ -106,8 +106,10 @@ def pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, ckpt_dir: Pat
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     module, data = setup(params, tokens_dir, tokenizer)
     tokens_per_device_step = params.batch_size * params.grad_accum * params.model.block_size
+    peak, peak_source = peak_tflops(params.peak_tflops, effective_precision(params.precision, params.accelerator),
+                                    params.accelerator)
     log = TrainingLog(log_fn, params.log_every, tokens_per_device_step, module.model.flops_per_token(),
-                      params.peak_tflops * 1e12, bytes_per_token(tokens_dir))
+                      peak * 1e12, bytes_per_token(tokens_dir))
     samples = SampleText(lambda s: tokenizer.encode(s).ids, tokenizer.decode, params.sample_prompts,
                          params.sample_tokens, tokenizer.token_to_id(EOT), seed=params.seed)
     trainer = build_trainer(params, ckpt_dir, [samples, log, CheckpointOnInterrupt(ckpt_dir / LAST),
@@ -120,6 +122,7 @@ def pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, ckpt_dir: Pat
     if trainer.is_global_zero:
         export(module, tokenizer_file, samples.samples, out_dir)
     metrics = summary(params, trainer, module, final, seconds, tokens_per_device_step * trainer.world_size, log)
+    metrics["peak_tflops_source"] = peak_source
     metrics["unigram_val_loss"] = unigram_loss(tokens_dir / "train.bin", tokens_dir / "val.bin",
                                                tokenizer.get_vocab_size())
     return metrics, log.loss_rows()
@@ -159,4 +162,5 @@ def summary(params: PretrainParams, trainer: L.Trainer, module: GPTModule, final
         "params": module.model.num_params(),
         "params_with_embeddings": module.model.num_params(non_embedding=False),
         "flops_per_token": log.flops_per_token,
+        "peak_tflops": log.peak_flops / 1e12,
     }
