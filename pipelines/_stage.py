@@ -7,11 +7,13 @@ with a one-line `error:` message and exit status 1, leaving the previous output 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import random
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,18 @@ def _stage_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+@contextlib.contextmanager
+def full_disk_names(output: str) -> Iterator[None]:
+    """A full disk (or a file-size limit) while writing names the output; the old one is still in place."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        raise OSError(error.errno, f"{output}: could not be written ({error.strerror}); "
+                                   "the previous output is kept") from None
+
+
 def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
          check: Callable[[], None] | None) -> None:
     params, tracking = load_params(stage)
@@ -102,7 +116,7 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
     with stage_run(stage, tracking, tags) as run:
         run.log_params(params.model_dump(mode="json"))
         run.log_inputs(described)
-        with atomic_output_dir(output) as tmp:
+        with full_disk_names(output), atomic_output_dir(output) as tmp:
             metrics = work(params, tmp, run)
             write_manifest(tmp, stage=stage, run_id=run.run_id, params=params.model_dump(mode="json"),
                            inputs=described, started=started)

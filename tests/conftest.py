@@ -15,3 +15,21 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def debug_dag(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The debug-profile DAG run once per session by the real `dvc repro`: (live copy, pristine copy).
+
+    The e2e tests work in the live copy (and change it: experiments, tampering); the pristine copy,
+    taken right after the run, is what the reliability tests copy before breaking one part.
+    """
+    import shutil
+
+    from repo_shell import copy_repo, sh
+
+    live = copy_repo(tmp_path_factory.mktemp("repo"))
+    sh(live, "dvc", "repro")
+    pristine = tmp_path_factory.mktemp("pristine") / "repo"
+    shutil.copytree(live, pristine, symlinks=True)
+    return live, pristine

@@ -10,22 +10,19 @@ import io
 import json
 import os
 import socket
-import stat
-import struct
 import tarfile
 import threading
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from wheels import WHEEL, declare_size, make_wheel
 
 from scratchlm.config import SourceSpec
 from scratchlm.data.sources import SourceError, fetch_source
 
 LIMITS = {"timeout_s": 30.0, "retries": 2, "max_member_bytes": 10_000}
-WHEEL = "datapkg-1.0-py3-none-any.whl"
 
 
 def sha(data: bytes) -> str:
@@ -44,31 +41,6 @@ def files_under(folder: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- wheel
-
-
-def make_wheel(folder: Path, members: dict[str, bytes], symlinks: dict[str, str] | None = None) -> Path:
-    """A real (data-only) wheel: members, optional symlink entries, and a minimal .dist-info."""
-    path = folder / WHEEL
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for member, data in members.items():
-            zf.writestr(member, data)
-        for member, link_target in (symlinks or {}).items():
-            info = zipfile.ZipInfo(member)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, link_target)
-        zf.writestr("datapkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: datapkg\nVersion: 1.0\n")
-        zf.writestr("datapkg-1.0.dist-info/WHEEL",
-                    "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        zf.writestr("datapkg-1.0.dist-info/RECORD", "")
-    return path
-
-
-def declare_size(wheel: Path, entry: str, size: int) -> None:
-    """Make the central directory lie about `entry`'s uncompressed size (as a zip bomb would)."""
-    data = bytearray(wheel.read_bytes())
-    header = data.rfind(b"PK\x01\x02", 0, data.rfind(entry.encode()))
-    struct.pack_into("<I", data, header + 24, size)
-    wheel.write_bytes(bytes(data))
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e_shell import sh
 from mlflow import MlflowClient
+from repo_shell import sh
 
 STAGES = ["download", "clean", "dedup", "validate", "tokenizer", "tokenize", "pretrain", "finetune_classifier",
           "finetune_instruct", "evaluate", "report"]

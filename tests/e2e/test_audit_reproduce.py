@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_shell import sh
+from repo_shell import sh
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

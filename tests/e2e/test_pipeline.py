@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from e2e_shell import sh
+from repo_shell import sh
 
 DATA_STAGES = ["download", "clean", "dedup", "validate"]
 STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain", "finetune_classifier", "finetune_instruct", "evaluate",

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from e2e_shell import sh
+from repo_shell import sh
 
 from scratchlm.io import sha256_file
 

@@ -91,6 +91,10 @@ def clean_corpus(raw_dir: Path, out_dir: Path, params: CleanParams, sources: lis
     total = ShardStats()
     for stats in tqdm(parallel_map(_clean_job, jobs, params.num_proc), total=len(jobs), desc="clean", unit="shard"):
         total.merge(stats, params.dropped_samples_per_reason)
+    if not total.docs_out:  # the next stages could only fail later with a vaguer message
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(total.drops.items())) or "none"
+        raise DataFormatError(f"{raw_dir}: every one of the {total.docs_in} documents was filtered out "
+                              f"(drops: {reasons}); loosen the clean params")
     atomic_write_json(out_dir / "dropped_samples.json", total.samples)
     return {
         "docs_in": total.docs_in,

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from scratchlm.config import DownloadParams, SourceSpec
 from scratchlm.data.readers import read_member
 from scratchlm.data.sources import fetch_source
-from scratchlm.io import atomic_write_json, write_jsonl, write_sharded
+from scratchlm.io import DataFormatError, atomic_write_json, write_jsonl, write_sharded
 
 
 def download_all(params: DownloadParams, out_dir: Path) -> dict[str, Any]:
@@ -47,6 +47,9 @@ def write_source(name: str, spec: SourceSpec, files: dict[str, list[Path]], dest
             counts[member] = _count(records, lambda rs, m=member: write_sharded(dest, m, rs, shard_docs))
         else:
             counts[member] = write_jsonl(dest / f"{member}.jsonl", records)
+        if not counts[member]:  # an empty file or glob is a broken source, not a smaller corpus
+            shown = ", ".join(str(path) for path in files[member][:3]) or "no file"
+            raise DataFormatError(f"source {name}: member {member!r} has no records ({shown}): empty corpus")
     return counts
 
 

@@ -99,8 +99,10 @@ def _slug(key: str) -> str:
 
 
 def read_plain_text(name: str, member: str, path: Path) -> Iterator[dict[str, str]]:
-    """A plain text file is one document."""
-    yield make_document(f"{name}/{path.stem}", read_text(path), name, {"split": split_of(member), "file": path.name})
+    """A plain text file is one document; a blank one is none (so an all-blank member is an empty corpus)."""
+    text = read_text(path)
+    if text.strip():
+        yield make_document(f"{name}/{path.stem}", text, name, {"split": split_of(member), "file": path.name})
 
 
 def read_text_jsonl(name: str, member: str, path: Path) -> Iterator[dict[str, str]]:
@@ -167,7 +169,7 @@ def read_olmo_requests(name: str, member: str, path: Path) -> Iterator[dict[str,
             item = items.setdefault(request["doc_id"], _olmo_item(member, request))
             item["requests"].append({"context": request["request"]["context"],
                                      "continuation": request["request"]["continuation"]})
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
             raise DataFormatError(f"{path}:{lineno}: malformed request ({type(error).__name__}: {error})") from None
     for doc_id in sorted(items):
         yield items[doc_id]
@@ -181,6 +183,8 @@ def _olmo_item(task: str, request: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(label, int) or isinstance(label, bool):
         raise TypeError(f"item {request['doc_id']} has no integer gold label (got {label!r})")
     choices = doc.get("choices") or [doc.get("option1", ""), doc.get("option2", "")]
+    if not 0 <= label < len(choices):
+        raise ValueError(f"item {request['doc_id']}: gold index {label} is out of range for {len(choices)} choices")
     return {"id": f"{task}/{request['doc_id']:06d}", "task": task, "query": doc.get("query") or doc.get("sentence", ""),
             "choices": [str(c) for c in choices], "gold": label, "requests": []}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -53,12 +54,27 @@ def resume_path(ckpt_dir: Path, expected: str) -> Path | None:
     """`last.ckpt` if it belongs to this exact run; otherwise (rank 0) clear the folder and start fresh."""
     marker = ckpt_dir / FINGERPRINT
     if (ckpt_dir / LAST).is_file() and marker.is_file() and json.loads(marker.read_text())["sha256"] == expected:
+        check_resumable(ckpt_dir / LAST)
         return ckpt_dir / LAST
     if is_rank_zero():
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"sha256": expected}) + "\n")
     return None
+
+
+def check_resumable(path: Path) -> None:
+    """Refuse, in one line, a checkpoint that is truncated or holds anything but tensors and plain data.
+
+    Lightning would load it with `weights_only=True` too and refuse the same bytes, but with a long
+    traceback that suggests `weights_only=False`: the one thing never to do with a file of unknown origin.
+    """
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path}: refused to resume: not a weights-only checkpoint ({reason[:160]}); "
+                         f"delete {path.parent} to train from scratch") from None
 
 
 def model_config(params: PretrainParams, vocab_size: int) -> GPTConfig:
