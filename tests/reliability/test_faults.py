@@ -131,8 +131,9 @@ def test_second_dvc_repro_in_the_same_repo_is_refused_by_dvcs_lock(dag: Path) ->
             assert first.poll() is None, "the first dvc repro ended early"
             time.sleep(0.05)
         second = dvc(dag, "repro")
-        assert second.returncode != 0
-        assert "Unable to acquire lock" in second.stderr, second.stderr[-2000:]
+        assert second.returncode != 0  # DVC 3 locks paths (.dvc/tmp/rwlock), not the whole repo
+        assert "is busy, it is being blocked by" in second.stderr, second.stderr[-2000:]
+        assert f"(PID {first.pid})" in second.stderr and "repro --single-item pretrain" in second.stderr
         assert first.poll() is None  # the first run goes on undisturbed
     finally:
         os.killpg(first.pid, signal.SIGKILL)
