@@ -29,4 +29,4 @@ clean-venv:
 	rm -rf $(VENV)
 
 bench: install
-	$(ACTIVATE) && python bench/matmul_peak.py && python bench/train_throughput.py
+	$(ACTIVATE) && for b in matmul_peak train_throughput data_throughput eval_throughput pipeline; do python bench/$$b.py || exit 1; done

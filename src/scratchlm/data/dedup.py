@@ -8,6 +8,7 @@ eats evaluation text), then the configured source priority, then the smallest id
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import Counter
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import xxhash
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 from scipy.sparse import coo_matrix
@@ -32,9 +34,9 @@ SCHEME = "affine32"  # datasketch ≥ 2 names the permutation scheme; signatures
 SPLIT_RANK = {"test": 0, "val": 1, "train": 2}
 
 
-def exact_key(text: str) -> str:
+def exact_key(words: list[str]) -> str:
     """Texts equal up to case, punctuation and spacing share a key."""
-    return hashlib.blake2b(" ".join(words_of(text)).encode("utf-8"), digest_size=16).hexdigest()
+    return hashlib.blake2b(" ".join(words).encode("utf-8"), digest_size=16).hexdigest()
 
 
 def _hash32(data: bytes) -> int:
@@ -42,18 +44,24 @@ def _hash32(data: bytes) -> int:
     return xxhash.xxh32_intdigest(data)
 
 
-def shingles(text: str, n: int) -> list[bytes]:
+def shingles(words: list[str], n: int) -> list[bytes]:
     """Word n-gram shingles as bytes (the whole text when shorter than n words)."""
-    words = words_of(text)
     if len(words) <= n:
         return [" ".join(words).encode("utf-8")]
     return [" ".join(words[i : i + n]).encode("utf-8") for i in range(len(words) - n + 1)]
 
 
-def signature(text: str, params: DedupParams) -> np.ndarray:
-    minhash = MinHash(num_perm=params.num_bands * params.rows_per_band, seed=params.seed, hashfunc=_hash32,
-                      scheme=SCHEME)
-    minhash.update_batch(shingles(text, params.shingle_words))
+@functools.lru_cache(maxsize=4)
+def _permutations(num_perm: int, seed: int) -> Any:
+    """The MinHash permutations of (num_perm, seed): drawing them is 80% of a short document's cost."""
+    return MinHash(num_perm=num_perm, seed=seed, hashfunc=_hash32, scheme=SCHEME).permutations
+
+
+def signature(words: list[str], params: DedupParams) -> np.ndarray:
+    num_perm = params.num_bands * params.rows_per_band
+    minhash = MinHash(num_perm=num_perm, seed=params.seed, hashfunc=_hash32, scheme=SCHEME,
+                      permutations=_permutations(num_perm, params.seed))
+    minhash.update_batch(shingles(words, params.shingle_words))
     return minhash.hashvalues
 
 
@@ -64,12 +72,16 @@ class ShardSignatures:
     signatures: np.ndarray  # (docs, num_perm) uint32
 
 
-def _shard_signatures(job: tuple[Path, DedupParams]) -> ShardSignatures:
-    path, params = job
-    docs = read_documents(path)
+CHUNK_DOCS = 128  # signature jobs: small enough that one long shard (WikiText) does not hold up the pool
+
+
+def _chunk_signatures(job: tuple[Path, int, DedupParams]) -> ShardSignatures:
+    path, start, params = job
+    docs = read_documents(path)[start : start + CHUNK_DOCS]
+    words = [words_of(d["text"]) for d in docs]  # once per document: the exact key and the shingles share them
     num_perm = params.num_bands * params.rows_per_band
-    sigs = np.stack([signature(d["text"], params) for d in docs]) if docs else np.zeros((0, num_perm), np.uint32)
-    return ShardSignatures([d["id"] for d in docs], [exact_key(d["text"]) for d in docs], sigs)
+    sigs = np.stack([signature(w, params) for w in words]) if docs else np.zeros((0, num_perm), np.uint32)
+    return ShardSignatures([d["id"] for d in docs], [exact_key(w) for w in words], sigs)
 
 
 def keep_order(doc: dict[str, str], priority: list[str]) -> tuple[int, int, str]:
@@ -104,9 +116,10 @@ def clusters_of(pairs: list[tuple[int, int]], n: int) -> np.ndarray:
 
 def compute_signatures(clean_dir: Path, params: DedupParams) -> ShardSignatures:
     """Signatures and exact keys of every clean document, in shard order."""
-    jobs = [(path, params) for path in document_shards(clean_dir)]
-    parts = list(tqdm(parallel_map(_shard_signatures, jobs, params.num_proc), total=len(jobs),
-                      desc="dedup signatures", unit="shard"))
+    jobs = [(path, start, params) for path in document_shards(clean_dir)
+            for start in range(0, max(1, pq.ParquetFile(path).metadata.num_rows), CHUNK_DOCS)]
+    parts = list(tqdm(parallel_map(_chunk_signatures, jobs, params.num_proc), total=len(jobs),
+                      desc="dedup signatures", unit="chunk"))
     num_perm = params.num_bands * params.rows_per_band
     return ShardSignatures(
         [i for p in parts for i in p.ids],

@@ -44,7 +44,7 @@ def training_params(model_dir: Path) -> dict[str, Any]:
 def evaluate_classifier(data_file: Path, model_dir: Path, batch_size: int = 64) -> tuple[dict[str, Any],
                                                                                         list[dict[str, Any]]]:
     """Test-split accuracy, precision/recall/F1, confusion matrix, next to the two baselines."""
-    from scratchlm.training.classifier import EncodedDataset, binary_metrics, encode, load_classifier
+    from scratchlm.training.classifier import EncodedDataset, binary_metrics, encode, load_classifier, trim_to_longest
     from scratchlm.training.finetune import baselines, confusion, predict
 
     model, labels = load_classifier(model_dir)
@@ -55,7 +55,7 @@ def evaluate_classifier(data_file: Path, model_dir: Path, batch_size: int = 64) 
     test = splits["test"]
     data = encode([r["text"] for r in test], [labels.index(r["label"]) for r in test],
                   lambda t: tokenizer.encode(t).ids, params["max_length"], tokenizer.token_to_id("<|pad|>"))
-    pred, true = predict(model, DataLoader(EncodedDataset(data), batch_size=batch_size))
+    pred, true = predict(model, DataLoader(EncodedDataset(data), batch_size=batch_size, collate_fn=trim_to_longest))
     matrix = confusion(pred, true, len(labels))
     metrics = {**binary_metrics(pred, true, positive=labels.index(positive)), "items": len(test),
                "confusion": {f"actual_{a}": {f"predicted_{p}": matrix[i][j] for j, p in enumerate(labels)}

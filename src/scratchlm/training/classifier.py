@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryF1Score, BinaryPrecision, BinaryRecall
 
@@ -77,6 +77,14 @@ class EncodedDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.data.ids[i], self.data.lengths[i], self.data.labels[i]
+
+
+def trim_to_longest(batch: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Collate, then cut the padding past the batch's longest text: SMS are mostly far shorter than
+    max_length, and causal attention makes the cut invisible to every real position."""
+    ids, lengths, labels = default_collate(batch)
+    return ids[:, : int(lengths.max())].contiguous(), lengths, labels
 
 
 class GPTClassifier(nn.Module):

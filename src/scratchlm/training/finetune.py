@@ -40,6 +40,7 @@ from scratchlm.training.classifier import (
     encode,
     set_trainable,
     stratified_split,
+    trim_to_longest,
 )
 from scratchlm.training.data import own_generator
 from scratchlm.training.instruct import (
@@ -102,7 +103,7 @@ def loaders(splits: dict[str, list[dict[str, Any]]], tokenizer: Tokenizer, label
                                      lambda t: tokenizer.encode(t).ids, max_length, pad))
         sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=seed) if name == "train" else None
         out[name] = DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=0,
-                               generator=own_generator(seed))
+                               generator=own_generator(seed), collate_fn=trim_to_longest)
     return out
 
 

@@ -1,0 +1,68 @@
+"""What the bench scripts share: figures with targets and pass/short marks, the machine, JSON out.
+
+Absolute seconds on a shared machine are noisy; the targets are mostly ratios taken in one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    target: float | None = None  # None: a figure with no goal, printed for reference
+    higher_is_better: bool = True
+    note: str = ""
+
+    @property
+    def mark(self) -> str:
+        if self.target is None:
+            return ""
+        ok = self.value >= self.target if self.higher_is_better else self.value <= self.target
+        return "pass" if ok else "SHORT"
+
+
+def machine() -> dict[str, object]:
+    """Enough about the machine to read the figures: CPU, cores, torch, native bf16."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("model name")), model)
+    return {"cpu": model, "cores": os.cpu_count(), "torch": torch.__version__,
+            "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident memory of this process (or of its finished children), from the resource module."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return usage.ru_maxrss / 1024
+
+
+def report(title: str, figures: list[Figure], out: str | Path, extra: dict | None = None) -> None:
+    """Print the table and a summary line; write figures, machine and date to `out` (JSON)."""
+    print(f"\n{title}")
+    print(f"{'figure':<44}{'value':>12} {'unit':<10}{'target':>10}  mark")
+    for f in figures:
+        target = "" if f.target is None else f"{'≥' if f.higher_is_better else '≤'} {f.target:g}"
+        print(f"{f.name:<44}{f.value:>12.4g} {f.unit:<10}{target:>10}  {f.mark}{'  ' + f.note if f.note else ''}")
+    judged = [f for f in figures if f.target is not None]
+    passed = sum(f.mark == "pass" for f in judged)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"title": title, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+                                     "figures": [{**asdict(f), "mark": f.mark} for f in figures],
+                                     **(extra or {})}, indent=2) + "\n", encoding="utf-8")
+    short = [f.name for f in judged if f.mark != "pass"]
+    print(f"summary: {title}: {passed}/{len(judged)} targets pass" + (f"; short: {', '.join(short)}" if short else ""))

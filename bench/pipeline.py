@@ -1,0 +1,83 @@
+"""Wall time and peak memory of each stage of `dvc repro`, and of a no-op `dvc repro`.
+
+The debug profile is run here from a clean state, in a throwaway copy of the repository (each stage
+as `dvc repro --single-item STAGE`, its peak RSS from `wait4`). The default profile takes far longer
+than a benchmark should, so its per-stage wall times are read from the manifests of the outputs in
+this repository (the last `dvc repro` of the default profile). Targets (issue #8): no-op `dvc repro`
+≤ 5 s; debug DAG ≤ 2 minutes; default DAG ≤ 20 minutes on two cores.
+Writes reports/bench/pipeline.json.   Usage: python bench/pipeline.py [--skip-debug]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _bench import Figure, report
+
+from scratchlm.audit import load_stages, stage_folder
+from scratchlm.lineage import read_manifest
+from scratchlm.reporting.model_card import wall_seconds
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # repo_shell: the copy the e2e tests make (git's files, committed)
+
+
+def run_measured(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(seconds, peak RSS MB of the command and everything it waited for); fails loudly on error."""
+    start = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv)} failed in {cwd}: {process.stderr.read().decode()[-1000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def debug_figures() -> list[Figure]:
+    from repo_shell import copy_repo
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GX_ANALYTICS_ENABLED": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    figures, total = [], 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        root = copy_repo(Path(tmp))
+        for stage in load_stages(root):
+            seconds, rss = run_measured(["dvc", "repro", "--single-item", stage], root, env)
+            total += seconds
+            figures.append(Figure(f"debug: {stage}", seconds, "s", note=f"peak RSS {rss:,.0f} MB"))
+        noop, _ = run_measured(["dvc", "repro"], root, env)
+    return [*figures, Figure("debug: whole DAG", total, "s", target=120, higher_is_better=False),
+            Figure("no-op dvc repro (debug)", noop, "s", target=5, higher_is_better=False)]
+
+
+def default_figures(root: Path) -> list[Figure]:
+    stages, figures, total = load_stages(root), [], 0.0
+    for stage in stages:
+        folder = stage_folder(stage, root, stages)
+        manifest = read_manifest(folder) if folder else None
+        if not manifest or not manifest.get("finished"):
+            return [Figure("default: no recorded run (run `dvc repro` first)", 0, "s")]
+        seconds = wall_seconds(manifest)
+        total += seconds
+        figures.append(Figure(f"default (recorded): {stage}", seconds, "s", note=manifest["started"]))
+    return [*figures, Figure("default (recorded): whole DAG", total, "s", target=1200, higher_is_better=False)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--skip-debug", action="store_true", help="only read the default run's manifests")
+    parser.add_argument("--out", default="reports/bench/pipeline.json")
+    args = parser.parse_args()
+    figures = default_figures(ROOT) + ([] if args.skip_debug else debug_figures())
+    report("pipeline: stage wall times", figures, args.out)
+
+
+if __name__ == "__main__":
+    main()
