@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,12 +42,6 @@ def machine() -> dict[str, object]:
     return {"cpu": model, "cores": os.cpu_count(), "torch": torch.__version__,
             "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-def peak_rss_mb(children: bool = False) -> float:
-    """Peak resident memory of this process (or of its finished children), from the resource module."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
-    return usage.ru_maxrss / 1024
 
 
 def report(title: str, figures: list[Figure], out: str | Path, extra: dict | None = None) -> None:

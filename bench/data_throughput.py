@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from _bench import Figure, peak_rss_mb, report
+from _bench import Figure, report
 from tokenizers import Tokenizer
 
 from scratchlm.config import CleanParams, DedupParams, TokenizeParams
@@ -121,7 +121,14 @@ def memory_child(kind: str, args: list[str]) -> None:
     else:
         dedup, tokenizer_dir, out = map(Path, args)
         tokenize_splits(dedup, tokenizer_dir, out, TokenizeParams(**raw["tokenize"]))
-    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+    print(json.dumps({"peak_rss_mb": vm_hwm_mb()}))
+
+
+def vm_hwm_mb() -> float:
+    """This process image's peak RSS (VmHWM, reset at exec). `ru_maxrss` would also count the memory of the
+    parent it was forked from, which here holds the whole corpus."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
 
 
 def memory_figures(clean: Path, raw: Path, tokenizer_dir: Path, scale: int) -> list[Figure]:
