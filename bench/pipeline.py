@@ -1,7 +1,8 @@
 """Wall time and peak memory of each stage of `dvc repro`, and of a no-op `dvc repro`.
 
-The debug profile is run here from a clean state, in a throwaway copy of the repository (each stage
-as `dvc repro --single-item STAGE`, its peak RSS from `wait4`). The default profile takes far longer
+The debug profile is run here from a clean state, in a throwaway `git clone` of this repository's
+HEAD (committed code only, as CI sees it), each stage as `dvc repro --single-item STAGE` with its
+peak RSS from `wait4`. The default profile takes far longer
 than a benchmark should, so its per-stage wall times are read from the manifests of the outputs in
 this repository (the last `dvc repro` of the default profile). Targets (issue #8): no-op `dvc repro`
 ≤ 5 s; debug DAG ≤ 2 minutes; default DAG ≤ 20 minutes on two cores.
@@ -25,7 +26,6 @@ from scratchlm.lineage import read_manifest
 from scratchlm.reporting.model_card import wall_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # repo_shell: the copy the e2e tests make (git's files, committed)
 
 
 def run_measured(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
@@ -39,15 +39,21 @@ def run_measured(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float
     return seconds, usage.ru_maxrss / 1024
 
 
-def debug_figures() -> list[Figure]:
-    from repo_shell import copy_repo
+def clean_clone(dest: Path, env: dict[str, str]) -> Path:
+    """HEAD of this repository, cloned, on the debug profile: no outputs, no DVC cache, no MLflow runs."""
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(dest)], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "scratchlm.cli", "profile", "use", "debug"], cwd=dest, check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    return dest
 
+
+def debug_figures() -> list[Figure]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "GX_ANALYTICS_ENABLED": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     figures, total = [], 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        root = copy_repo(Path(tmp))
+        root = clean_clone(Path(tmp) / "repo", env)
         for stage in load_stages(root):
             seconds, rss = run_measured(["dvc", "repro", "--single-item", stage], root, env)
             total += seconds

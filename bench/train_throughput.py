@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -41,7 +43,7 @@ class RandomTokens(IterableDataset):
 
 
 def plain_loop(config: GPTConfig, hp: PretrainParams, bf16: bool, compile_: bool, steps: int, warmup: int) -> float:
-    """nanoGPT-style loop; returns seconds per optimizer step after warmup."""
+    """nanoGPT-style loop; returns the median seconds per optimizer step after warmup."""
     torch.manual_seed(0)
     model = GPT(config)
     forward = torch.compile(model) if compile_ else model
@@ -49,9 +51,9 @@ def plain_loop(config: GPTConfig, hp: PretrainParams, bf16: bool, compile_: bool
                                   fused=True)
     batches = iter(DataLoader(RandomTokens(config.vocab_size, config.block_size), batch_size=hp.batch_size))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    for step in range(warmup + steps):
-        if step == warmup:
-            start = time.perf_counter()
+    times = []
+    for _ in range(warmup + steps):
+        start = time.perf_counter()
         x, y = next(batches)
         with autocast:
             _, loss = forward(x, y)
@@ -59,19 +61,25 @@ def plain_loop(config: GPTConfig, hp: PretrainParams, bf16: bool, compile_: bool
         torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return (time.perf_counter() - start) / steps
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[warmup:])
 
 
 class StepTimer(L.Callback):
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end = warmup, 0.0, 0.0
+    """Seconds from one batch start to the next, so every hook and callback of a step is inside; the
+    median over steps ignores a neighbour's burst on a shared machine, which a mean over a few does not."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
 
     def on_train_batch_start(self, trainer, *args) -> None:
-        if trainer.global_step == self.warmup:
-            self.start = time.perf_counter()
+        self.starts.append(time.perf_counter())
 
-    def on_train_batch_end(self, trainer, *args) -> None:
-        self.end = time.perf_counter()
+    def on_train_end(self, trainer, *args) -> None:
+        self.starts.append(time.perf_counter())
+
+    def step_times(self) -> list[float]:
+        return [b - a for a, b in itertools.pairwise(self.starts)]
 
 
 def lightning_loop(config: GPTConfig, hp: PretrainParams, bf16: bool, compile_: bool, steps: int,
@@ -82,16 +90,17 @@ def lightning_loop(config: GPTConfig, hp: PretrainParams, bf16: bool, compile_: 
     hp = hp.model_copy(update={"compile": compile_, "precision": "bf16-mixed" if bf16 else "32-true",
                                "max_steps": warmup + steps})
     module = GPTModule(config, hp)
-    timer = StepTimer(warmup)
+    timer = StepTimer()
     tokens = hp.batch_size * config.block_size
     log = TrainingLog(lambda metrics, step: None, hp.log_every, tokens, GPT(config).flops_per_token(), 1e12, 4.0)
     trainer = L.Trainer(accelerator="cpu", devices=1, precision=hp.precision, max_steps=hp.max_steps,
                         gradient_clip_val=hp.grad_clip, logger=False, enable_checkpointing=False,
                         num_sanity_val_steps=0, limit_val_batches=0, enable_model_summary=False,
-                        enable_progress_bar=logging, callbacks=[timer, *([log] if logging else [])])
+                        enable_progress_bar=logging,
+                        callbacks=[timer, *([log] if logging else [])])
     loader = DataLoader(RandomTokens(config.vocab_size, config.block_size), batch_size=hp.batch_size)
     trainer.fit(module, train_dataloaders=loader)
-    return (timer.end - timer.start) / steps
+    return statistics.median(timer.step_times()[warmup:])
 
 
 def main() -> None:

@@ -149,13 +149,13 @@ def encode_documents(encoding: Any, batches: Iterator[list[str]], writer: TokenW
     """Encode batches of documents, each followed by `eot`; returns (documents, UTF-8 bytes of text)."""
     docs = n_bytes = 0
     for batch in batches:
-        n_bytes += sum(len(text.encode("utf-8")) for text in batch)
+        n_bytes += sum(len(text) if text.isascii() else len(text.encode("utf-8")) for text in batch)
         encoded = encoding.encode_ordinary_batch(batch, num_threads=num_threads)
         flat: list[int] = []
         for ids in encoded:  # list.extend copies in C; tiktoken hands back Python lists either way
             flat.extend(ids)
             flat.append(eot)
-        writer.write(np.array(flat, dtype=np.int64))
+        writer.write(np.array(flat, dtype=writer.dtype))  # straight to the file's dtype: no int64 copy
         docs += len(batch)
     return docs, n_bytes
 

@@ -9,13 +9,22 @@ import torch
 import torch.nn.functional as F
 
 from scratchlm.evaluation.language_modeling import language_model_metrics
-from scratchlm.evaluation.loglik import Scored, encode_pair, rolling_windows, score_requests, sum_nll
+from scratchlm.evaluation.loglik import (
+    Scored,
+    encode_pair,
+    packed_mask,
+    rolling_windows,
+    score_groups,
+    score_requests,
+    sum_nll,
+)
 from scratchlm.evaluation.multiple_choice import (
     check_items,
     evaluate_task,
     item_record,
     lambada_metrics,
     mean_stderr,
+    score_items,
     task_metrics,
 )
 from scratchlm.io import DataFormatError
@@ -149,3 +158,43 @@ def test_empty_context_or_continuation_scores_what_can_be_scored(model: GPT) -> 
     assert no_continuation == Scored(0.0, True, 0)
     want, greedy = by_hand(model, [5], [6, 7])  # nothing predicts the first token: it is context
     assert no_context.loglik == pytest.approx(want, abs=1e-4) and no_context.tokens == 2
+
+
+def test_packed_groups_score_each_choice_as_if_alone(model: GPT, tokenizer) -> None:
+    """A continuation packed after its shared context must see the context and itself only: any
+    leak from a sibling choice or from padding changes its log-likelihood."""
+    encode = lambda t: tokenizer.encode(t).ids  # noqa: E731
+    context = encode("The cat sat on")
+    groups = [
+        (context, [encode(" the mat."), encode(" a dog ran in the park"), encode(" sea"), []]),
+        ([0], [encode("Birds fly"), encode("A dog")]),  # empty context: bos only
+        (encode("Birds fly over the sea and the hills. " * 2), [encode(" The cat sat on the mat")]),  # too long: unpacked
+        (encode("A dog ran"), [encode(" in the park."), encode(" over the hills")]),
+    ]
+    assert len(groups[2][0]) + len(groups[2][1][0]) > model.config.block_size + 1
+    scored = score_groups(model, groups, batch_size=5, progress=False)  # 5 requests: groups split over batches
+    for (ctx, conts), got in zip(groups, scored, strict=True):
+        assert len(got) == len(conts)
+        for cont, one in zip(conts, got, strict=True):
+            want, greedy = by_hand(model, ctx, cont) if cont else (0.0, True)
+            assert one.loglik == pytest.approx(want, abs=1e-4)
+            assert one.is_greedy == greedy and one.tokens == len(cont)
+
+
+def test_packed_mask_keeps_choices_apart() -> None:
+    mask = packed_mask(torch.tensor([[0, 0, 1, 1, 2, -1]]))[0]
+    assert mask[3].tolist() == [True, True, True, True, False, False]  # context + own earlier token
+    assert mask[4].tolist() == [True, True, False, False, True, False]  # not the sibling choice
+    assert mask[5].tolist() == [False] * 5 + [True]  # padding sees itself only
+
+
+def test_items_group_choices_by_their_context(model: GPT, tokenizer) -> None:
+    """Items whose choices carry different contexts (Winogrande-style) are scored per context."""
+    encode = lambda t: tokenizer.encode(t).ids  # noqa: E731
+    item = {"id": "w", "gold": 0, "requests": [{"context": "The cat", "continuation": " sat on the mat."},
+                                                {"context": "A dog", "continuation": " sat on the mat."},
+                                                {"context": "The cat", "continuation": " ran"}]}
+    got = score_items(model, [item], encode, bos=0, progress=False)[0]
+    for request, one in zip(item["requests"], got, strict=True):
+        ctx, cont = encode_pair(encode, request["context"], request["continuation"], bos=0)
+        assert one.loglik == pytest.approx(by_hand(model, ctx, cont)[0], abs=1e-4)

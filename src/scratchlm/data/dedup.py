@@ -1,9 +1,10 @@
 """The `dedup` stage: exact and MinHash-LSH near-duplicate removal across all sources, then the split.
 
-Signatures are computed shard by shard in worker processes (datasketch MinHash with an xxhash hash
-function and `update_batch`); only the LSH bucket join and the final split are global. Within a
-duplicate cluster one document is kept deterministically: held-out splits first (so dedup never
-eats evaluation text), then the configured source priority, then the smallest id.
+Signatures are computed in chunks of documents in worker processes (datasketch MinHash `update_batch`
+over shingle hashes built in numpy from xxhash word hashes); only the LSH bucket join and the final
+split are global. Within a duplicate cluster one document is kept deterministically: held-out splits
+first (so dedup never eats evaluation text), then the configured source priority, then the smallest
+id. Texts are never all in memory: the survivors are streamed shard by shard into the split folders.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import functools
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,30 +41,55 @@ def exact_key(words: list[str]) -> str:
     return hashlib.blake2b(" ".join(words).encode("utf-8"), digest_size=16).hexdigest()
 
 
-def _hash32(data: bytes) -> int:
-    """datasketch expects 32-bit hash values; xxhash is ~15x faster than its sha1 default."""
-    return xxhash.xxh32_intdigest(data)
+SHINGLE_PRIME = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier (golden ratio): order-sensitive mixing
 
 
-def shingles(words: list[str], n: int) -> list[bytes]:
-    """Word n-gram shingles as bytes (the whole text when shorter than n words)."""
-    if len(words) <= n:
-        return [" ".join(words).encode("utf-8")]
-    return [" ".join(words[i : i + n]).encode("utf-8") for i in range(len(words) - n + 1)]
+def word_hashes(words: list[str], memo: dict[str, int]) -> np.ndarray:
+    """xxh64 of each word, each distinct word hashed once per `memo` (word frequencies are Zipfian:
+    a chunk of documents has far fewer distinct words than words)."""
+    missing = set(words).difference(memo)
+    memo.update(zip(missing, map(xxhash.xxh64_intdigest, map(str.encode, missing)), strict=True))
+    return np.fromiter(map(memo.__getitem__, words), dtype=np.uint64, count=len(words))
+
+
+def shingle_hashes(words: list[str], n: int, memo: dict[str, int] | None = None) -> list[int]:
+    """32-bit hashes of the word n-gram shingles (one for the whole text when shorter than n words).
+
+    Each shingle is a polynomial of its words' hashes, mixed in numpy: joining, encoding and hashing
+    every n-gram from Python cost ~4x more per shingle. datasketch's affine32 scheme applies its own
+    finaliser (fmix32) to these values.
+    """
+    hashes = word_hashes(words, {} if memo is None else memo)
+    width = max(1, len(words) - n + 1)
+    combined = np.full(width, len(words) <= n, dtype=np.uint64)  # seed differs for whole-text shingles
+    with np.errstate(over="ignore"):  # multiplication is meant to wrap modulo 2**64
+        for offset in range(min(n, len(words))):
+            combined = combined * SHINGLE_PRIME + hashes[offset : offset + width]
+    return ((combined >> np.uint64(32)) ^ (combined & np.uint64(0xFFFFFFFF))).tolist()
 
 
 @functools.lru_cache(maxsize=4)
 def _permutations(num_perm: int, seed: int) -> Any:
     """The MinHash permutations of (num_perm, seed): drawing them is 80% of a short document's cost."""
-    return MinHash(num_perm=num_perm, seed=seed, hashfunc=_hash32, scheme=SCHEME).permutations
+    return MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
 
 
-def signature(words: list[str], params: DedupParams) -> np.ndarray:
+def signatures(docs_words: list[list[str]], params: DedupParams) -> np.ndarray:
+    """(docs, num_perm) uint32: datasketch's MinHash of each document's shingle hashes.
+
+    One MinHash is cleared and reused for every document (its constructor costs as much as hashing a
+    short document), and `hashfunc=int` because the shingles are hashed already.
+    """
     num_perm = params.num_bands * params.rows_per_band
-    minhash = MinHash(num_perm=num_perm, seed=params.seed, hashfunc=_hash32, scheme=SCHEME,
+    minhash = MinHash(num_perm=num_perm, seed=params.seed, hashfunc=int, scheme=SCHEME,
                       permutations=_permutations(num_perm, params.seed))
-    minhash.update_batch(shingles(words, params.shingle_words))
-    return minhash.hashvalues
+    memo: dict[str, int] = {}  # word hashes, shared by the documents
+    out = np.empty((len(docs_words), num_perm), dtype=np.uint32)
+    for row, words in enumerate(docs_words):
+        minhash.clear()
+        minhash.update_batch(shingle_hashes(words, params.shingle_words, memo))
+        out[row] = minhash.hashvalues
+    return out
 
 
 @dataclass
@@ -75,13 +102,20 @@ class ShardSignatures:
 CHUNK_DOCS = 128  # signature jobs: small enough that one long shard (WikiText) does not hold up the pool
 
 
+@functools.lru_cache(maxsize=1)
+def _shard_texts(path: Path) -> tuple[list[str], list[str]]:
+    """(ids, texts) of one shard. The pool hands a shard's chunks out in order, so each worker reads a
+    shard once for all the chunks it gets, and holds one shard at a time."""
+    table = pq.read_table(path, columns=["id", "text"])
+    return table.column("id").to_pylist(), table.column("text").to_pylist()
+
+
 def _chunk_signatures(job: tuple[Path, int, DedupParams]) -> ShardSignatures:
     path, start, params = job
-    docs = read_documents(path)[start : start + CHUNK_DOCS]
-    words = [words_of(d["text"]) for d in docs]  # once per document: the exact key and the shingles share them
-    num_perm = params.num_bands * params.rows_per_band
-    sigs = np.stack([signature(w, params) for w in words]) if docs else np.zeros((0, num_perm), np.uint32)
-    return ShardSignatures([d["id"] for d in docs], [exact_key(w) for w in words], sigs)
+    ids, texts = _shard_texts(path)
+    ids, texts = ids[start : start + CHUNK_DOCS], texts[start : start + CHUNK_DOCS]
+    words = [words_of(t) for t in texts]  # once per document: the exact key and the shingles share them
+    return ShardSignatures(ids, [exact_key(w) for w in words], signatures(words, params))
 
 
 def keep_order(doc: dict[str, str], priority: list[str]) -> tuple[int, int, str]:
@@ -170,39 +204,63 @@ def split_of(doc: dict[str, str], val_fraction: float) -> str:
     return "val" if bucket < val_fraction else "train"
 
 
-def load_clean_documents(clean_dir: Path) -> list[dict[str, str]]:
-    """Every clean document in shard order (the order the signatures were computed in)."""
-    return [doc for path in document_shards(clean_dir) for doc in read_documents(path)]
+def load_document_keys(clean_dir: Path) -> list[dict[str, str]]:
+    """id, source and meta of every clean document in shard order (the signatures' order), without
+    the text: what choosing survivors and splitting need, a small fraction of the corpus in memory."""
+    columns = ["id", "source", "meta"]
+    return [row for path in document_shards(clean_dir) for row in pq.read_table(path, columns=columns).to_pylist()]
 
 
-def decontaminate(docs: list[dict[str, str]], splits: list[str], index: ContaminationIndex) -> dict[str, list[str]]:
-    """Training document id → the evaluation groups it shares an n-gram with (contaminated only)."""
-    hits = {}
-    for doc, split in zip(tqdm(docs, desc="decontaminate", unit="doc", mininterval=2), splits, strict=True):
-        if split == "train" and (groups := index.matches(doc["text"])):
-            hits[doc["id"]] = groups
-    return hits
+def stream_split(clean_dir: Path, split_by_id: dict[str, str], split: str) -> Iterator[dict[str, str]]:
+    """The surviving documents of one split, read shard by shard: one shard in memory at a time."""
+    for path in document_shards(clean_dir):
+        for doc in read_documents(path):
+            if split_by_id.get(doc["id"]) == split:
+                yield doc
+
+
+@dataclass
+class SplitWriter:
+    """Writes each split's survivors, dropping training documents that overlap the evaluation sets."""
+
+    index: ContaminationIndex
+    contaminated: dict[str, list[str]]
+    docs_out: Counter
+    bytes_out: int = 0
+
+    def kept(self, docs: Iterable[dict[str, str]], split: str, total: int) -> Iterator[dict[str, str]]:
+        for doc in tqdm(docs, desc=f"dedup write {split}", unit="doc", total=total, mininterval=2):
+            if split == "train" and (groups := self.index.matches(doc["text"])):
+                self.contaminated[doc["id"]] = groups
+                continue
+            self.docs_out[split] += 1
+            self.bytes_out += len(doc["text"].encode("utf-8"))
+            yield doc
 
 
 def dedup_corpus(clean_dir: Path, raw_dir: Path, out_dir: Path, params: DedupParams,
                  eval_sources: dict[str, str]) -> dict[str, Any]:
     """Exact + near dedup, decontamination and the split; writes `out_dir/{train,val,test}/` shards,
-    `clusters.jsonl`, `decontamination.json` and `cluster_sizes.csv`; returns the stage metrics."""
-    docs = load_clean_documents(clean_dir)
+    `clusters.jsonl`, `decontamination.json` and `cluster_sizes.csv`; returns the stage metrics.
+
+    Memory: signatures and id/source/meta for every document; texts are read a shard at a time.
+    """
+    keys = load_document_keys(clean_dir)
     exact, labels = find_duplicates(compute_signatures(clean_dir, params), params)
-    clusters = choose_survivors(docs, exact, labels, params.source_priority)
+    clusters = choose_survivors(keys, exact, labels, params.source_priority)
     removed = {doc_id for cluster in clusters for doc_id in cluster["removed"]}
-    survivors = [doc for doc in docs if doc["id"] not in removed]
-    splits = [split_of(doc, params.val_fraction) for doc in survivors]
+    split_by_id = {k["id"]: split_of(k, params.val_fraction) for k in keys if k["id"] not in removed}
     index = ContaminationIndex(evaluation_texts(raw_dir, eval_sources), params.decontaminate_ngram)
-    contaminated = decontaminate(survivors, splits, index)
-    kept = [(doc, split) for doc, split in zip(survivors, splits, strict=True) if doc["id"] not in contaminated]
+    writer = SplitWriter(index, {}, Counter())
+    sizes = Counter(split_by_id.values())
     for split in ("train", "val", "test"):
-        write_sharded(out_dir / split, "part", (d for d, s in kept if s == split), params.shard_docs)
+        docs = writer.kept(stream_split(clean_dir, split_by_id, split), split, sizes[split])
+        write_sharded(out_dir / split, "part", docs, params.shard_docs)
+    contaminated = dict(sorted(writer.contaminated.items()))
     write_jsonl(out_dir / "clusters.jsonl", clusters)
     atomic_write_json(out_dir / "decontamination.json", contaminated)
     _write_histogram(out_dir / "cluster_sizes.csv", cluster_size_histogram(clusters))
-    return _dedup_metrics(docs, exact, labels, contaminated, kept, index)
+    return _dedup_metrics(len(keys), exact, labels, contaminated, writer, index)
 
 
 def _write_histogram(path: Path, rows: list[dict[str, int]]) -> None:
@@ -210,18 +268,17 @@ def _write_histogram(path: Path, rows: list[dict[str, int]]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _dedup_metrics(docs: list[dict[str, str]], exact: np.ndarray, labels: np.ndarray,
-                   contaminated: dict[str, list[str]], kept: list[tuple[dict[str, str], str]],
-                   index: ContaminationIndex) -> dict[str, Any]:
+def _dedup_metrics(docs_in: int, exact: np.ndarray, labels: np.ndarray, contaminated: dict[str, list[str]],
+                   writer: SplitWriter, index: ContaminationIndex) -> dict[str, Any]:
     exact_groups, clusters = len(np.unique(exact)), len(np.unique(labels))
     by_group = Counter(group for groups in contaminated.values() for group in groups)
     return {
-        "docs_in": len(docs),
-        "exact_duplicates_removed": len(docs) - exact_groups,
+        "docs_in": docs_in,
+        "exact_duplicates_removed": docs_in - exact_groups,
         "near_duplicates_removed": exact_groups - clusters,
         "decontaminated": len(contaminated),
         "decontaminated_by": dict(sorted(by_group.items())),
         "eval_ngrams": len(index),
-        "docs_out": {split: sum(s == split for _, s in kept) for split in ("train", "val", "test")},
-        "bytes_out": sum(len(d["text"].encode("utf-8")) for d, _ in kept),
+        "docs_out": {split: writer.docs_out[split] for split in ("train", "val", "test")},
+        "bytes_out": writer.bytes_out,
     }

@@ -76,10 +76,113 @@ def _continuation_score(logprobs: torch.Tensor, window: list[int], n_cont: int) 
     if n_cont <= 0:
         return Scored(0.0, True, 0)
     end = len(window) - 1
-    rows = logprobs[end - n_cont : end]
-    target = torch.tensor(window[-n_cont:])
+    return _scored(logprobs[end - n_cont : end], window[-n_cont:])
+
+
+def _scored(rows: torch.Tensor, target_ids: Sequence[int]) -> Scored:
+    """Sum of the targets' log-probabilities in `rows` (one row per target), and whether each is the argmax."""
+    target = torch.tensor(list(target_ids))
     picked = rows.gather(1, target[:, None]).squeeze(1)
-    return Scored(float(picked.sum()), bool((rows.argmax(-1) == target).all()), n_cont)
+    return Scored(float(picked.sum()), bool((rows.argmax(-1) == target).all()), len(target))
+
+
+# ------------------------------------------------------------------ shared contexts, packed in one row
+
+Group = tuple[list[int], list[list[int]]]  # (context ids, the continuation ids of each choice)
+
+
+def pack_group(context: list[int], continuations: Sequence[list[int]]) -> tuple[list[int], list[int], list[int]]:
+    """(tokens, positions, segments) of one packed row: the context (segment 0), then each continuation
+    but its last token (segment i + 1), each positioned right after the context as if it were alone."""
+    tokens, positions, segments = list(context), list(range(len(context))), [0] * len(context)
+    for number, continuation in enumerate(continuations, 1):
+        tokens += continuation[:-1]
+        positions += range(len(context), len(context) + len(continuation) - 1)
+        segments += [number] * (len(continuation) - 1)
+    return tokens, positions, segments
+
+
+def packed_mask(segments: torch.Tensor) -> torch.Tensor:
+    """(batch, T, T), True where a query may attend a key: causally, within the context or its own
+    continuation, never a sibling continuation. Padding (segment -1) attends to itself only."""
+    index = torch.arange(segments.size(1))
+    causal = index[None, :] <= index[:, None]
+    seg_q, seg_k = segments[:, :, None], segments[:, None, :]
+    mask = causal & ((seg_k == 0) | (seg_k == seg_q)) & (seg_q >= 0)
+    return mask | (torch.eye(segments.size(1), dtype=torch.bool) & (seg_q < 0))
+
+
+def _group_batches(order: Sequence[int], groups: Sequence[Group], requests: int) -> Iterator[list[int]]:
+    """Consecutive groups holding at most `requests` continuations together (at least one group)."""
+    batch: list[int] = []
+    for i in order:
+        if batch and sum(len(groups[j][1]) for j in batch) + len(groups[i][1]) > requests:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def _score_packed(model: GPT, groups: Sequence[Group], batch: list[int]) -> list[list[Scored]]:
+    """One forward pass for a batch of packed rows; the LM head runs only where a target is predicted."""
+    rows = [pack_group(*groups[i]) for i in batch]
+    width = max(len(tokens) for tokens, _, _ in rows)
+    tokens = torch.zeros(len(rows), width, dtype=torch.long)
+    positions = torch.zeros(len(rows), width, dtype=torch.long)
+    segments = torch.full((len(rows), width), -1, dtype=torch.long)
+    for row, (ids, pos, seg) in enumerate(rows):
+        tokens[row, : len(ids)], positions[row, : len(ids)], segments[row, : len(ids)] = (
+            torch.tensor(ids), torch.tensor(pos), torch.tensor(seg))
+    device = next(model.parameters()).device
+    hidden = model.hidden_states(tokens.to(device), positions=positions.to(device),
+                                 mask=packed_mask(segments).to(device))
+    picks: list[tuple[int, int]] = []  # (row, position) of every prediction, in group/choice order
+    for row, i in enumerate(batch):
+        context, continuations = groups[i]
+        seg = segments[row].tolist()
+        for number, continuation in enumerate(continuations, 1):
+            own = [t for t, s in enumerate(seg) if s == number]
+            picks += [(row, t) for t in [len(context) - 1, *own][: len(continuation)]]
+    picked = hidden[[r for r, _ in picks], [t for _, t in picks]] if picks else hidden[:0, 0]
+    logprobs = F.log_softmax(model.lm_head(picked).float(), dim=-1).cpu()
+    out, start = [], 0
+    for i in batch:
+        scored = []
+        for continuation in groups[i][1]:
+            scored.append(_scored(logprobs[start : start + len(continuation)], continuation) if continuation
+                          else Scored(0.0, True, 0))
+            start += len(continuation)
+        out.append(scored)
+    return out
+
+
+@torch.no_grad()
+def score_groups(model: GPT, groups: Sequence[Group], batch_size: int = 32, desc: str = "loglikelihood",
+                 progress: bool = True) -> list[list[Scored]]:
+    """Score each group's continuations after its shared context, the context run once per group.
+
+    The same numbers as `score_requests` on the unpacked pairs: a packed continuation sees exactly the
+    context and its own tokens, at the positions it would have alone. A group whose longest request
+    does not fit the block (which `score_requests` cuts on the left) is scored the unpacked way.
+    """
+    block = model.config.block_size
+    fits = [len(ctx) + max(len(c) for c in conts) - 1 <= block for ctx, conts in groups]
+    results: list[list[Scored] | None] = [None] * len(groups)
+    model.eval()
+    order = sorted((i for i in range(len(groups)) if fits[i]), key=lambda i: -len(pack_group(*groups[i])[0]))
+    with tqdm(total=sum(len(g[1]) for g in groups), desc=desc, unit="req", disable=not progress) as bar:
+        for batch in _group_batches(order, groups, batch_size):
+            for i, scored in zip(batch, _score_packed(model, groups, batch), strict=True):
+                results[i] = scored
+            bar.update(sum(len(groups[i][1]) for i in batch))
+        long = [i for i in range(len(groups)) if not fits[i]]
+        flat = score_requests(model, [(groups[i][0], c) for i in long for c in groups[i][1]], batch_size,
+                              progress=False)
+        for i in long:
+            results[i], flat = flat[: len(groups[i][1])], flat[len(groups[i][1]) :]
+            bar.update(len(groups[i][1]))
+    return [r for r in results if r is not None]
 
 
 def rolling_windows(ids: Sequence[int], block: int, stride: int) -> Iterator[tuple[list[int], int]]:

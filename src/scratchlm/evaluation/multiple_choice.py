@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from scratchlm.evaluation.loglik import Encode, Scored, encode_pair, score_requests
+from scratchlm.evaluation.loglik import Encode, Group, Scored, encode_pair, score_groups
 from scratchlm.io import DataFormatError
 from scratchlm.model.gpt import GPT
 
@@ -33,14 +33,23 @@ def check_items(items: Sequence[dict[str, Any]], source: str) -> None:
 
 def score_items(model: GPT, items: Sequence[dict[str, Any]], encode: Encode, bos: int, batch_size: int = 32,
                 desc: str = "multiple choice", progress: bool = True) -> list[list[Scored]]:
-    """One list of scored choices per item, all items' requests batched together."""
-    pairs = [encode_pair(encode, r["context"], r["continuation"], bos) for item in items for r in item["requests"]]
-    flat = score_requests(model, pairs, batch_size, desc=desc, progress=progress)
-    out, start = [], 0
+    """One list of scored choices per item. The choices of an item that share a context (all of them,
+    in most tasks) are one packed group, so the context is run once for all of its continuations."""
+    groups: list[Group] = []
+    where: list[list[tuple[int, int]]] = []  # per item: (group, index in group) of each request
     for item in items:
-        out.append(flat[start : start + len(item["requests"])])
-        start += len(item["requests"])
-    return out
+        by_context: dict[tuple[int, ...], int] = {}
+        places = []
+        for request in item["requests"]:
+            context, continuation = encode_pair(encode, request["context"], request["continuation"], bos)
+            group = by_context.setdefault(tuple(context), len(groups))
+            if group == len(groups):
+                groups.append((context, []))
+            places.append((group, len(groups[group][1])))
+            groups[group][1].append(continuation)
+        where.append(places)
+    scored = score_groups(model, groups, batch_size, desc=desc, progress=progress)
+    return [[scored[group][index] for group, index in places] for places in where]
 
 
 def argmax(values: Sequence[float]) -> int:

@@ -85,7 +85,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, time, channels = x.shape
         q, k, v = self.c_attn(x).split(channels, dim=2)
         q, k, v = (t.view(batch, time, self.n_head, channels // self.n_head).transpose(1, 2) for t in (q, k, v))
@@ -93,7 +94,9 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.append(layer, k, v)
         # With a cache the new queries sit at the end of the keys: a causal mask aligned to the
         # bottom-right. SDPA's is_causal aligns top-left, so build the mask when lengths differ.
-        if k.size(2) == time:
+        if mask is not None:  # (batch, time, time): which keys each query sees (packed sequences)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
+        elif k.size(2) == time:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                                                is_causal=True)
         else:
@@ -123,8 +126,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -181,15 +185,24 @@ class GPT(nn.Module):
         seq_len = seq_len or c.block_size
         return 6 * self.num_params() + 12 * c.n_layer * seq_len * c.n_embd
 
-    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """The final-LayerNorm output for each position (what the LM and classifier heads read)."""
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None, positions: torch.Tensor | None = None,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The final-LayerNorm output for each position (what the LM and classifier heads read).
+
+        `positions` and `mask` (batch × time × time, True = may attend) score packed sequences: several
+        continuations after one shared context in one row, each seeing the context and itself only.
+        """
         start = cache.length if cache is not None else 0
-        if start + idx.size(1) > self.config.block_size:
-            raise ValueError(f"sequence of {start + idx.size(1)} tokens exceeds block_size {self.config.block_size}")
-        pos = torch.arange(start, start + idx.size(1), device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        if positions is None:
+            if start + idx.size(1) > self.config.block_size:
+                raise ValueError(f"sequence of {start + idx.size(1)} tokens exceeds block_size "
+                                 f"{self.config.block_size}")
+            positions = torch.arange(start, start + idx.size(1), device=idx.device)
+        elif positions.numel() and int(positions.max()) >= self.config.block_size:
+            raise ValueError(f"position {int(positions.max())} exceeds block_size {self.config.block_size}")
+        x = self.drop(self.wte(idx) + self.wpe(positions))
         for layer, block in enumerate(self.h):
-            x = block(x, cache, layer)
+            x = block(x, cache, layer, mask)
         return self.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,

@@ -81,13 +81,13 @@ def model_config(params: PretrainParams, vocab_size: int) -> GPTConfig:
     return GPTConfig(vocab_size=vocab_size, **params.model.model_dump())
 
 
-def build_trainer(params: PretrainParams, ckpt_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+def build_trainer(params: PretrainParams, precision: str, ckpt_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
     """A Trainer from params alone; validation and checkpoints are counted in optimizer steps."""
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                  every_n_train_steps=params.ckpt_every)
     return L.Trainer(
         accelerator=params.accelerator, devices=params.devices, num_nodes=params.num_nodes,
-        strategy=params.strategy, precision=effective_precision(params.precision, params.accelerator),
+        strategy=params.strategy, precision=precision,
         max_steps=params.max_steps,
         max_time={"minutes": params.max_time_minutes} if params.max_time_minutes else None,
         accumulate_grad_batches=params.grad_accum, gradient_clip_val=params.grad_clip or None,
@@ -122,13 +122,13 @@ def pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, ckpt_dir: Pat
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     module, data = setup(params, tokens_dir, tokenizer)
     tokens_per_device_step = params.batch_size * params.grad_accum * params.model.block_size
-    peak, peak_source = peak_tflops(params.peak_tflops, effective_precision(params.precision, params.accelerator),
-                                    params.accelerator)
+    precision = effective_precision(params.precision, params.accelerator)  # once: its fallback warns
+    peak, peak_source = peak_tflops(params.peak_tflops, precision, params.accelerator)
     log = TrainingLog(log_fn, params.log_every, tokens_per_device_step, module.model.flops_per_token(),
                       peak * 1e12, bytes_per_token(tokens_dir))
     samples = SampleText(lambda s: tokenizer.encode(s).ids, tokenizer.decode, params.sample_prompts,
                          params.sample_tokens, tokenizer.token_to_id(EOT), seed=params.seed)
-    trainer = build_trainer(params, ckpt_dir, [samples, log, CheckpointOnInterrupt(ckpt_dir / LAST),
+    trainer = build_trainer(params, precision, ckpt_dir, [samples, log, CheckpointOnInterrupt(ckpt_dir / LAST),
                                                *(callbacks or [])])
     start = time.perf_counter()
     resume = resume_path(ckpt_dir, fingerprint(params, tokens_dir, tokenizer_file))
