@@ -155,7 +155,11 @@ def encode_documents(encoding: Any, batches: Iterator[list[str]], writer: TokenW
         for ids in encoded:  # list.extend copies in C; tiktoken hands back Python lists either way
             flat.extend(ids)
             flat.append(eot)
-        writer.write(np.array(flat, dtype=writer.dtype))  # straight to the file's dtype: no int64 copy
+        try:
+            ids = np.array(flat, dtype=writer.dtype)  # straight to the file's dtype: no int64 copy
+        except OverflowError:  # an id the dtype cannot hold is outside the vocabulary too
+            ids = np.array(flat, dtype=np.int64)
+        writer.write(ids)
         docs += len(batch)
     return docs, n_bytes
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from scratchlm.config import DedupParams
-from scratchlm.data.dedup import compute_signatures, dedup_corpus, find_duplicates, split_of
+from scratchlm.data.dedup import compute_signatures, dedup_corpus, find_duplicates, shingle_hashes, split_of
 from scratchlm.io import make_document, read_documents, write_jsonl, write_sharded
 
 VOCAB = [f"w{i}" for i in range(3000)]
@@ -109,3 +109,11 @@ def test_dedup_corpus_keeps_held_out_copy_and_decontaminates(tmp_path: Path) -> 
     assert metrics["decontaminated"] == 1 and metrics["decontaminated_by"] == {"piqa": 1}
     assert json.loads((out / "decontamination.json").read_text()) == {"b/1": ["piqa"]}
     assert (out / "cluster_sizes.csv").read_text() == "cluster_size,clusters\n2,1\n"
+
+
+def test_a_text_of_exactly_n_words_is_the_same_shingle_inside_a_longer_text() -> None:
+    words = ["the", "river", "runs", "past", "the", "old", "mill"]
+    assert shingle_hashes(words[:5], 5) == shingle_hashes(words, 5)[:1]
+    assert shingle_hashes(words[:4], 5) != shingle_hashes(words[:5], 5)  # shorter than n: a shingle of its own
+    assert shingle_hashes(words, 5) == shingle_hashes(list(words), 5, memo={})  # the memo changes nothing
+    assert len(shingle_hashes(words, 5)) == len(words) - 4

@@ -170,6 +170,7 @@ def test_packed_groups_score_each_choice_as_if_alone(model: GPT, tokenizer) -> N
         ([0], [encode("Birds fly"), encode("A dog")]),  # empty context: bos only
         (encode("Birds fly over the sea and the hills. " * 2), [encode(" The cat sat on the mat")]),  # too long: unpacked
         (encode("A dog ran"), [encode(" in the park."), encode(" over the hills")]),
+        ([7] * (model.config.block_size + 1), [[]]),  # nothing to score, and a context one past the block
     ]
     assert len(groups[2][0]) + len(groups[2][1][0]) > model.config.block_size + 1
     scored = score_groups(model, groups, batch_size=5, progress=False)  # 5 requests: groups split over batches

@@ -61,7 +61,7 @@ def shingle_hashes(words: list[str], n: int, memo: dict[str, int] | None = None)
     """
     hashes = word_hashes(words, {} if memo is None else memo)
     width = max(1, len(words) - n + 1)
-    combined = np.full(width, len(words) <= n, dtype=np.uint64)  # seed differs for whole-text shingles
+    combined = np.full(width, len(words) < n, dtype=np.uint64)  # a text shorter than n words: its own seed
     with np.errstate(over="ignore"):  # multiplication is meant to wrap modulo 2**64
         for offset in range(min(n, len(words))):
             combined = combined * SHINGLE_PRIME + hashes[offset : offset + width]
@@ -103,16 +103,18 @@ CHUNK_DOCS = 128  # signature jobs: small enough that one long shard (WikiText) 
 
 
 @functools.lru_cache(maxsize=1)
-def _shard_texts(path: Path) -> tuple[list[str], list[str]]:
+def _shard_texts(path: Path, version: tuple[int, int]) -> tuple[list[str], list[str]]:
     """(ids, texts) of one shard. The pool hands a shard's chunks out in order, so each worker reads a
-    shard once for all the chunks it gets, and holds one shard at a time."""
+    shard once for all the chunks it gets, and holds one shard at a time. `version` (mtime, size)
+    keeps a rewritten shard from being served from the cache."""
     table = pq.read_table(path, columns=["id", "text"])
     return table.column("id").to_pylist(), table.column("text").to_pylist()
 
 
 def _chunk_signatures(job: tuple[Path, int, DedupParams]) -> ShardSignatures:
     path, start, params = job
-    ids, texts = _shard_texts(path)
+    stat = path.stat()
+    ids, texts = _shard_texts(path, (stat.st_mtime_ns, stat.st_size))
     ids, texts = ids[start : start + CHUNK_DOCS], texts[start : start + CHUNK_DOCS]
     words = [words_of(t) for t in texts]  # once per document: the exact key and the shingles share them
     return ShardSignatures(ids, [exact_key(w) for w in words], signatures(words, params))
@@ -246,7 +248,10 @@ def dedup_corpus(clean_dir: Path, raw_dir: Path, out_dir: Path, params: DedupPar
     Memory: signatures and id/source/meta for every document; texts are read a shard at a time.
     """
     keys = load_document_keys(clean_dir)
-    exact, labels = find_duplicates(compute_signatures(clean_dir, params), params)
+    sigs = compute_signatures(clean_dir, params)
+    if sigs.ids != [k["id"] for k in keys]:
+        raise RuntimeError(f"{clean_dir}: changed while dedup read it (signatures and documents disagree)")
+    exact, labels = find_duplicates(sigs, params)
     clusters = choose_survivors(keys, exact, labels, params.source_priority)
     removed = {doc_id for cluster in clusters for doc_id in cluster["removed"]}
     split_by_id = {k["id"]: split_of(k, params.val_fraction) for k in keys if k["id"] not in removed}

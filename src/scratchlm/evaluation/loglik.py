@@ -167,7 +167,8 @@ def score_groups(model: GPT, groups: Sequence[Group], batch_size: int = 32, desc
     does not fit the block (which `score_requests` cuts on the left) is scored the unpacked way.
     """
     block = model.config.block_size
-    fits = [len(ctx) + max(len(c) for c in conts) - 1 <= block for ctx, conts in groups]
+    # the last position a group needs: its context, then its longest continuation but the last token
+    fits = [len(ctx) - 1 + max([1, *map(len, conts)]) <= block for ctx, conts in groups]
     results: list[list[Scored] | None] = [None] * len(groups)
     model.eval()
     order = sorted((i for i in range(len(groups)) if fits[i]), key=lambda i: -len(pack_group(*groups[i])[0]))
@@ -182,7 +183,8 @@ def score_groups(model: GPT, groups: Sequence[Group], batch_size: int = 32, desc
         for i in long:
             results[i], flat = flat[: len(groups[i][1])], flat[len(groups[i][1]) :]
             bar.update(len(groups[i][1]))
-    return [r for r in results if r is not None]
+    assert all(r is not None for r in results), "every group is scored, packed or unpacked"
+    return results  # type: ignore[return-value]
 
 
 def rolling_windows(ids: Sequence[int], block: int, stride: int) -> Iterator[tuple[list[int], int]]:
