@@ -1,8 +1,20 @@
-"""The wiring every stage script shares: params, seed, MLflow run, atomic output, metrics, manifest.
+"""The wiring every stage script shares: params, seed, MLflow run, staged outputs, manifest, run record.
 
 A stage script parses its paths (they live in dvc.yaml), then calls `run_stage` with one library
-function. Known failures (bad params, bad data, an unreachable tracking server) end the process
-with a one-line `error:` message and exit status 1, leaving the previous output in place.
+function. The order is what keeps "nothing lost" true in the workspace:
+
+1. params validated, inputs digested, the MLflow run opened;
+2. the work writes into a temporary folder beside the output; side files (metrics, plots) are staged
+   beside theirs;
+3. the manifest is written, the inputs, code and params section are checked unchanged since the
+   start (another `dvc exp run` in the same workspace rewrites params.yaml under a running stage),
+   and everything is logged to MLflow and the run ended;
+4. only then are the output folder and the side files swapped into place and the run record written.
+
+A failure anywhere before step 4 leaves every previous output as it was: DVC does not delete them
+before the stage runs (dvc.yaml marks them `persist: true`), and nothing was swapped yet. Known
+failures (bad params, bad data, an unreachable tracking server) end the process with a one-line
+`error:` message and exit status 1.
 """
 
 from __future__ import annotations
@@ -11,35 +23,72 @@ import contextlib
 import errno
 import os
 import random
+import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from scratchlm.config import ConfigError, Section, TrackingParams, parse_section
-from scratchlm.io import DataFormatError, atomic_output_dir, atomic_write_json
+from scratchlm.config import ConfigError, Section, TrackingParams, parse_section, read_params_file
+from scratchlm.io import DataFormatError, atomic_output_dir, dumps_json, file_hashes, list_files, remove_stale
 from scratchlm.launch import is_rank_zero
-from scratchlm.lineage import describe_input, git_state, upstream_run_ids, utc_now, write_manifest
+from scratchlm.lineage import describe_code, describe_input, manifest_sha256, write_manifest
+from scratchlm.runrecord import git_state, split_timing, upstream_run_ids, utc_now, write_run_record
 from scratchlm.tracking import StageRun, TrackingError, dvc_experiment, flatten_metrics, stage_run
 
 PARAMS_FILE = Path("params.yaml")
 METRICS_DIR = Path("reports/metrics")
+#: Where the code runs from: the stage's code deps in dvc.yaml are digested here, whatever the cwd
+#: (`scratchlm audit --reproduce` runs a stage in a scratch folder with this repository's code).
+CODE_ROOT = Path(__file__).resolve().parents[1]
 
-Work = Callable[[Section, Path, Any], dict[str, Any]]
+
+class StageConflict(RuntimeError):
+    """An input, the code or the stage's params section changed on disk while the stage ran."""
 
 
-def load_params(section: str, path: Path = PARAMS_FILE) -> tuple[Section, TrackingParams]:
-    """This stage's validated section plus the tracking section (which changes no output bytes)."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read params ({str(error).splitlines()[0]})") from None
+@dataclass
+class StageContext:
+    """What a stage's work function gets besides its params and temp folder: the MLflow run, and
+    `side(path)`, a staged path for a file outside the output folder (a plot) swapped in with it."""
+
+    run: StageRun
+    staged: dict[str, Path] = field(default_factory=dict)
+
+    def side(self, path: str | Path) -> Path:
+        final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(final)
+        folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        self.staged[final.as_posix()] = folder / final.name
+        return folder / final.name
+
+    def commit(self) -> None:
+        """Swap every staged side file into place."""
+        for final, staged in self.staged.items():
+            os.replace(staged, final)
+            staged.parent.rmdir()
+
+    def discard(self) -> None:
+        for staged in self.staged.values():
+            shutil.rmtree(staged.parent, ignore_errors=True)
+
+
+Work = Callable[[Section, Path, StageContext], dict[str, Any]]
+
+
+def load_params(section: str, path: Path = PARAMS_FILE) -> tuple[Section, TrackingParams, Any]:
+    """This stage's validated section, the tracking section (which changes no output bytes), and the raw
+    section as written (to notice a change on disk while the stage runs)."""
+    raw = read_params_file(path)
     tracking = parse_section("tracking", raw.get("tracking"))
-    return parse_section(section, raw.get(section)), tracking  # type: ignore[return-value]
+    return parse_section(section, raw.get(section)), tracking, raw.get(section)  # type: ignore[return-value]
 
 
 def seed_everything(seed: int) -> None:
@@ -51,12 +100,13 @@ def run_stage(stage: str, inputs: list[str], output: str, work: Work, *, seed: i
               check: Callable[[], None] | None = None) -> None:
     """Run one stage end to end; exits the process with a one-line message on a known failure.
 
-    `check`, if given, runs after the output, metrics and manifest are saved: a report-style stage
-    (validate) keeps the report that explains a failure, and still fails the stage and its run.
+    `check`, if given, runs after the work and before anything is swapped in: when it raises (validate's
+    critical expectations), the output is kept beside the real one as `<output>.failed` for the user to
+    read, the previous output stays in place, and the stage and its run fail.
     """
     try:
         _run(stage, inputs, output, work, seed, check)
-    except (ConfigError, DataFormatError, TrackingError, *_stage_errors()) as error:
+    except (ConfigError, DataFormatError, TrackingError, StageConflict, *_stage_errors()) as error:
         if os.environ.get("SCRATCHLM_DEBUG"):
             raise
         print(f"error: {stage}: {str(error).strip().splitlines()[0]} ({type(error).__name__}; "
@@ -94,9 +144,67 @@ def full_disk_names(output: str) -> Iterator[None]:
                                    "the previous output is kept") from None
 
 
+def stage_code(stage: str, root: Path = CODE_ROOT) -> list[str]:
+    """The stage's code deps in dvc.yaml (its `.py` files): what its manifest's code digest covers."""
+    try:
+        stages = (yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    deps = stages.get(stage, {}).get("deps") or []
+    return sorted(p for p in (next(iter(d)) if isinstance(d, dict) else str(d) for d in deps) if p.endswith(".py"))
+
+
+@dataclass
+class Watch:
+    """What the stage read, as it was when it started: (mtime, size, inode) of every file of its inputs
+    and code, and its params section. A change by the end means the output may not be what the manifest
+    says it was made from, so it is not swapped in."""
+
+    stage: str
+    section: Any
+    roots: list[Path]
+    files: dict[str, tuple[int, int, int]]
+
+    @classmethod
+    def start(cls, stage: str, section: Any, roots: list[Path]) -> Watch:
+        return cls(stage, section, roots, _stats(roots))
+
+    def check(self) -> None:
+        why = "another `dvc exp run` or an edit in this workspace?"
+        advice = "the output was not replaced; run experiments side by side with `dvc exp run --queue`"
+        try:
+            section = read_params_file(PARAMS_FILE).get(self.stage)
+        except ConfigError:
+            section = "unreadable"
+        if section != self.section:
+            raise StageConflict(f"{PARAMS_FILE}: the {self.stage} section changed while the stage ran ({why}); "
+                                f"{advice}")
+        now = _stats(self.roots)
+        changed = sorted(path for path in set(self.files) | set(now) if now.get(path) != self.files.get(path))
+        if changed:
+            raise StageConflict(f"{changed[0]} changed while the stage ran ({why}); {advice}")
+
+
+def _stats(roots: list[Path]) -> dict[str, tuple[int, int, int]]:
+    stats = {}
+    for root in roots:
+        for file in (list_files(root) if root.is_dir() else [root] if root.exists() else []):
+            st = file.stat()
+            stats[file.as_posix()] = (st.st_mtime_ns, st.st_size, st.st_ino)
+    return stats
+
+
+def keep_failed(tmp: Path, output: str) -> str:
+    """Move a finished but rejected output (validate's report of a critical failure) to `<output>.failed`."""
+    failed = Path(f"{output}.failed")
+    shutil.rmtree(failed, ignore_errors=True)
+    tmp.rename(failed)
+    return failed.as_posix()
+
+
 def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
          check: Callable[[], None] | None) -> None:
-    params, tracking = load_params(stage)
+    params, tracking, section = load_params(stage)
     missing = [path for path in inputs if not Path(path).exists()]
     if missing:
         raise DataFormatError(f"input {missing[0]} does not exist (run the stage that produces it first)")
@@ -104,10 +212,13 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
     if not is_rank_zero():
         # a worker of a multi-process launch (DDP/FSDP): it trains, rank 0 alone tracks and writes
         with tempfile.TemporaryDirectory() as scratch:
-            work(params, Path(scratch), StageRun(None))
+            work(params, Path(scratch), StageContext(StageRun(None)))
         return
-    started = utc_now()
+    started, clock = utc_now(), time.monotonic()
+    code_files = stage_code(stage)
+    watch = Watch.start(stage, section, [Path(p) for p in inputs] + [CODE_ROOT / p for p in code_files])
     described = {path: describe_input(path) for path in sorted(inputs)}
+    code = describe_code(code_files, CODE_ROOT)
     commit, dirty = git_state()
     tags = {"git_commit": commit or "unknown", "git_dirty": str(dirty).lower()}
     if exp := dvc_experiment():
@@ -116,13 +227,40 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
     with stage_run(stage, tracking, tags) as run:
         run.log_params(params.model_dump(mode="json"))
         run.log_inputs(described)
-        with full_disk_names(output), atomic_output_dir(output) as tmp:
-            metrics = work(params, tmp, run)
-            write_manifest(tmp, stage=stage, run_id=run.run_id, params=params.model_dump(mode="json"),
-                           inputs=described, started=started)
-        atomic_write_json(METRICS_DIR / f"{stage}.json", metrics)
-        run.log_metrics(flatten_metrics(metrics))
-        run.log_artifact(METRICS_DIR / f"{stage}.json", artifact_path="metrics")
-        run.log_artifact(Path(output) / "manifest.json")
-        if check is not None:
-            check()
+        ctx = StageContext(run)
+        try:
+            with full_disk_names(output), atomic_output_dir(output) as tmp:
+                metrics, timing = split_timing(work(params, tmp, ctx))
+                metrics_file = ctx.side(METRICS_DIR / f"{stage}.json")
+                metrics_file.write_text(dumps_json(metrics), encoding="utf-8")
+                write_manifest(tmp, stage=stage, params=params.output_params(), inputs=described, code=code,
+                               other_outputs={final: file_hashes(staged) for final, staged in ctx.staged.items()})
+                digest = manifest_sha256(tmp) or ""
+                watch.check()
+                run.set_tags({"manifest_sha256": digest})
+                run.log_metrics({**flatten_metrics(metrics), **flatten_metrics(timing)})
+                run.log_artifact(metrics_file, artifact_path="metrics")
+                run.log_artifact(tmp / "manifest.json")
+                _check(check, tmp, output)
+                run.end()
+            ctx.commit()
+        except BaseException:
+            ctx.discard()
+            raise
+    if check is not None:
+        shutil.rmtree(f"{output}.failed", ignore_errors=True)  # an earlier run's rejected output is stale now
+    # after the swap: a failure here leaves a stale record, which the audit names (the MLflow run has the digest)
+    write_run_record(stage, output=output, manifest_sha256=digest, run_id=run.run_id,
+                     experiment=tracking.experiment if run.enabled else None, started=started,
+                     seconds=time.monotonic() - clock, timing=timing, dvc_exp=exp, commit=commit, dirty=dirty)
+
+
+def _check(check: Callable[[], None] | None, tmp: Path, output: str) -> None:
+    """Run the stage's check; a failing one keeps the rejected output as `<output>.failed` and says so."""
+    if check is None:
+        return
+    try:
+        check()
+    except Exception as error:
+        failed = keep_failed(tmp, output)
+        raise type(error)(f"{error} (the rejected output is in {failed}/; the previous output is kept)") from None

@@ -15,10 +15,10 @@ def main() -> None:
     args = parser.parse_args()
     raw = Path(args.raw)
 
-    def work(params, out, run):
+    def work(params, out, stage):
         pretrain = [name for name, role in source_roles(raw).items() if role == "pretrain"]
         metrics = clean_corpus(raw, out, params, pretrain)
-        run.log_artifact(out / "dropped_samples.json", artifact_path="dropped")
+        stage.run.log_artifact(out / "dropped_samples.json", artifact_path="dropped")
         return metrics
 
     run_stage("clean", [args.raw], args.output, work)

@@ -1,11 +1,12 @@
 """dedup: exact + near-duplicate removal, decontamination, train/val/test split (scratchlm.data.dedup)."""
 
 import argparse
+import shutil
 from pathlib import Path
 
 from pipelines._stage import run_stage
 from scratchlm.data.dedup import dedup_corpus
-from scratchlm.io import atomic_write_text, source_roles
+from scratchlm.io import source_roles
 
 
 def main() -> None:
@@ -16,12 +17,12 @@ def main() -> None:
     parser.add_argument("--plot", default="reports/plots/dedup_cluster_sizes.csv", help="cluster size histogram")
     args = parser.parse_args()
 
-    def work(params, out, run):
+    def work(params, out, stage):
         evaluation = {n: r for n, r in source_roles(Path(args.raw)).items() if r != "pretrain"}
         metrics = dedup_corpus(Path(args.clean), Path(args.raw), out, params, evaluation)
-        atomic_write_text(args.plot, (out / "cluster_sizes.csv").read_text())
+        shutil.copyfile(out / "cluster_sizes.csv", stage.side(args.plot))
         for name in ("clusters.jsonl", "decontamination.json", "cluster_sizes.csv"):
-            run.log_artifact(out / name, artifact_path="dedup")
+            stage.run.log_artifact(out / name, artifact_path="dedup")
         return metrics
 
     run_stage("dedup", [args.clean, args.raw], args.output, work, seed=0)

@@ -11,7 +11,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("output", help="folder for the normalised sources, e.g. data/raw")
     args = parser.parse_args()
-    run_stage("download", [], args.output, lambda params, out, run: download_all(params, Path(out)))
+    run_stage("download", [], args.output, lambda params, out, stage: download_all(params, Path(out)))
 
 
 if __name__ == "__main__":

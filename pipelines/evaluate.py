@@ -21,9 +21,9 @@ def main() -> None:
     inputs = EvalInputs(*(Path(p) for p in (args.benchmarks, args.dedup, args.pretrain, args.classifier,
                                             args.classifier_data, args.instruct, args.instruct_data)))
 
-    def work(params, out, run):
+    def work(params, out, stage):
         metrics = evaluate_all(inputs, out, params)
-        run.log_artifact(out, artifact_path="evaluation")
+        stage.run.log_artifact(out, artifact_path="evaluation")
         return metrics
 
     run_stage("evaluate", [str(p) for p in vars(inputs).values()], args.output, work)

@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from pipelines._stage import run_stage
-from scratchlm.io import atomic_write_json, atomic_write_text
+from scratchlm.io import atomic_write_json
 from scratchlm.training.finetune import finetune_classifier
 
 
@@ -27,13 +27,14 @@ def main() -> None:
     parser.add_argument("--plot", default="reports/plots/classifier_confusion.csv", help="confusion matrix")
     args = parser.parse_args()
 
-    def work(params, out, run):
+    def work(params, out, stage):
         metrics = finetune_classifier(Path(args.data), Path(args.pretrained), out, Path(args.checkpoints), params,
-                                      run.log_metrics_at)
+                                      stage.run.log_metrics_at)
         atomic_write_json(out / "epochs.json", metrics.pop("epochs"))
         # the DVC plot shows the validation split (model selection); test figures stay for evaluation
-        atomic_write_text(args.plot, confusion_rows(metrics["val_confusion"], list(params.labels)))
-        run.log_artifact(args.plot, artifact_path="confusion")
+        plot = stage.side(args.plot)
+        plot.write_text(confusion_rows(metrics["val_confusion"], list(params.labels)), encoding="utf-8")
+        stage.run.log_artifact(plot, artifact_path="confusion")
         return metrics
 
     run_stage("finetune_classifier", [args.data, args.pretrained], args.output, work)

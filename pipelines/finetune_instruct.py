@@ -17,10 +17,10 @@ def main() -> None:
                         help="resume checkpoints (persistent)")
     args = parser.parse_args()
 
-    def work(params, out, run):
+    def work(params, out, stage):
         metrics = finetune_instruct(Path(args.data), Path(args.pretrained), out, Path(args.checkpoints), params,
-                                    run.log_metrics_at)
-        run.log_artifact(out / "samples.jsonl", artifact_path="samples")
+                                    stage.run.log_metrics_at)
+        stage.run.log_artifact(out / "samples.jsonl", artifact_path="samples")
         return metrics
 
     run_stage("finetune_instruct", [args.data, args.pretrained], args.output, work)

@@ -4,14 +4,13 @@ import argparse
 from pathlib import Path
 
 from pipelines._stage import run_stage
-from scratchlm.io import atomic_write_text
 from scratchlm.launch import is_rank_zero
 from scratchlm.training.pretrain import pretrain
 
 
-def write_curve(path: str, rows: list[dict]) -> None:
+def write_curve(path: Path, rows: list[dict]) -> None:
     lines = ["step,train_loss,val_loss"] + [f"{r['step']},{r['train_loss']},{r['val_loss']}" for r in rows]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main() -> None:
@@ -23,12 +22,12 @@ def main() -> None:
     parser.add_argument("--plot", default="reports/plots/pretrain_loss.csv", help="loss curve for dvc plots")
     args = parser.parse_args()
 
-    def work(params, out, run):
+    def work(params, out, stage):
         metrics, rows = pretrain(Path(args.tokens), Path(args.tokenizer), out, Path(args.checkpoints), params,
-                                 run.log_metrics_at)
+                                 stage.run.log_metrics_at)
         if is_rank_zero():
-            write_curve(args.plot, rows)
-        run.log_artifact(out / "samples.txt", artifact_path="samples")
+            write_curve(stage.side(args.plot), rows)
+        stage.run.log_artifact(out / "samples.txt", artifact_path="samples")
         return metrics
 
     run_stage("pretrain", [args.tokens, args.tokenizer], args.output, work)

@@ -14,7 +14,7 @@ def main() -> None:
     parser.add_argument("output", help="folder for {train,val,test}.bin + .json, e.g. data/tokens")
     args = parser.parse_args()
     run_stage("tokenize", [args.dedup, args.tokenizer], args.output,
-              lambda params, out, run: tokenize_splits(Path(args.dedup), Path(args.tokenizer), out, params))
+              lambda params, out, stage: tokenize_splits(Path(args.dedup), Path(args.tokenizer), out, params))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ def main() -> None:
                         help="the validate stage's results: the gate this stage trains behind, recorded as an input")
     args = parser.parse_args()
     run_stage("tokenizer", [args.dedup, args.validation], args.output,
-              lambda params, out, run: train_tokenizer(Path(args.dedup), out, params))
+              lambda params, out, stage: train_tokenizer(Path(args.dedup), out, params))
 
 
 if __name__ == "__main__":

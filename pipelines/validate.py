@@ -26,12 +26,12 @@ def main() -> None:
     args = parser.parse_args()
     summaries = []
 
-    def work(params, out, run):
+    def work(params, out, stage):
         frames = load_validation_frames(Path(args.raw), Path(args.clean), Path(args.dedup))
         summaries.append(validate_frames(frames, Path(args.suites), out, params,
                                          required=required_frames(source_roles(Path(args.raw)))))
-        run.log_artifact(out / "results.json", artifact_path="validation")
-        run.log_artifact(out / "data_docs", artifact_path="validation/data_docs")
+        stage.run.log_artifact(out / "results.json", artifact_path="validation")
+        stage.run.log_artifact(out / "data_docs", artifact_path="validation/data_docs")
         return {key: int(value) if isinstance(value, bool) else value
                 for key, value in summaries[0].items() if not isinstance(value, list)}
 

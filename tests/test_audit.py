@@ -1,17 +1,20 @@
-"""`scratchlm audit` on a small real lineage: a git repo, three chained outputs whose manifests are
-written by `lineage.write_manifest`, real MLflow runs in a SQLite backend, metrics files. No dvc.lock:
-the DVC check reports "not checked" (tests/e2e/test_audit.py covers it on the real DAG)."""
+"""`scratchlm audit` on a small real lineage: a git repo, three chained outputs with deterministic manifests
+(`lineage.write_manifest`), run records (`runrecord.write_run_record`), real MLflow runs in a SQLite backend,
+metrics files. No DVC project: the dvc and lock checks say "not checked" (tests/e2e and tests/reliability
+cover them on the real DAG), except where a test writes a dvc.lock of its own."""
 
 from __future__ import annotations
 
 import json
 import math
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -35,10 +38,11 @@ from scratchlm.audit import (
     to_markdown,
 )
 from scratchlm.cli import app
-from scratchlm.config import TrackingParams
-from scratchlm.io import atomic_write_json
-from scratchlm.lineage import describe_input, utc_now, write_manifest
-from scratchlm.tracking import stage_run
+from scratchlm.config import TrackingParams, parse_section
+from scratchlm.io import atomic_write_json, dvc_dir_md5, file_hashes
+from scratchlm.lineage import describe_code, describe_input, manifest_sha256, write_manifest
+from scratchlm.runrecord import utc_now, write_run_record
+from scratchlm.tracking import flatten_metrics, stage_run
 
 DVC_YAML = """stages:
   download:
@@ -49,6 +53,7 @@ DVC_YAML = """stages:
   clean:
     cmd: python pipelines/clean.py
     deps: [pipelines/clean.py, data/raw]
+    params: [clean]
     outs: [data/clean]
     metrics: [{reports/metrics/clean.json: {cache: false}}]
   train:
@@ -64,9 +69,12 @@ def git(*args: str) -> str:
 
 
 def fake_stage(stage: str, inputs: list[str], out: str, files: dict[str, bytes], params: dict[str, Any],
-               metrics: dict[str, Any], steps: dict[str, float] | None = None) -> str:
-    """What pipelines/_stage.py does: describe inputs, open the run, write outputs + manifest, log metrics."""
+               metrics: dict[str, Any], steps: dict[str, float] | None = None, timing: dict[str, Any] | None = None
+               ) -> str:
+    """What pipelines/_stage.py does, with the same library calls: inputs described, outputs and metrics
+    written, the manifest last, its digest tagged on the MLflow run, then the run record."""
     described = {path: describe_input(path) for path in sorted(inputs)}
+    metrics_file = Path(f"reports/metrics/{stage}.json")
     with stage_run(stage, TrackingParams(experiment="t"), {"git_commit": git("rev-parse", "HEAD")}) as run:
         run.log_params(params)
         if steps:
@@ -74,11 +82,17 @@ def fake_stage(stage: str, inputs: list[str], out: str, files: dict[str, bytes],
         for rel, data in files.items():
             (Path(out) / rel).parent.mkdir(parents=True, exist_ok=True)
             (Path(out) / rel).write_bytes(data)
-        write_manifest(Path(out), stage=stage, run_id=run.run_id, params=params, inputs=described,
-                       started=utc_now())
-        atomic_write_json(f"reports/metrics/{stage}.json", metrics)
-        run.log_metrics({"docs": float(metrics["docs"]), "loss.val": float(metrics["loss"]["val"])})
-    return run.run_id
+        atomic_write_json(metrics_file, metrics)
+        write_manifest(Path(out), stage=stage, params=params, inputs=described,
+                       code=describe_code([f"pipelines/{stage}.py"], Path(".")),
+                       other_outputs={metrics_file.as_posix(): file_hashes(metrics_file)})
+        digest = manifest_sha256(out)
+        run.set_tags({"manifest_sha256": digest})
+        run.log_metrics({**flatten_metrics(metrics), **flatten_metrics(timing or {})})
+    write_run_record(stage, output=out, manifest_sha256=digest or "", run_id=run.run_id, experiment="t",
+                     started=utc_now(), seconds=1.0, timing=timing or {}, dvc_exp=None, commit=git("rev-parse", "HEAD"),
+                     dirty=False)
+    return run.run_id or ""
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +113,13 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         git("commit", "-qm", "init")
         runs = {"download": fake_stage("download", [], "data/raw", {"src/a.txt": b"alpha", "src/b.txt": b"beta"},
                                        {"sources": {"a": "x"}}, {"docs": 2, "loss": {"val": 0.0}})}
-        runs["clean"] = fake_stage("clean", ["data/raw"], "data/clean", {"a.parquet": b"A" * 100},
-                                   {"min_words": 3, "filters": {"ratio": 0.25}}, {"docs": 1, "loss": {"val": 0.1}})
+        clean_params = parse_section("clean", {"min_words": 3, "max_top_ngram_ratio": {"2": 0.25}}).output_params()
+        runs["clean"] = fake_stage("clean", ["data/raw"], "data/clean", {"a.parquet": b"A" * 100}, clean_params,
+                                   {"docs": 1, "loss": {"val": 0.1}})
         runs["train"] = fake_stage("train", ["data/clean", "data/raw/src/b.txt"], "models/train",
                                    {"model.safetensors": b"\x00\x01" * 50}, {"lr": 0.001},
-                                   {"docs": 1, "loss": {"val": 1.5}, "flag": True}, steps={"loss.val": 3.0})
+                                   {"docs": 1, "loss": {"val": 1.5}, "flag": True}, steps={"loss.val": 3.0},
+                                   timing={"train_seconds": 2.5, "tokens_per_s": 100.0})
     return root, runs
 
 
@@ -116,8 +132,9 @@ def lineage(template: tuple[Path, dict[str, str]], tmp_path: Path, monkeypatch: 
     return template[1]
 
 
-def problems(report: AuditReport, check: str) -> list[str]:
-    return [p for node in report.nodes.values() for c in node.checks if c.name == check for p in c.problems]
+def problems(report: AuditReport, check: str, stage: str | None = None) -> list[str]:
+    return [p for node in report.nodes.values() if stage in (None, node.stage)
+            for c in node.checks if c.name == check for p in c.problems]
 
 
 def statuses(report: AuditReport, stage: str) -> dict[str, str]:
@@ -125,13 +142,19 @@ def statuses(report: AuditReport, stage: str) -> dict[str, str]:
     return {c.name: c.status for c in node.checks}
 
 
+def edit_json(path: str | Path, change) -> None:
+    data = json.loads(Path(path).read_text())
+    change(data)
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def test_clean_lineage_verifies_every_stage(lineage: dict[str, str]) -> None:
     report = audit("models/train", ".")
     assert not report.failed, render_tree(report)
     assert report.root == "models/train"
     assert {n.stage: n.run_id for n in report.nodes.values()} == lineage
-    assert statuses(report, "clean") == {"outputs": OK, "inputs": OK, "dvc": SKIP, "git": OK, "mlflow": OK,
-                                         "versions": OK}
+    assert statuses(report, "clean") == {"outputs": OK, "inputs": OK, "lock": SKIP, "dvc": SKIP, "record": OK,
+                                         "git": OK, "mlflow": OK, "versions": OK}
     tree = render_tree(report)
     assert tree.index("train") < tree.index("clean") < tree.index("download")
     assert "audit verified: 3 stages" in tree and "(see above)" in tree  # download is reached twice
@@ -141,7 +164,7 @@ def test_clean_lineage_verifies_every_stage(lineage: dict[str, str]) -> None:
 def test_targets_resolve_to_their_output_folder(lineage: dict[str, str]) -> None:
     assert audit("reports/metrics/clean.json", ".").root == "data/clean"  # through dvc.yaml's metrics
     assert audit("data/raw/src/a.txt", ".").root == "data/raw"
-    assert audit(lineage["clean"], ".").root == "data/clean"
+    assert audit(lineage["clean"], ".").root == "data/clean"  # through the run records
     Path("reports/plots").mkdir(parents=True)
     Path("reports/plots/train.csv").write_text("step\n")
     assert audit("reports/plots/train.csv", ".").root == "models/train"  # a plain out of the stage
@@ -163,8 +186,7 @@ def test_cli_writes_both_reports_and_exits_0(lineage: dict[str, str]) -> None:
 
 
 def test_one_changed_byte_fails_naming_the_file(lineage: dict[str, str]) -> None:
-    path = Path("data/raw/src/a.txt")
-    path.write_bytes(b"alphA")
+    Path("data/raw/src/a.txt").write_bytes(b"alphA")
     report = audit("models/train", ".")
     assert report.failed
     assert problems(report, "outputs") == ["data/raw/src/a.txt: changed (sha256 differs from the manifest)"]
@@ -182,25 +204,65 @@ def test_added_or_missing_output_file_fails(lineage: dict[str, str]) -> None:
     assert "data/clean/a.parquet: missing" in found
 
 
-def test_edited_metrics_file_fails_naming_the_key(lineage: dict[str, str]) -> None:
+def test_edited_metrics_file_fails_naming_the_file_and_the_key(lineage: dict[str, str]) -> None:
     assert not audit("models/train", ".").failed  # loss.val was also logged at step 5 with another value
-    path = Path("reports/metrics/clean.json")
-    metrics = json.loads(path.read_text())
-    metrics["loss"]["val"] = 0.1000001
-    path.write_text(json.dumps(metrics))
+    edit_json("reports/metrics/clean.json", lambda m: m["loss"].update(val=0.1000001))
     report = audit("models/train", ".")
     assert report.failed and statuses(report, "clean")["mlflow"] == FAIL
+    assert problems(report, "outputs") == ["reports/metrics/clean.json: changed (sha256 differs from the manifest)"]
     assert problems(report, "mlflow") == [
         f"reports/metrics/clean.json: loss.val = 0.1000001, MLflow run {lineage['clean']} has 0.1"]
 
 
-def test_param_differing_from_the_run_fails_naming_the_key(lineage: dict[str, str]) -> None:
-    path = Path("data/clean/manifest.json")
-    manifest = json.loads(path.read_text())
-    manifest["params"]["filters"]["ratio"] = 0.5
-    path.write_text(json.dumps(manifest))
-    assert problems(audit("data/clean", "."), "mlflow") == [
-        f"param filters.ratio: manifest '0.5', MLflow run {lineage['clean']} '0.25'"]
+def test_timing_in_the_run_record_is_checked_against_mlflow(lineage: dict[str, str]) -> None:
+    edit_json("reports/runs/train.json", lambda r: r["timing"].update(tokens_per_s=999.0))
+    assert problems(audit("models/train", "."), "mlflow") == [
+        f"reports/runs/train.json timing: tokens_per_s = 999.0, MLflow run {lineage['train']} has 100.0"]
+
+
+def test_a_rehashed_manifest_is_caught_by_its_consumer_its_record_and_its_run(lineage: dict[str, str]) -> None:
+    """The forger edits a param in clean's manifest (or forges an output and re-hashes its entry): the manifest's
+    digest changes, and the record, the MLflow run and train's manifest all hold the old one."""
+    old = manifest_sha256("data/clean")
+    edit_json("data/clean/manifest.json", lambda m: m["params"].update(min_words=50))
+    new = manifest_sha256("data/clean")
+    report = audit("models/train", ".")
+    assert report.failed
+    assert problems(report, "record", "clean") == [
+        f"reports/runs/clean.json records manifest sha256 {old[:12]}, but data/clean/manifest.json has {new[:12]} "
+        "and no MLflow run recorded it: the manifest changed after its run"]
+    assert problems(report, "inputs", "train") == [
+        f"data/clean: data/clean/manifest.json is not the one the stage read (sha256 {new[:12]} now, {old[:12]} then): "
+        "its output was re-made or its manifest rewritten"]
+    assert statuses(report, "clean")["mlflow"] == SKIP  # nothing vouches for the forged manifest
+
+
+def test_a_forger_who_also_rewrites_the_run_record_is_caught_by_mlflow(lineage: dict[str, str]) -> None:
+    edit_json("data/clean/manifest.json", lambda m: m["params"].update(min_words=50))
+    edit_json("reports/runs/clean.json", lambda r: r.update(manifest_sha256=manifest_sha256("data/clean")))
+    found = problems(audit("data/clean", "."), "mlflow")
+    assert found[0].startswith(f"MLflow run {lineage['clean']} recorded manifest sha256 ")
+    assert f"param min_words: manifest '50', MLflow run {lineage['clean']} '3'" in found
+    assert statuses(audit("data/clean", "."), "clean")["record"] == OK  # the forger made the record agree
+
+
+def test_a_run_record_naming_another_output_warns_when_mlflow_vouches(lineage: dict[str, str]) -> None:
+    """After `dvc checkout` of an older output the record names the newer run; the older run recorded this one."""
+    edit_json("reports/runs/clean.json", lambda r: r.update(manifest_sha256="0" * 64, mlflow_run_id="f" * 32))
+    report = audit("data/clean", ".")
+    assert not report.failed, render_tree(report)
+    assert statuses(report, "clean")["record"] == WARN
+    assert f"MLflow run {lineage['clean']} recorded this one" in problems(report, "record")[0]
+    assert report.nodes["data/clean"].run_id == lineage["clean"]
+
+
+def test_missing_or_corrupt_run_record_fails(lineage: dict[str, str]) -> None:
+    Path("reports/runs/download.json").unlink()
+    Path("reports/runs/clean.json").write_text("{not json")
+    report = audit("data/clean", ".")
+    assert problems(report, "record", "download") == [
+        "reports/runs/download.json: missing (no record of the run that wrote data/raw)"]
+    assert problems(report, "record", "clean") == ["reports/runs/clean.json: corrupt run record (not JSON)"]
 
 
 def test_deleted_run_fails_naming_the_run_id(lineage: dict[str, str]) -> None:
@@ -210,52 +272,69 @@ def test_deleted_run_fails_naming_the_run_id(lineage: dict[str, str]) -> None:
     assert problems(report, "mlflow") == [f"MLflow run {lineage['download']} is deleted"]
 
 
-def test_unknown_run_and_missing_backend_fail(lineage: dict[str, str], monkeypatch: pytest.MonkeyPatch,
-                                              tmp_path: Path) -> None:
+def test_unknown_run_missing_or_corrupt_backend_fail_in_one_line(lineage: dict[str, str],
+                                                                monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
     report = audit("data/raw", ".")
     assert problems(report, "mlflow") == [f"MLflow run {lineage['download']} not found in "
                                           f"sqlite:///{tmp_path / 'elsewhere.db'}"]
     assert not (tmp_path / "elsewhere.db").exists()  # the audit never creates an empty backend
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")
-    path = Path("data/raw/manifest.json")
-    path.write_text(path.read_text().replace(lineage["download"], "f" * 32))
-    assert problems(audit("data/raw", "."), "mlflow") == [f"MLflow run {'f' * 32} not found in "
-                                                          f"sqlite:///{Path.cwd() / 'mlflow.db'}"]
+    (tmp_path / "elsewhere.db").write_bytes(b"\x00garbage" * 1000)
+    found = problems(audit("data/raw", "."), "mlflow")
+    assert len(found) == 1 and "cannot be read (DatabaseError: (sqlite3.DatabaseError) file is not a database)" in found[0]
+    assert "\n" not in found[0]
 
 
 def test_missing_commit_fails_and_changed_code_warns(lineage: dict[str, str]) -> None:
-    path = Path("data/raw/manifest.json")
-    manifest = json.loads(path.read_text())
-    manifest["git_commit"] = "0" * 40
-    path.write_text(json.dumps(manifest))
+    edit_json("reports/runs/download.json", lambda r: r.update(git_commit="0" * 40))
     Path("pipelines/clean.py").write_text("x = 2\n")
     report = audit("models/train", ".")
     assert report.failed and statuses(report, "download")["git"] == FAIL
     assert f"commit {'0' * 40} does not exist in this repository" in problems(report, "git")
     assert statuses(report, "clean")["git"] == WARN and statuses(report, "train")["git"] == OK
-    assert any(p.startswith("code changed since") and p.endswith("pipelines/clean.py") for p in problems(report, "git"))
+    assert any(p.startswith("code changed since the stage ran") and p.endswith("pipelines/clean.py")
+               for p in problems(report, "git"))
 
 
 def test_package_versions_are_information_only(lineage: dict[str, str]) -> None:
-    path = Path("models/train/manifest.json")
-    manifest = json.loads(path.read_text())
-    manifest["versions"]["torch"] = "0.0.1"
-    path.write_text(json.dumps(manifest))
+    edit_json("reports/runs/train.json", lambda r: r["versions"].update(torch="0.0.1"))
     report = audit("models/train", ".")
     assert not report.failed and statuses(report, "train")["versions"] == INFO
     assert problems(report, "versions")[0].startswith("torch 0.0.1 -> ")
 
 
-def test_rerun_upstream_is_named(lineage: dict[str, str]) -> None:
-    """clean's input data/raw now comes from another download run, even with identical bytes."""
-    path = Path("data/raw/manifest.json")
-    manifest = json.loads(path.read_text())
-    manifest["mlflow_run_id"] = lineage["train"]
-    path.write_text(json.dumps(manifest))
-    found = problems(audit("data/clean", "."), "inputs")
-    assert found == [f"data/raw: read from run {lineage['download']}, but its output now comes from run "
-                     f"{lineage['train']}"]
+def test_lock_that_records_other_params_or_code_fails_naming_them(lineage: dict[str, str]) -> None:
+    """What `dvc commit -f` after editing params or code leaves: a dvc.lock the output was never made with."""
+    manifest = json.loads(Path("data/clean/manifest.json").read_text())
+    outputs = {rel: e["md5"] for rel, e in manifest["outputs"].items()}
+    outputs["manifest.json"] = file_hashes("data/clean/manifest.json")["md5"]
+    entry = {"cmd": "python pipelines/clean.py",
+             "deps": [{"path": "data/raw", "md5": manifest["inputs"]["data/raw"]["md5"]},
+                      {"path": "pipelines/clean.py", "md5": manifest["code"]["pipelines/clean.py"]["md5"]}],
+             "params": {"params.yaml": {"clean": {"min_words": 3, "max_top_ngram_ratio": {"2": 0.25}}}},
+             "outs": [{"path": "data/clean", "md5": dvc_dir_md5(outputs)},
+                      {"path": "reports/metrics/clean.json", "md5": file_hashes("reports/metrics/clean.json")["md5"]}]}
+    Path("dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"clean": entry}}))
+    assert statuses(audit("data/clean", "."), "clean")["lock"] == OK
+    entry["params"]["params.yaml"]["clean"]["min_words"] = 50
+    entry["deps"][1]["md5"] = "0" * 32
+    entry["outs"][0]["md5"] = "1" * 32 + ".dir"
+    Path("dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"clean": entry}}))
+    found = problems(audit("data/clean", "."), "lock", "clean")
+    assert "param clean.min_words: dvc.lock has '50', the output was made with '3'" in found
+    assert f"dep pipelines/clean.py: dvc.lock has md5 {'0' * 32}, the stage read " \
+           f"{manifest['code']['pipelines/clean.py']['md5']}" in found
+    assert any(p.startswith(f"out data/clean: dvc.lock has md5 {'1' * 32}.dir, the manifest's files give ") for p in found)
+    assert problems(audit("data/raw", "."), "lock", "download") == ["dvc.lock has no entry for download"]
+
+
+def test_manifests_hold_nothing_of_the_run(lineage: dict[str, str]) -> None:
+    manifest = json.loads(Path("models/train/manifest.json").read_text())
+    assert set(manifest) == {"format", "stage", "params", "code", "inputs", "outputs", "other_outputs"}
+    assert lineage["train"] not in json.dumps(manifest)
+    with sqlite3.connect("mlflow.db") as db:
+        tags = dict(db.execute("select key, value from tags where run_uuid = ?", (lineage["train"],)).fetchall())
+    assert tags["manifest_sha256"] == manifest_sha256("models/train")
 
 
 # ---------------------------------------------------------------------------------- --reproduce
@@ -271,16 +350,19 @@ REPRO_DVC_YAML = """stages:
     outs: [data/copy]
     metrics: [{reports/metrics/copy.json: {cache: false}}]
 """
-# a stand-in stage: reads its params from ./params.yaml and its input by relative path, like the real ones
+# a stand-in stage: reads its params from ./params.yaml and its input by relative path, like the real ones,
+# and writes its manifest with the library's function
 COPY_STAGE = """import json, sys
 from pathlib import Path
 import yaml
+from scratchlm.lineage import describe_input, write_manifest
 src, out = map(Path, sys.argv[1:])
 times = yaml.safe_load(Path("params.yaml").read_text())["copy"]["times"]
 text = (src / "a.txt").read_text() * times
 (out / "part").mkdir(parents=True)
 (out / "part" / "a.txt").write_text(text)
 Path("reports/metrics/copy.json").write_text(json.dumps({"chars": len(text), "train_seconds": 0.1}))
+write_manifest(out, stage="copy", params={"times": times}, inputs={"data/raw": describe_input(src)}, code={})
 """
 
 
@@ -295,11 +377,11 @@ def repro_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "pipelines" / "copy.py").write_text(COPY_STAGE)
     (tmp_path / "data/raw").mkdir(parents=True)
     (tmp_path / "data/raw/a.txt").write_text("abc")
-    write_manifest(Path("data/raw"), stage="download", run_id=None, params={"x": 1}, inputs={}, started=utc_now())
+    write_manifest(Path("data/raw"), stage="download", params={"x": 1}, inputs={}, code={})
     (tmp_path / "data/copy/part").mkdir(parents=True)
     (tmp_path / "data/copy/part/a.txt").write_text("abc" * 2)  # recorded with times: 2, not today's 5
-    write_manifest(Path("data/copy"), stage="copy", run_id=None, params={"times": 2},
-                   inputs={"data/raw": describe_input("data/raw")}, started=utc_now())
+    write_manifest(Path("data/copy"), stage="copy", params={"times": 2}, inputs={"data/raw": describe_input("data/raw")},
+                   code={})
     atomic_write_json("reports/metrics/copy.json", {"chars": 6, "train_seconds": 9.0})
     return tmp_path
 
@@ -307,21 +389,20 @@ def repro_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_reproduce_reruns_with_the_recorded_params(repro_repo: Path) -> None:
     report = reproduce_stage("copy", repro_repo)
     assert report.reproduced, render_reproduce(report)
-    assert [(r.path, r.status) for r in report.files] == [("data/copy/part/a.txt", SAME)]
+    assert [(r.path, r.status) for r in report.files] == [("data/copy/part/a.txt", SAME),
+                                                          ("data/copy/manifest.json", SAME)]
     assert {r.path.split(":")[1]: r.status for r in report.metrics} == {"chars": SAME, "train_seconds": IGNORED}
-    assert "reproduced: copy, 1 of 1 files identical, 0 differences" in render_reproduce(report)
+    assert "reproduced: copy, 2 of 2 files identical, 0 differences" in render_reproduce(report)
     assert sorted(p.name for p in repro_repo.iterdir()) == ["data", "dvc.yaml", "params.yaml", "pipelines",
                                                             "reports"]  # the re-run wrote nothing here
 
 
 def test_reproduce_fails_naming_the_file_when_the_record_differs(repro_repo: Path) -> None:
-    path = repro_repo / "data/copy/manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["params"]["times"] = 3
-    path.write_text(json.dumps(manifest))
+    edit_json(repro_repo / "data/copy/manifest.json", lambda m: m["params"].update(times=3))
     report = reproduce_stage("copy", repro_repo)
     assert not report.reproduced
-    assert [(r.path, r.status) for r in report.files] == [("data/copy/part/a.txt", DIFF)]
+    assert [(r.path, r.status) for r in report.files] == [("data/copy/part/a.txt", DIFF),
+                                                          ("data/copy/manifest.json", DIFF)]
     assert [r.detail for r in report.metrics if r.status == DIFF] == ["recorded 6.0, re-run 9.0"]
     result = CliRunner().invoke(app, ["audit", "--reproduce", "copy", "--repo", str(repro_repo)])
     assert result.exit_code == 1 and "✗ differs" in result.output and "data/copy/part/a.txt" in result.output
@@ -358,9 +439,9 @@ def test_training_metrics_compare_within_tolerance() -> None:
 
 
 def test_reproduce_refuses_inputs_outside_the_repository(repro_repo: Path) -> None:
-    path = repro_repo / "data/copy/manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["inputs"]["../elsewhere"] = manifest["inputs"]["data/raw"]
-    path.write_text(json.dumps(manifest))
+    def outside(manifest: dict[str, Any]) -> None:
+        manifest["inputs"]["../elsewhere"] = manifest["inputs"]["data/raw"]
+
+    edit_json(repro_repo / "data/copy/manifest.json", outside)
     with pytest.raises(AuditError, match="input ../elsewhere is not a path inside the repository"):
         reproduce_stage("copy", repro_repo)

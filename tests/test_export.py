@@ -149,9 +149,9 @@ def test_export_refuses_a_classifier(tmp_path: Path) -> None:
 def test_export_and_import_refuse_to_overwrite_their_input(tmp_path: Path) -> None:
     model_dir = make_model_dir(tmp_path / "ours")
     before = (model_dir / "model.safetensors").read_bytes()
-    with pytest.raises(ValueError, match="the output folder is the input folder"):
+    with pytest.raises(ValueError, match=r"--out .*ours is the export source .*ours: it would be replaced"):
         export_hf(model_dir, model_dir)
-    with pytest.raises(ValueError, match="the output folder is the input folder"):
+    with pytest.raises(ValueError, match=r"--out .*ours is the import-hf source .*ours: it would be replaced"):
         import_hf(model_dir, tmp_path / "ours" / ".." / "ours")
     assert (model_dir / "model.safetensors").read_bytes() == before
 

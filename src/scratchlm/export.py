@@ -22,9 +22,10 @@ import torch
 import torch.nn as nn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from scratchlm.guard import guard_out_dir, write_marker
 from scratchlm.io import atomic_output_dir
-from scratchlm.model.gpt import GPT, GPTConfig, load_model, save_model
-from scratchlm.tokenizer import EOT, PAD
+from scratchlm.model.gpt import GPT, GPTConfig, expected_shapes, load_model, read_config, save_model
+from scratchlm.tokenizer import EOT, PAD, load_tokenizer
 
 #: Weights that HF GPT-2 stores in Conv1D layout (in_features, out_features).
 CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
@@ -52,7 +53,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> None:
     and gives our logits. A classifier export (config.json with a "head" key) is refused: GPT-2 has no
     matching head, and exporting only the body would silently drop the fine-tuned classifier.
     """
-    refuse_same_folder(model_dir, out_dir)
+    guard_out_dir(out_dir, [model_dir], "export")
     model, tokenizer = _load_language_model(model_dir)
     transformers = _transformers()
     hf_model = transformers.GPT2LMHeadModel(hf_config(model, tokenizer)).eval()
@@ -61,12 +62,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> None:
         hf_model.save_pretrained(tmp)
         hf_tokenizer(model_dir / "tokenizer.json", model.config.block_size).save_pretrained(tmp)
         portable_tokenizer_class(tmp / "tokenizer_config.json")
-
-
-def refuse_same_folder(source: Path, out_dir: Path) -> None:
-    """The output replaces `out_dir` whole, so writing over the source would destroy it."""
-    if out_dir.resolve() == source.resolve():
-        raise ValueError(f"{out_dir}: the output folder is the input folder (it would be replaced)")
+        write_marker(tmp, "export", model_dir, {"format": "hf (GPT2LMHeadModel)"})
 
 
 def _load_language_model(model_dir: Path) -> tuple[GPT, Tokenizer]:
@@ -74,11 +70,10 @@ def _load_language_model(model_dir: Path) -> tuple[GPT, Tokenizer]:
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         if not (model_dir / name).is_file():
             raise FileNotFoundError(f"{model_dir}: missing {name} (not an exported scratchlm model)")
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    if "head" in config:
+    if "head" in read_config(model_dir):
         raise ValueError(f"{model_dir / 'config.json'}: has a 'head' key (a classifier); only language models "
                          "can be exported to GPT-2 (export the pretrained model it was fine-tuned from)")
-    return load_model(model_dir).eval(), Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    return load_model(model_dir).eval(), load_tokenizer(model_dir / "tokenizer.json")
 
 
 def _transformers() -> Any:
@@ -116,7 +111,7 @@ def to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
 
 def hf_tokenizer(tokenizer_file: Path, block_size: int) -> Any:
     """Our tokenizer.json as a `PreTrainedTokenizerFast` with its special tokens named."""
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer = load_tokenizer(tokenizer_file)
     specials: dict[str, str] = {}
     if tokenizer.token_to_id(EOT) is not None:
         specials |= {"bos_token": EOT, "eos_token": EOT}
@@ -146,17 +141,19 @@ def import_hf(hf_dir: Path, out_dir: Path) -> None:
     token's logits are unchanged and the new token starts as an average, unremarkable one.
     Dropout becomes GPT-2's `resid_pdrop` (0.1 for the released models); biases are kept.
     """
-    refuse_same_folder(hf_dir, out_dir)
+    guard_out_dir(out_dir, [hf_dir], "import-hf")
     config_file = hf_dir / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{hf_dir}: missing config.json (not a Hugging Face checkpoint)")
-    config = gpt_config_from_hf(json.loads(config_file.read_text(encoding="utf-8")), config_file)
+    config = gpt_config_from_hf(read_config(hf_dir), config_file)
     tokenizer = tokenizer_from_hf(hf_dir)
-    model = load_state(GPT(config), from_hf_state(read_hf_weights(hf_dir)), hf_dir)
+    state = from_hf_state(read_hf_weights(hf_dir, expected_shapes(lambda: GPT(config))))
+    model = load_state(GPT(config), state, hf_dir)
     model = grow_vocab(model, tokenizer.get_vocab_size(with_added_tokens=True), hf_dir)
     with atomic_output_dir(out_dir) as tmp:
         save_model(model, tmp)
         tokenizer.save(str(tmp / "tokenizer.json"))
+        write_marker(tmp, "import-hf", hf_dir)
 
 
 def gpt_config_from_hf(hf: dict[str, Any], source: Path) -> GPTConfig:
@@ -171,25 +168,59 @@ def gpt_config_from_hf(hf: dict[str, Any], source: Path) -> GPTConfig:
         raise ValueError(f"{source}: missing key {missing[0]}")
     if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
         raise ValueError(f"{source}: n_inner={hf['n_inner']} is not supported (scratchlm's MLP is 4 * n_embd wide)")
-    return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
-                     n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=hf.get("resid_pdrop", 0.1), bias=True)
+    fields = {"vocab_size": hf["vocab_size"], "block_size": hf["n_positions"], "n_layer": hf["n_layer"],
+              "n_head": hf["n_head"], "n_embd": hf["n_embd"], "dropout": hf.get("resid_pdrop", 0.1), "bias": True}
+    try:
+        return GPTConfig.from_dict(fields)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
 
 
-def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
-    """model.safetensors, else pytorch_model.bin loaded with `weights_only=True` (no arbitrary unpickling)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def read_hf_weights(hf_dir: Path, expected: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+    """model.safetensors (its header checked against `expected`, our names and shapes, before any tensor is
+    read), else pytorch_model.bin loaded with `weights_only=True`: a pickle holding anything but tensors is
+    refused and nothing in it runs."""
+    import pickle
+
+    from safetensors import SafetensorError, safe_open
 
     safetensors_file, bin_file = hf_dir / "model.safetensors", hf_dir / "pytorch_model.bin"
-    try:
-        if safetensors_file.is_file():
-            return load_file(str(safetensors_file))
-        if bin_file.is_file():
-            return torch.load(bin_file, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, EOFError) as error:
-        raise ValueError(f"{hf_dir}: unreadable weights ({str(error).splitlines()[0]})") from None
+    if safetensors_file.is_file():
+        try:
+            with safe_open(str(safetensors_file), framework="pt") as handle:
+                check_hf_shapes(hf_dir, {n: list(handle.get_slice(n).get_shape()) for n in handle.keys()}, expected)  # noqa: SIM118
+                return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"{safetensors_file}: unreadable weights ({str(error).splitlines()[0]})") from None
+    if bin_file.is_file():
+        try:
+            state = torch.load(bin_file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise ValueError(f"{bin_file}: refused, it holds pickled objects other than tensors; nothing in it was "
+                             "run (convert the checkpoint to model.safetensors)") from None
+        except (OSError, RuntimeError, EOFError) as error:
+            raise ValueError(f"{bin_file}: unreadable weights ({str(error).splitlines()[0]})") from None
+        if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+            raise ValueError(f"{bin_file}: not a state dict of tensors")
+        check_hf_shapes(hf_dir, {name: list(t.shape) for name, t in state.items()}, expected)
+        return state
     raise FileNotFoundError(f"{hf_dir}: no model.safetensors or pytorch_model.bin (sharded checkpoints are "
                             "not supported)")
+
+
+def check_hf_shapes(hf_dir: Path, found: dict[str, list[int]], expected: dict[str, list[int]]) -> None:
+    """HF GPT-2 tensor shapes (renamed, Conv1D transposed) against what config.json gives our GPT."""
+    ours = {}
+    for name, shape in found.items():
+        name = name.removeprefix("transformer.")
+        if name == "lm_head.weight" or MASK_BUFFER.match(name):
+            continue
+        ours[name] = shape[::-1] if name.endswith(CONV1D) else shape
+    for name in sorted(expected.keys() | ours.keys()):
+        if expected.get(name) != ours.get(name):
+            have = f"the weights have {ours[name]}" if name in ours else "the weights lack it"
+            want = f"config.json gives {expected[name]}" if name in expected else "config.json has no such tensor"
+            raise ValueError(f"{hf_dir}: config.json does not match the weights ({name}: {want}, {have})")
 
 
 def from_hf_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -219,7 +250,7 @@ def tokenizer_from_hf(hf_dir: Path) -> Tokenizer:
     """tokenizer.json, else vocab.json + merges.txt as GPT-2's byte-level BPE; `<|pad|>` added if missing."""
     vocab, merges = hf_dir / "vocab.json", hf_dir / "merges.txt"
     if (hf_dir / "tokenizer.json").is_file():
-        tokenizer = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
+        tokenizer = load_tokenizer(hf_dir / "tokenizer.json")
     elif vocab.is_file() and merges.is_file():
         tokenizer = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)

@@ -9,7 +9,7 @@ import torch
 from tokenizers import Tokenizer
 
 from scratchlm.model.gpt import GPT, load_model
-from scratchlm.tokenizer import EOT
+from scratchlm.tokenizer import EOT, load_tokenizer
 
 
 def load_for_generation(model_dir: Path, device: str = "cpu") -> tuple[GPT, Tokenizer]:
@@ -17,7 +17,7 @@ def load_for_generation(model_dir: Path, device: str = "cpu") -> tuple[GPT, Toke
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
         if not (model_dir / name).is_file():
             raise FileNotFoundError(f"{model_dir}: missing {name} (not an exported scratchlm model)")
-    return load_model(model_dir, device).eval(), Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    return load_model(model_dir, device).eval(), load_tokenizer(model_dir / "tokenizer.json")
 
 
 def stream_text(model: GPT, tokenizer: Tokenizer, prompt: str, *, max_new_tokens: int = 100,

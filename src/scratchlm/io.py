@@ -43,6 +43,28 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def file_hashes(path: str | Path) -> dict[str, Any]:
+    """sha256 (our lineage), md5 (what DVC records in dvc.lock) and size of a file, read once."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            sha.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest(), "bytes": size}
+
+
+def dvc_dir_md5(file_md5s: dict[str, str]) -> str:
+    """The hash DVC 3 records in dvc.lock for a folder: md5 of its sorted `{md5, relpath}` listing + `.dir`.
+
+    The same bytes `dvc_data.hashfile.tree.Tree.as_bytes()` hashes, so a manifest can be compared with
+    `dvc.lock` without running DVC.
+    """
+    listing = [{"md5": md5, "relpath": rel} for rel, md5 in sorted(file_md5s.items())]
+    return hashlib.md5(json.dumps(listing, sort_keys=True).encode("utf-8"), usedforsecurity=False).hexdigest() + ".dir"
+
+
 def list_files(root: Path) -> list[Path]:
     """All regular files under root, sorted by relative path so every listing is deterministic."""
     return sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
@@ -74,7 +96,7 @@ def atomic_output_dir(final: str | Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(final)
+    remove_stale(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -87,8 +109,11 @@ def atomic_output_dir(final: str | Path) -> Iterator[Path]:
         raise
 
 
-def _remove_stale(final: Path) -> None:
-    """Temp folders a killed run left beside `final` (DVC's repo lock rules out a live writer)."""
+def remove_stale(final: Path) -> None:
+    """Temp folders a killed run left beside `final` (an output folder or a staged file's folder).
+
+    DVC's lock on the paths a stage writes rules out a live writer.
+    """
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     for backup in sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime):
@@ -157,8 +182,13 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield records; a malformed line raises DataFormatError naming the file and line number."""
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataFormatError(f"{path}:{lineno}: not UTF-8 at byte {error.start} of the line "
+                                      f"({error.reason})") from None
             if not line.strip():
                 continue
             try:
@@ -168,6 +198,21 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             if not isinstance(record, dict):
                 raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
             yield record
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a JSONL data set, whose `id`s must be unique: a split hashed by id would otherwise put
+    one record's twin in another split. A duplicate names both records."""
+    records, first = [], {}
+    for number, record in enumerate(read_jsonl(path), start=1):
+        if "id" in record:
+            key = str(record["id"])
+            if key in first:
+                raise DataFormatError(f"{path}: records {first[key]} and {number} share the id {key!r} "
+                                      "(ids must be unique)")
+            first[key] = number
+        records.append(record)
+    return records
 
 
 # ---------------------------------------------------------------------------------- parquet shards

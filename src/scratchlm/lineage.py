@@ -1,136 +1,133 @@
-"""`manifest.json`: what produced an output folder, from which exact inputs, code and parameters.
+"""`manifest.json`: what an output folder is, as a function of its inputs, params and code alone.
 
-Every stage output carries one. Inputs are recorded with their digest and the MLflow run id of the
-stage that produced them (read from the input's own manifest), which is what lets an audit walk a
-score back, hop by hop, to the raw downloaded bytes.
+Every stage output carries one. Nothing in it changes when the same inputs, params and code run
+again, on another day, machine or commit: DVC's hash of the folder then changes only when its
+content does, so an identical re-run lets DVC skip everything downstream, and two machines that
+built the same data have the same `dvc.lock`. The facts of one execution (MLflow run, commit, times,
+machine) live in the stage's run record instead (`scratchlm.runrecord`).
+
+Each input is recorded with the digest of its content (sha256, and the md5 DVC records for it) and
+the sha256 of its producer's manifest. That chains the manifests: a forged output whose manifest
+entry was re-hashed has a new manifest digest, which every consumer (and the producer's run record
+and MLflow run) still holds the old value of.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import hashlib
 import json
-import platform
-import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from scratchlm.io import DataFormatError, atomic_write_json, list_files, sha256_file, tree_sha256
+from scratchlm.io import DataFormatError, atomic_write_json, dvc_dir_md5, file_hashes, list_files
 
 MANIFEST = "manifest.json"
-GENERATED = (":!dvc.lock", ":!reports/metrics", ":!reports/plots", ":!reports/model_card")
-TRACKED_PACKAGES = (
-    "scratchlm", "torch", "lightning", "dvc", "mlflow", "datasets", "tokenizers",
-    "great-expectations", "datasketch", "pyarrow", "numpy", "pandas",
-)
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def git_state(repo: Path = Path(".")) -> tuple[str | None, bool]:
-    """The HEAD commit and whether tracked code differs from it.
-
-    What stages themselves rewrite (`dvc.lock`, the metrics and plots files) is left out of the
-    check: otherwise every stage after the first of one `dvc repro` would count as dirty.
-    """
-    try:
-        commit = _git(repo, "rev-parse", "HEAD")
-        status = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", ".", *GENERATED)
-    except (OSError, subprocess.CalledProcessError):
-        return None, True
-    return commit, bool(status)
-
-
-def _git(repo: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True, timeout=30)
-    return result.stdout.strip()
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape outputs, without importing them."""
-    versions = {"python": platform.python_version()}
-    for name in TRACKED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+#: Version of the manifest layout (2: deterministic, the run's volatile facts moved to run records).
+FORMAT = 2
 
 
 def read_manifest(path: str | Path) -> dict[str, Any] | None:
     """The manifest of an output folder (or of the folder holding a file), if there is one."""
-    path, top = Path(path).resolve(), Path.cwd().resolve()
+    folder = manifest_folder(path)
+    if folder is None:
+        return None
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataFormatError(f"{folder / MANIFEST}: corrupt manifest (not JSON)") from None
+
+
+def manifest_folder(path: str | Path, top: Path | None = None) -> Path | None:
+    """The nearest folder at or above `path` holding a manifest, never above `top` (default: the cwd)."""
+    path, top = Path(path).resolve(), (top or Path.cwd()).resolve()
     for folder in (path, *path.parents) if path.is_dir() else path.parents:
-        candidate = folder / MANIFEST
-        if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                raise DataFormatError(f"{candidate}: corrupt manifest (not JSON)") from None
+        if (folder / MANIFEST).is_file():
+            return folder
         if folder == top or top not in folder.parents:
-            break  # never pick up a manifest from outside the repository
+            break  # never pick up a manifest from above the repository
     return None
 
 
+def manifest_sha256(folder: str | Path) -> str | None:
+    """sha256 of a folder's manifest.json bytes: what consumers, run records and MLflow record."""
+    path = Path(folder) / MANIFEST
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def content_sha256(hashes: dict[str, dict[str, Any]]) -> str:
+    """One digest over `relpath sha256` lines in path order, the folder's own manifest left out.
+
+    The same value as `io.tree_sha256(folder, exclude=("manifest.json",))`: the data's digest alone,
+    which stays comparable with outputs written by earlier versions.
+    """
+    lines = [f"{rel} {entry['sha256']}\n" for rel, entry in sorted(hashes.items()) if rel != MANIFEST]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def tree_hashes(root: Path) -> dict[str, dict[str, Any]]:
+    """sha256, md5 and size of every file under `root`, by relative path (each file read once)."""
+    return {p.relative_to(root).as_posix(): file_hashes(p) for p in list_files(root)}
+
+
 def describe_input(path: str | Path) -> dict[str, Any]:
-    """Digest of an input (file or folder) plus the run that produced it, if it has a manifest."""
+    """An input's content digest, DVC's md5 of it, and its producer's stage and manifest digest."""
     path = Path(path)
-    upstream = read_manifest(path)
-    entry: dict[str, Any] = {
-        # the manifest holds timestamps and run ids: leave it out so the digest is the data's alone
-        "sha256": tree_sha256(path, exclude=(MANIFEST,)),
-        "kind": "dir" if path.is_dir() else "file",
-    }
-    if upstream is not None:
-        entry["producer_stage"] = upstream.get("stage")
-        entry["producer_run_id"] = upstream.get("mlflow_run_id")
+    if path.is_dir():
+        hashes = tree_hashes(path)
+        entry: dict[str, Any] = {"kind": "dir", "sha256": content_sha256(hashes),
+                                 "md5": dvc_dir_md5({rel: h["md5"] for rel, h in hashes.items()})}
+    else:
+        digest = file_hashes(path)
+        entry = {"kind": "file", "sha256": digest["sha256"], "md5": digest["md5"]}
+    folder = manifest_folder(path)
+    if folder is not None:
+        producer = read_manifest(folder) or {}
+        entry["producer_stage"] = producer.get("stage")
+        entry["producer_manifest"] = manifest_sha256(folder)
     return entry
 
 
+def describe_code(files: list[str], root: Path) -> dict[str, dict[str, str]]:
+    """sha256 and md5 of each code file the stage runs (its dvc.yaml code deps), relative to `root`."""
+    described = {}
+    for rel in sorted(files):
+        digest = file_hashes(root / rel)
+        described[rel] = {"sha256": digest["sha256"], "md5": digest["md5"]}
+    return described
+
+
+def code_sha256(code: dict[str, dict[str, str]]) -> str:
+    """One digest of a stage's code, for display (the manifest keeps each file's)."""
+    return hashlib.sha256("".join(f"{rel} {d['sha256']}\n" for rel, d in sorted(code.items())).encode()).hexdigest()
+
+
 def describe_outputs(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """sha256 and size of every file in an output folder except the manifest itself."""
-    return {
-        p.relative_to(out_dir).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-        for p in list_files(out_dir)
-        if p.name != MANIFEST or p.parent != out_dir
-    }
+    """sha256, md5 and size of every file in an output folder except the manifest itself."""
+    return {rel: entry for rel, entry in tree_hashes(out_dir).items() if rel != MANIFEST}
 
 
 def write_manifest(
     out_dir: Path,
     *,
     stage: str,
-    run_id: str | None,
     params: dict[str, Any],
     inputs: dict[str, dict[str, Any]],
-    started: str,
-    extra: dict[str, Any] | None = None,
+    code: dict[str, dict[str, str]],
+    other_outputs: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write `out_dir/manifest.json` (last, after every other file of the output exists)."""
-    commit, dirty = git_state()
+    """Write `out_dir/manifest.json` (last, after every other file of the output exists).
+
+    `other_outputs` are the stage's files outside the folder (its metrics file, its plots), by their
+    repository path, digested from the staged copies that will be swapped into place with the folder.
+    """
     manifest = {
+        "format": FORMAT,
         "stage": stage,
-        "mlflow_run_id": run_id,
-        "git_commit": commit,
-        "git_dirty": dirty,
         "params": params,
+        "code": code,
         "inputs": inputs,
         "outputs": describe_outputs(out_dir),
-        "versions": package_versions(),
-        "started": started,
-        "finished": utc_now(),
-        **(extra or {}),
+        "other_outputs": other_outputs or {},
     }
     atomic_write_json(out_dir / MANIFEST, manifest)
     return manifest
-
-
-def upstream_run_ids(inputs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """`{producer_stage: run_id}` of the inputs, for tagging the MLflow run."""
-    return {
-        entry["producer_stage"]: entry["producer_run_id"]
-        for entry in inputs.values()
-        if entry.get("producer_stage") and entry.get("producer_run_id")
-    }

@@ -13,7 +13,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from scratchlm.config import ConfigError, parse_section
+from scratchlm.config import ConfigError, parse_section, read_params_file
 from scratchlm.io import atomic_write_text
 
 
@@ -41,6 +41,8 @@ def apply_profile(params_file: Path, profile_file: Path) -> list[str]:
     """Merge a profile into params.yaml atomically; returns the sections it touched."""
     if not profile_file.is_file():
         raise ConfigError(f"{profile_file}: no such profile")
+    for path in (params_file, profile_file):
+        read_params_file(path)  # one line naming a duplicate key (and its line), a NaN is caught below
     yaml = _yaml()
     params, overrides = _load(yaml, params_file), _load(yaml, profile_file)
     deep_merge(params, overrides)

@@ -26,6 +26,18 @@ PAD = "<|pad|>"
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A `tokenizer.json`; missing, truncated or not a tokenizer is a one-line error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (not an exported scratchlm model or tokenizer)")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises a bare Exception for any parse failure
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path}: not a readable tokenizer ({reason})") from None
+
+
 def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int, special_tokens: Sequence[str],
               length: int | None = None) -> Tokenizer:
     """Train a byte-level BPE (no prefix space, every byte in the base alphabet so nothing is unknown)."""
@@ -236,7 +248,7 @@ def tokenize_splits(dedup_dir: Path, tokenizer_dir: Path, out_dir: Path, params:
 
     tokenizer_file = tokenizer_dir / "tokenizer.json"
     require_documents(dedup_dir, ("train", "val"))
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer = load_tokenizer(tokenizer_file)
     encoding = to_tiktoken(tokenizer)
     sample = [t for split in ("train", "val")
               for _, t in zip(range(params.check_docs), split_texts(dedup_dir / split), strict=False)]

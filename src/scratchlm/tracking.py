@@ -80,26 +80,53 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, f
 
 
 class StageRun:
-    """A handle on the stage's MLflow run; a disabled one (no run) accepts and drops everything."""
+    """A handle on the stage's MLflow run; a disabled one (no run) accepts and drops everything.
 
-    def __init__(self, run_id: str | None) -> None:
+    A call that fails (an unwritable artifact store, a database error) raises TrackingError naming
+    what could not be logged; with `required: false` it warns once and the run goes on untracked.
+    """
+
+    def __init__(self, run_id: str | None, required: bool = True) -> None:
         self.run_id = run_id
+        self.required = required
+        self.ended = False
 
     @property
     def enabled(self) -> bool:
         return self.run_id is not None
 
+    @contextlib.contextmanager
+    def _logging(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            message = f"MLflow run {self.run_id}: could not {what} ({type(error).__name__}: {reason})"
+            if self.required:
+                raise TrackingError(message) from None
+            warnings.warn(f"{message}; tracking disabled for the rest of the stage", stacklevel=3)
+            self.run_id = None
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         if self.enabled:
             import mlflow
 
-            mlflow.log_params(flatten(params))
+            with self._logging("log the params"):
+                mlflow.log_params(flatten(params))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        if self.enabled:
+            import mlflow
+
+            with self._logging("set tags"):
+                mlflow.set_tags(dict(tags))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if self.enabled:
             import mlflow
 
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+            with self._logging("log metrics"):
+                mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
     def log_metrics_at(self, metrics: Mapping[str, float], step: int) -> None:
         """`log_fn(metrics, step)`, the shape training callbacks call."""
@@ -111,16 +138,42 @@ class StageRun:
         import mlflow
 
         path = Path(path)
-        if path.is_dir():
-            mlflow.log_artifacts(str(path), artifact_path=artifact_path or path.name)
-        else:
-            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        with self._logging(f"log the artifact {path.name}"):
+            if path.is_dir():
+                mlflow.log_artifacts(str(path), artifact_path=artifact_path or path.name)
+            else:
+                mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
     def log_dict(self, obj: Any, name: str) -> None:
         if self.enabled:
             import mlflow
 
-            mlflow.log_dict(obj, name)
+            with self._logging(f"log {name}"):
+                mlflow.log_dict(obj, name)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """End the run now (before the stage swaps its output in: ending can fail too)."""
+        if self.enabled and not self.ended:
+            import mlflow
+
+            with self._logging("end the run"):
+                mlflow.end_run(status=status)
+        self.ended = True
+
+    def mark_failed(self) -> None:
+        """Best effort, on the way out of a failing stage: never hides the error that got us here."""
+        if not self.enabled:
+            return
+        try:
+            import mlflow
+
+            if self.ended:
+                mlflow.MlflowClient().set_terminated(self.run_id, status="FAILED")
+            else:
+                mlflow.end_run(status="FAILED")
+        except Exception as error:  # the backend is what failed: say so, keep the stage's own error
+            log.warning("could not mark MLflow run %s FAILED: %s", self.run_id, error)
+        self.ended = True
 
     def register_model(self, name: str, model_dir: Path, card: Path, tags: Mapping[str, str]) -> str | None:
         """Log a model folder (with the model card) under this run and register it as a new version of
@@ -131,18 +184,20 @@ class StageRun:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        mlflow.log_artifacts(str(model_dir), artifact_path=f"models/{name}")
-        mlflow.log_artifact(str(card), artifact_path=f"models/{name}")
-        client = MlflowClient()
-        try:
-            client.get_registered_model(name)
-        except MlflowException:
-            client.create_registered_model(name, description="Trained by the scratchlm pipeline; "
-                                                              "each version carries model_card.md")
-        version = client.create_model_version(name, source=mlflow.get_artifact_uri(f"models/{name}"),
-                                              run_id=self.run_id, tags=dict(tags),
-                                              description=f"model card: models/{name}/model_card.md")
-        return str(version.version)
+        with self._logging(f"register {name}"):
+            mlflow.log_artifacts(str(model_dir), artifact_path=f"models/{name}")
+            mlflow.log_artifact(str(card), artifact_path=f"models/{name}")
+            client = MlflowClient()
+            try:
+                client.get_registered_model(name)
+            except MlflowException:
+                client.create_registered_model(name, description="Trained by the scratchlm pipeline; "
+                                                                  "each version carries model_card.md")
+            version = client.create_model_version(name, source=mlflow.get_artifact_uri(f"models/{name}"),
+                                                  run_id=self.run_id, tags=dict(tags),
+                                                  description=f"model card: models/{name}/model_card.md")
+            return str(version.version)
+        return None
 
     def log_inputs(self, inputs: Mapping[str, Mapping[str, Any]]) -> None:
         """Each input as an MLflow dataset named by its path, with its digest, in sorted order."""
@@ -157,7 +212,8 @@ class StageRun:
                 warnings.simplefilter("ignore", UserWarning)
                 source = resolve_dataset_source(str(Path(path).resolve()))
             digest = str(inputs[path]["sha256"])[:MLFLOW_DIGEST_MAX]
-            mlflow.log_input(MetaDataset(source, name=path, digest=digest), context="input")
+            with self._logging(f"log the input {path}"):
+                mlflow.log_input(MetaDataset(source, name=path, digest=digest), context="input")
 
 
 def _experiment_id(name: str, uri: str) -> str:
@@ -190,9 +246,15 @@ def stage_run(stage: str, tracking: TrackingParams, tags: Mapping[str, str]) -> 
             raise TrackingError(message.splitlines()[0]) from None
         warnings.warn(f"tracking disabled for stage '{stage}': {error}; metrics go to local files only",
                       stacklevel=2)
-        yield StageRun(None)
+        yield StageRun(None, required=False)
         return
-    yield from _run_body(run_id)
+    run = StageRun(run_id, tracking.required)
+    try:
+        yield run
+    except BaseException:
+        run.mark_failed()
+        raise
+    run.end()
 
 
 def _start(stage: str, experiment: str, uri: str, tags: Mapping[str, str]) -> str:
@@ -203,17 +265,6 @@ def _start(stage: str, experiment: str, uri: str, tags: Mapping[str, str]) -> st
     experiment_id = _experiment_id(experiment, uri)
     run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags={"stage": stage, **tags})
     return run.info.run_id
-
-
-def _run_body(run_id: str) -> Iterator[StageRun]:
-    import mlflow
-
-    try:
-        yield StageRun(run_id)
-    except BaseException:
-        mlflow.end_run(status="FAILED")
-        raise
-    mlflow.end_run(status="FINISHED")
 
 
 # ---------------------------------------------------------------------------------- reading runs (audit)
@@ -240,14 +291,28 @@ def _client(uri: str) -> Any:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     _limit_http_waits(10)
     check_backend(uri, 10)
-    return MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    client.search_experiments(max_results=1)  # a corrupt database fails here, once, not on every read
+    return client
+
+
+@contextlib.contextmanager
+def _reading(uri: str) -> Iterator[None]:
+    """Any failure of the backend itself (a corrupt database, a server error) as one TrackingError line."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as error:
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise TrackingError(f"MLflow backend {uri} cannot be read ({type(error).__name__}: {reason})") from None
 
 
 def get_run_summary(run_id: str, uri: str | None = None) -> dict[str, Any] | None:
     """Status, lifecycle, params, latest metrics and tags of a run; None when the backend lacks it.
 
     A missing local database counts as "no such run" rather than being created empty by MLflow; a
-    backend that cannot answer raises TrackingError naming the URI (that is not "no such run").
+    backend that cannot answer (or a corrupt database) raises TrackingError naming the URI.
     """
     from mlflow.exceptions import MlflowException
 
@@ -255,14 +320,35 @@ def get_run_summary(run_id: str, uri: str | None = None) -> dict[str, Any] | Non
     db = _sqlite_file(uri)
     if db is not None and not db.is_file():
         return None
-    try:
-        run = _client(uri).get_run(run_id)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise TrackingError(f"MLflow backend {uri}: {str(error).splitlines()[0]}") from None
+    with _reading(uri):
+        try:
+            run = _client(uri).get_run(run_id)
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
     return {"run_id": run.info.run_id, "status": run.info.status, "lifecycle_stage": run.info.lifecycle_stage,
             "params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
+
+
+def runs_with_manifest(stage: str, manifest_sha256: str, uri: str | None = None) -> list[str]:
+    """Ids of the FINISHED runs of `stage` that recorded this manifest digest, newest first.
+
+    What an audit falls back on when a stage's run record names another output: DVC brought back an
+    output that an earlier run made (`dvc checkout`, an experiment applied), and that run is the one
+    that vouches for these bytes.
+    """
+    uri = uri or tracking_uri()
+    db = _sqlite_file(uri)
+    if db is not None and not db.is_file():
+        return []
+    with _reading(uri):
+        client = _client(uri)
+        ids = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(ids, filter_string=f"tags.stage = '{stage}' and tags.manifest_sha256 = "
+                                                     f"'{manifest_sha256}' and attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"]) if ids else []
+    return [run.info.run_id for run in runs]
 
 
 def last_logged_values(run_id: str, key: str, uri: str | None = None) -> list[float]:
@@ -275,7 +361,7 @@ def last_logged_values(run_id: str, key: str, uri: str | None = None) -> list[fl
 
     try:
         history = _client(uri or tracking_uri()).get_metric_history(run_id, key)
-    except MlflowException:
+    except (MlflowException, TrackingError):
         return []
     if not history:
         return []

@@ -9,6 +9,7 @@ import pytest
 
 from scratchlm.config import ReportParams
 from scratchlm.io import DataFormatError
+from scratchlm.lineage import manifest_sha256
 from scratchlm.reporting.report import METRIC_STAGES, build_report, confusion_of, funnel
 
 SECTIONS = ["## Summary", "## Data", "### Sources", "### Through the stages", "## Tokenizer", "## Model and training",
@@ -26,8 +27,8 @@ METRICS = {
     "validate": {"suites": 6, "expectations": 64, "failed_critical": 0, "failed_warning": 1},
     "tokenizer": {"vocab_size": 512, "bytes_per_token": 2.5, "tokens_per_word": 2.1, "byte_token_share": 0.01},
     "tokenize": {"train_tokens": 1000},
-    "pretrain": {"params_with_embeddings": 120000, "tokens_seen": 10240, "train_seconds": 12.0, "val_loss": 5.5,
-                 "unigram_val_loss": 6.0, "steps": 20, "flops_per_token": 700000, "tokens_per_s": 900.0, "mfu": 0.2},
+    "pretrain": {"params_with_embeddings": 120000, "tokens_seen": 10240, "val_loss": 5.5, "precision": "32-true",
+                 "unigram_val_loss": 6.0, "steps": 20, "flops_per_token": 700000},
     "finetune_classifier": {"test": CLS},
     "finetune_instruct": {"rouge_l": 0.1},
     "evaluate": {
@@ -54,10 +55,9 @@ def write_run(root: Path) -> dict[str, Path]:
     for i, stage in enumerate(["download", "clean", "dedup", "pretrain", "evaluate"]):
         folder = root / stage
         folder.mkdir()
-        manifest = {"stage": stage, "mlflow_run_id": f"run{i}", "git_commit": "abc123def456", "git_dirty": False,
+        manifest = {"format": 2, "stage": stage, "code": {f"pipelines/{stage}.py": {"sha256": str(i), "md5": str(i)}},
                     "params": {"model": {"n_layer": 2}, "max_steps": 20} if stage == "pretrain" else {},
-                    "outputs": {"x": {"sha256": str(i)}}, "started": "2026-11-25T08:00:00Z",
-                    "finished": f"2026-11-25T08:00:{10 + i}Z"}
+                    "outputs": {"x": {"sha256": str(i)}}, "inputs": {}, "other_outputs": {}}
         (folder / "manifest.json").write_text(json.dumps(manifest))
         outputs[stage] = folder
     (outputs["download"] / "wikitext2").mkdir()
@@ -67,6 +67,11 @@ def write_run(root: Path) -> dict[str, Path]:
     (outputs["pretrain"] / "samples.txt").write_text("[step 10] The cat\n\n[step 20] The history of the\n")
     (outputs["evaluate"] / "instruct_test.jsonl").write_text(json.dumps(
         {"instruction": "Say hi | now", "reference": "Hi!", "generated": "Hello."}) + "\n")
+    (root / "pretrain_run.json").write_text(json.dumps(
+        {"stage": "pretrain", "manifest_sha256": manifest_sha256(outputs["pretrain"]), "mlflow_run_id": "run3",
+         "seconds": 12.4, "timing": {"train_seconds": 12.0, "tokens_per_s": 900.0, "mfu": 0.2, "peak_tflops": 0.1,
+                                     "peak_tflops_source": "measured"},
+         "machine": {"cpu": "AMD EPYC", "cpus": 2}}))
     return outputs
 
 
@@ -74,7 +79,8 @@ def test_model_card_has_every_section_figure_and_number(tmp_path: Path) -> None:
     outputs = write_run(tmp_path)
     out = tmp_path / "card"
     out.mkdir()
-    metrics = build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, out, ReportParams())
+    metrics = build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, out, ReportParams(),
+                           tmp_path / "pretrain_run.json")
     card = (out / "model_card.md").read_text()
     positions = [card.index(title) for title in SECTIONS]
     assert positions == sorted(positions), "sections appear in order"
@@ -84,16 +90,36 @@ def test_model_card_has_every_section_figure_and_number(tmp_path: Path) -> None:
     assert "| hellaswag | 50 | 0.300 ± 0.020 | 0.310 ± 0.020 | 0.250 |" in card
     assert "| lambada | 50 | 0.010 ± 0.010 | ppl 5000.0 | 0.000 |" in card
     assert "| TF-IDF + logistic regression | 0.97 |" in card
-    assert "| pretrain | run3 | abc123def4 |" in card and "| evaluate | run4 |" in card
+    assert f"| pretrain | {outputs_digest_of(outputs['pretrain'])} | {manifest_sha256(outputs['pretrain'])[:12]} |" in card
+    assert "It took 12 s on 2 × AMD EPYC, 900 tokens/s, MFU 20.0% of the measured matmul peak" in card
+    assert "run3" in card and "2026" not in card, "the card holds no time of any run but pretrain's duration"
     assert "[step 20] The history of the" in card and "[step 10]" not in card
     assert "Say hi \\| now" in card, "table cells escape pipes"
     assert "no judge endpoint set" in card and "too_few_words" in card
     assert metrics == {"card_bytes": len(card.encode()), "figures": 4, "stages": 5}
     again = tmp_path / "again"
     again.mkdir()
-    build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, again, ReportParams())
+    build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, again, ReportParams(),
+                 tmp_path / "pretrain_run.json")
     for path in sorted(out.rglob("*.*")):
         assert (again / path.relative_to(out)).read_bytes() == path.read_bytes(), f"{path.name} is not reproducible"
+
+
+def outputs_digest_of(folder: Path) -> str:
+    from scratchlm.reporting.model_card import outputs_digest
+
+    return outputs_digest(json.loads((folder / "manifest.json").read_text()))
+
+
+def test_a_run_record_of_another_model_is_not_shown(tmp_path: Path) -> None:
+    outputs = write_run(tmp_path)
+    record = json.loads((tmp_path / "pretrain_run.json").read_text())
+    (tmp_path / "pretrain_run.json").write_text(json.dumps({**record, "manifest_sha256": "0" * 64}))
+    out = tmp_path / "card"
+    out.mkdir()
+    build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, out, ReportParams(), tmp_path / "pretrain_run.json")
+    card = (out / "model_card.md").read_text()
+    assert "does not belong to this model" in card and "900 tokens/s" not in card
 
 
 def test_funnel_and_confusion_come_from_the_metrics() -> None:
@@ -105,9 +131,9 @@ def test_missing_metrics_or_manifest_names_the_file(tmp_path: Path) -> None:
     outputs = write_run(tmp_path)
     (tmp_path / "metrics" / "tokenizer.json").unlink()
     with pytest.raises(DataFormatError, match=r"tokenizer\.json: unreadable metrics"):
-        build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, tmp_path, ReportParams())
+        build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, tmp_path, ReportParams(), tmp_path)
     (tmp_path / "metrics" / "tokenizer.json").write_text("{}")
     (outputs["clean"] / "manifest.json").unlink()
     with pytest.raises(DataFormatError, match=r"clean/manifest\.json: missing \(run the clean stage first\)"):
-        build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, tmp_path, ReportParams())
+        build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, tmp_path, ReportParams(), tmp_path)
     assert set(METRIC_STAGES) == set(METRICS)

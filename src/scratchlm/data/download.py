@@ -16,7 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from scratchlm.config import DownloadParams, SourceSpec
-from scratchlm.data.readers import read_member
+from scratchlm.data.readers import IdLedger, read_member
 from scratchlm.data.sources import fetch_source
 from scratchlm.io import DataFormatError, atomic_write_json, write_jsonl, write_sharded
 
@@ -24,25 +24,30 @@ from scratchlm.io import DataFormatError, atomic_write_json, write_jsonl, write_
 def download_all(params: DownloadParams, out_dir: Path) -> dict[str, Any]:
     """Fetch and normalise every source into `out_dir`; returns per-source record counts as metrics."""
     metrics: dict[str, Any] = {}
+    ledgers: dict[str, IdLedger] = {}  # ids are unique per role: the sets a role's stages merge and split
     with tempfile.TemporaryDirectory(prefix="scratchlm-download-") as work:
         for name in tqdm(sorted(params.sources), desc="download", unit="source"):
             spec = params.sources[name]
             fetched = fetch_source(name, spec, Path(work), timeout_s=params.timeout_s, retries=params.retries,
                                    max_member_bytes=params.max_member_bytes)
-            counts = write_source(name, spec, fetched.files, out_dir / name, params.shard_docs)
+            counts = write_source(name, spec, fetched.files, out_dir / name, params.shard_docs,
+                                  ledgers.setdefault(spec.role, IdLedger()))
             atomic_write_json(out_dir / name / "source.json", source_record(name, spec, fetched.provenance, counts))
             metrics[name] = {"records": sum(counts.values()), **{f"records_{k}": v for k, v in counts.items()}}
     return metrics
 
 
 def write_source(name: str, spec: SourceSpec, files: dict[str, list[Path]], dest: Path,
-                 shard_docs: int) -> dict[str, int]:
-    """Write each member's records in the schema of the source's role; returns records per member."""
+                 shard_docs: int, ids: IdLedger | None = None) -> dict[str, int]:
+    """Write each member's records in the schema of the source's role; returns records per member.
+
+    Record ids are checked unique through `ids`, shared by the sources of one role (the splits hash them)."""
     dest.mkdir(parents=True, exist_ok=True)
     fmt = "jsonl" if spec.kind == "hf" else spec.format
     counts: dict[str, int] = {}
+    ids = ids if ids is not None else IdLedger()
     for member in sorted(files):
-        records = read_member(fmt, name, member, files[member], spec.limit)
+        records = read_member(fmt, name, member, files[member], spec.limit, ids)
         if spec.role == "pretrain":
             counts[member] = _count(records, lambda rs, m=member: write_sharded(dest, m, rs, shard_docs))
         else:

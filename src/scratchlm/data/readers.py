@@ -201,8 +201,30 @@ READERS = {
 }
 
 
-def read_member(fmt: str, name: str, member: str, paths: list[Path], limit: int | None) -> Iterator[dict[str, Any]]:
-    """All records of one member (over its files, in order), at most `limit` of them."""
+def read_member(fmt: str, name: str, member: str, paths: list[Path], limit: int | None,
+                ids: IdLedger | None = None) -> Iterator[dict[str, Any]]:
+    """All records of one member (over its files, in order), at most `limit` of them; with `ids`, every
+    record's id is checked unique across everything the ledger has seen."""
     reader = READERS[fmt]
-    records = (record for path in paths for record in reader(name, member, path))
-    return islice(records, limit)
+    records = ((path, number, record) for path in paths
+               for number, record in enumerate(reader(name, member, path), start=1))
+    for path, number, record in islice(records, limit):
+        if ids is not None:
+            ids.add(str(record["id"]), f"{path} record {number}")
+        yield record
+
+
+class IdLedger:
+    """Where each record id was first seen, across the sources of one role.
+
+    Ids must be unique: the splits are cut by hashing ids, so a duplicate would put a training record's
+    twin in the test split (or drop the real test record) without a word.
+    """
+
+    def __init__(self) -> None:
+        self.first: dict[str, str] = {}
+
+    def add(self, record_id: str, where: str) -> None:
+        first = self.first.setdefault(record_id, where)
+        if first is not where:
+            raise DataFormatError(f"{where}: id {record_id!r} is already the id of {first} (ids must be unique)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import itertools
 import json
 import os
 import re
@@ -318,15 +319,35 @@ def _copy_capped(source: IO[bytes], target: Path, max_bytes: int) -> bool:
 
 
 def fetch_local(name: str, spec: SourceSpec) -> Fetched:
-    """Files or globs (relative to the current folder, or absolute) used in place; digests recorded."""
+    """Files or globs (relative to the current folder, or absolute) used in place; digests recorded.
+
+    A file a glob finds through a symbolic link that leads outside the glob's own folder (a link to
+    /etc/passwd dropped into a corpus folder) is refused, as archives refuse link entries.
+    """
     files: dict[str, list[Path]] = {}
     for key, pattern in sorted(spec.members.items()):
-        matched = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
+        pattern = os.path.expanduser(pattern)
+        matched = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         if not matched:
             raise SourceError(f"{name}: no file matches {pattern!r} ({key})")
+        base = glob_base(pattern)
+        for path in matched:
+            if not path.resolve().is_relative_to(base):
+                raise SourceError(f"{name}: {path} refused: a link to {path.resolve()}, outside the source's "
+                                  f"folder {base}")
         files[key] = matched
     members = {key: [{"path": str(p), "sha256": sha256_file(p)} for p in paths] for key, paths in files.items()}
     return Fetched(files, {"kind": "local", "licence": spec.licence, "members": members})
+
+
+def glob_base(pattern: str) -> Path:
+    """The folder a glob searches (its leading part without wildcards), resolved; a plain path's own folder."""
+    parts = Path(pattern).parts
+    fixed = [part for part in itertools.takewhile(lambda part: not glob.has_magic(part), parts)]
+    base = Path(*fixed) if fixed else Path(".")
+    if len(fixed) == len(parts):  # no wildcard: the file itself, whose folder is the source's
+        base = base.parent
+    return base.resolve()
 
 
 # ------------------------------------------------------------------------------------------ hf

@@ -30,6 +30,7 @@ no network calls; the only files written are those under `out_dir`.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import math
@@ -73,6 +74,10 @@ MAX_VALUE_CHARS = 120  # long texts are cut in results.json
 MESSAGE_VALUE_CHARS = 40  # ... and cut shorter in one-line messages
 SUITE_KEYS = {"name", "id", "notes", "meta", "expectations"}
 DOCS_SITE = "local_site"
+#: The run time GX shows in the Data Docs: fixed, so the pages (a DVC output) do not change from run to run.
+DOCS_TIME = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+GX_STAMP = re.compile(r"\b\d{8}T\d{6}\.\d{6}Z\b")
+GX_BLOCK_ID = re.compile(r"(collapse-body-)([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
 
 class DataValidationError(Exception):
@@ -309,6 +314,7 @@ def validate_frames(
         context.build_data_docs(site_names=[DOCS_SITE])
     if not (out_dir / "data_docs" / "index.html").is_file():
         raise RuntimeError(f"Great Expectations wrote no Data Docs index under {out_dir / 'data_docs'}")
+    unstamp_docs(out_dir / "data_docs")
     atomic_write_json(
         out_dir / "results.json",
         {
@@ -373,8 +379,30 @@ def _run_suite(
         batch_parameters={"dataframe": frame},
         expectation_parameters=params.model_dump(),
         result_format=result_format,
-        run_id=RunIdentifier(run_name="validate"),
+        run_id=RunIdentifier(run_name="validate", run_time=DOCS_TIME),
     )
+
+
+def unstamp_docs(docs_dir: Path) -> None:
+    """Make the Data Docs a function of the results alone, so validate's output hashes the same on every run.
+
+    GX stamps the pages with the run time (fixed to DOCS_TIME above), each suite's validation time and a
+    cache-busting `?d=<now>` on asset URLs, all in its `20261129T185654.845423Z` format, and gives each
+    collapsible block a random UUID: the stamps become DOCS_TIME, the UUIDs a counter per page (the run
+    record keeps the real times).
+    """
+    fixed = DOCS_TIME.strftime("%Y%m%dT%H%M%S.%fZ")
+    for page in sorted(docs_dir.rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        new = _number_blocks(GX_STAMP.sub(fixed, text))
+        if new != text:
+            page.write_text(new, encoding="utf-8")
+
+
+def _number_blocks(text: str) -> str:
+    """Each random block UUID of a page replaced by `block-0000`, `block-0001`, … in order of appearance."""
+    ids: dict[str, str] = {}
+    return GX_BLOCK_ID.sub(lambda m: m.group(1) + ids.setdefault(m.group(2), f"block-{len(ids):04d}"), text)
 
 
 # ------------------------------------------------------------------------------------- reporting

@@ -12,18 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
-from scratchlm.io import DataFormatError, read_jsonl
+from scratchlm.io import DataFormatError, read_jsonl, read_records
 from scratchlm.lineage import read_manifest
+from scratchlm.tokenizer import load_tokenizer
 
 
 def split_records(data_file: Path, model_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """The data file's records grouped by the split the fine-tune stored; a missing record is an error."""
     assigned = {row["id"]: row["split"] for row in read_jsonl(model_dir / "split.jsonl")}
     splits: dict[str, list[dict[str, Any]]] = {}
-    for record in read_jsonl(data_file):
+    for record in read_records(data_file):
         if record.get("id") in assigned:
             splits.setdefault(assigned.pop(record["id"]), []).append(record)
     if assigned:
@@ -50,7 +50,7 @@ def evaluate_classifier(data_file: Path, model_dir: Path, batch_size: int = 64) 
     model, labels = load_classifier(model_dir)
     params = training_params(model_dir)
     positive = params["positive_label"]
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer = load_tokenizer(model_dir / "tokenizer.json")
     splits = split_records(data_file, model_dir)
     test = splits["test"]
     data = encode([r["text"] for r in test], [labels.index(r["label"]) for r in test],
@@ -92,7 +92,7 @@ def evaluate_instruct(data_file: Path, model_dir: Path, max_items: int | None, b
 
     model, params = load_model(model_dir), training_params(model_dir)
     template = json.loads((model_dir / "template.json").read_text(encoding="utf-8"))
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer = load_tokenizer(model_dir / "tokenizer.json")
     test = split_records(data_file, model_dir)["test"]
     prompts = [format_prompt(template["prompt_template"], template["input_template"], r["instruction"],
                              r.get("input", "")) for r in test]

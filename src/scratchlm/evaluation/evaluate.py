@@ -23,7 +23,7 @@ from scratchlm.evaluation.language_modeling import language_model_metrics
 from scratchlm.evaluation.multiple_choice import check_items, evaluate_task
 from scratchlm.io import DataFormatError, document_shards, read_documents, read_jsonl, write_jsonl
 from scratchlm.model.gpt import GPT, load_model
-from scratchlm.tokenizer import EOT, timed
+from scratchlm.tokenizer import EOT, load_tokenizer, timed
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def evaluate_all(inputs: EvalInputs, out_dir: Path, params: EvaluateParams) -> d
 
     torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
     torch.manual_seed(0)
-    model, tokenizer = load_model(inputs.pretrain), Tokenizer.from_file(str(inputs.pretrain / "tokenizer.json"))
+    model, tokenizer = load_model(inputs.pretrain), load_tokenizer(inputs.pretrain / "tokenizer.json")
     lm, lm_seconds = timed(language_modeling, model, tokenizer, inputs.dedup, params)
     tasks = benchmarks(model, tokenizer, inputs.benchmarks, out_dir, params)
     (classifier, rows), cls_seconds = timed(evaluate_classifier, inputs.classifier_data, inputs.classifier)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -68,10 +69,20 @@ class GPTConfig:
 
     @classmethod
     def from_json(cls, text: str) -> GPTConfig:
-        fields = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, fields: Any) -> GPTConfig:
+        """A config from config.json's fields: unknown fields and wrong types are ValueErrors naming the field."""
+        if not isinstance(fields, dict):
+            raise ValueError(f"expected a JSON object, got {type(fields).__name__}")
         unknown = set(fields) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"config.json: unknown field(s) {sorted(unknown)}")
+            raise ValueError(f"unknown field(s) {sorted(unknown)}")
+        for name, value in fields.items():
+            kind = {"dropout": (int, float), "bias": (bool,)}.get(name, (int,))
+            if not isinstance(value, kind) or (name != "bias" and isinstance(value, bool)):
+                raise ValueError(f"{name}: {value!r} is not a valid {kind[-1].__name__}")
         return cls(**fields)
 
 
@@ -255,7 +266,10 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top
     """One token id per row from the last position's logits (greedy when temperature is 0)."""
     if temperature <= 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
+    # in float64 and from the max down: a temperature as small as 1e-45 gives 0 for the best id and -inf for
+    # the rest (greedy), never inf - inf = NaN
+    logits = logits.double()
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -277,20 +291,70 @@ def save_model(model: GPT, out_dir: Path) -> None:
     (out_dir / "config.json").write_text(model.config.to_json(), encoding="utf-8")
 
 
-def load_model(model_dir: Path, device: str | torch.device = "cpu") -> GPT:
-    """Load weights saved by `save_model`; a config that does not match the weights is an error."""
+def read_config(model_dir: Path) -> dict[str, Any]:
+    """config.json of a model folder as a dict; missing or not JSON is a one-line error naming the file."""
+    path = model_dir / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{model_dir}: missing config.json (not an exported scratchlm model)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
+def expected_shapes(build: Callable[[], nn.Module],
+                    tied: tuple[str, ...] = ("lm_head.weight",)) -> dict[str, list[int]]:
+    """The tensor shapes a module built by `build` has, computed on the meta device: nothing is allocated,
+    so a config.json claiming a 13-TB model costs nothing to check. `tied` names are not stored."""
+    with torch.device("meta"):
+        module = build()
+    return {name: list(t.shape) for name, t in module.state_dict().items() if name not in tied}
+
+
+def check_weights(weights: Path, expected: dict[str, list[int]]) -> None:
+    """Compare the safetensors header's tensor names and shapes with `expected`, before any tensor is read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            found = {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{weights}: unreadable weights ({str(error).strip().splitlines()[0]})") from None
+    for name in sorted(expected.keys() | found.keys()):
+        if expected.get(name) != found.get(name):
+            have = f"the weights have {found[name]}" if name in found else "the weights lack it"
+            want = f"config.json gives {expected[name]}" if name in expected else "config.json has no such tensor"
+            raise ValueError(f"{weights.parent}: config.json does not match the weights ({name}: {want}, {have})")
+
+
+def load_weights(weights: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file; a truncated or corrupt file is a one-line error naming it."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    config = GPTConfig.from_json((model_dir / "config.json").read_text(encoding="utf-8"))
     try:
-        state = load_file(str(model_dir / "model.safetensors"), device=str(device))
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"{model_dir / 'model.safetensors'}: unreadable weights ({error})") from None
+        return load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{weights}: unreadable weights ({str(error).strip().splitlines()[0]})") from None
+
+
+def load_config(model_dir: Path, fields: dict[str, Any] | None = None) -> GPTConfig:
+    """The GPTConfig of a model folder (or of `fields` read from its config.json), errors naming the file."""
+    try:
+        return GPTConfig.from_dict(read_config(model_dir) if fields is None else fields)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{model_dir / 'config.json'}: {error}") from None
+
+
+def load_model(model_dir: Path, device: str | torch.device = "cpu") -> GPT:
+    """Load weights saved by `save_model`; a config that does not match the weights is an error, found
+    from the file's header before the model is allocated."""
+    config = load_config(model_dir)
+    check_weights(model_dir / "model.safetensors", expected_shapes(lambda: GPT(config)))
+    state = load_weights(model_dir / "model.safetensors", device)
     model = GPT(config)
-    try:
-        model.load_state_dict({**state, "lm_head.weight": state["wte.weight"]}, strict=True)
-    except (RuntimeError, KeyError) as error:
-        first = str(error).strip().splitlines()
-        raise ValueError(f"{model_dir}: config.json does not match the weights ({first[-1].strip()})") from None
+    model.load_state_dict({**state, "lm_head.weight": state["wte.weight"]}, strict=True)
     return model.to(device)

@@ -2,7 +2,9 @@
 
 Nothing in it is typed by hand: the data funnel comes from the data stages' metrics, the configs
 from the manifests' params, the scores from `evaluate`, the lineage from every stage's manifest.
-So the card of any run (or of any `dvc exp`) describes that run and no other.
+So the card of any run (or of any `dvc exp`) describes that run and no other. Of the facts of one
+execution (times, machine) it shows pretraining's alone, from pretrain's run record, and only when that
+record is the one of the model it describes.
 """
 
 from __future__ import annotations
@@ -11,21 +13,23 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from scratchlm.io import DataFormatError, read_jsonl
-from scratchlm.lineage import read_manifest
+from scratchlm.lineage import code_sha256, read_manifest
 
 
 @dataclass
-class RunRecord:
-    """What the card is made from: each stage's metrics and manifest, the sources, samples, figures."""
+class CardInputs:
+    """What the card is made from: each stage's metrics, manifest and manifest digest, the sources,
+    pretrain's run record (when it is the trained model's), samples, figures."""
 
     metrics: dict[str, dict[str, Any]]
     manifests: dict[str, dict[str, Any]]
     sources: list[dict[str, Any]]
+    digests: dict[str, str] = field(default_factory=dict)
+    pretrain_run: dict[str, Any] = field(default_factory=dict)
     pretrain_samples: list[str] = field(default_factory=list)
     instruct_samples: list[dict[str, Any]] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
@@ -88,11 +92,6 @@ def pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
-def wall_seconds(manifest: dict[str, Any]) -> float:
-    start, end = (datetime.fromisoformat(manifest[k].replace("Z", "+00:00")) for k in ("started", "finished"))
-    return (end - start).total_seconds()
-
-
 def outputs_digest(manifest: dict[str, Any]) -> str:
     """One short hash of a stage's output files (sha256 of its manifest's `outputs`)."""
     return hashlib.sha256(json.dumps(manifest.get("outputs", {}), sort_keys=True).encode()).hexdigest()[:12]
@@ -101,13 +100,13 @@ def outputs_digest(manifest: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ sections
 
 
-def section_summary(run: RunRecord) -> list[str]:
+def section_summary(run: CardInputs) -> list[str]:
     pre, ev = run.metrics["pretrain"], run.metrics["evaluate"]
     mean = ev.get("benchmark_mean", {})
     cls = ev["classifier"]
     lines = ["## Summary", "",
              f"A {pre['params_with_embeddings']:,}-parameter GPT trained from scratch on "
-             f"{pre['tokens_seen']:,} tokens in {pre['train_seconds'] / 60:.1f} minutes, then fine-tuned into a spam "
+             f"{pre['tokens_seen']:,} tokens, then fine-tuned into a spam "
              "classifier and an instruction follower. Every figure below comes from this run's metrics files.", ""]
     rows = [["pretrain val loss (nats/token)", pre["val_loss"], f"unigram baseline {pre['unigram_val_loss']:.3f}"]]
     rows += [[f"{name} word-level perplexity", m["word_ppl"], f"bits per byte {m['bpb']:.3f}"]
@@ -123,7 +122,7 @@ def section_summary(run: RunRecord) -> list[str]:
     return lines + table(["measure", "value", "for scale"], rows) + [""]
 
 
-def section_data(run: RunRecord) -> list[str]:
+def section_data(run: CardInputs) -> list[str]:
     clean, dedup, download = run.metrics["clean"], run.metrics["dedup"], run.metrics["download"]
     lines = ["## Data", "", "### Sources", ""]
     lines += table(["source", "role", "records", "origin", "sha256", "licence"], [
@@ -162,7 +161,7 @@ def peak_phrase(pre: dict[str, Any]) -> str:
     return f"{source}, {pre['peak_tflops']:.3g} TFLOP/s"
 
 
-def section_model(run: RunRecord) -> list[str]:
+def section_model(run: CardInputs) -> list[str]:
     tok, pre = run.metrics["tokenizer"], run.metrics["pretrain"]
     params = run.manifests["pretrain"]["params"]
     lines = ["## Tokenizer", "", f"Byte-level BPE, {tok['vocab_size']:,} tokens, trained on the dedup train split: "
@@ -174,16 +173,13 @@ def section_model(run: RunRecord) -> list[str]:
                                                                  "precision", "compile", "seed") if key in params])
     flops = pre["flops_per_token"] * pre["tokens_seen"]
     lines += ["", "### Compute", "", f"Pretraining: {pre['steps']:,} steps, {pre['tokens_seen']:,} tokens, "
-              f"{flops:.3g} training FLOPs, {pre['train_seconds']:.0f} s at {pre['tokens_per_s']:,.0f} tokens/s "
-              f"(MFU {pct(pre['mfu'])} of {peak_phrase(pre)}).", ""]
-    lines += table(["stage", "wall time (s)"], [[stage, round(wall_seconds(m), 1)] for stage, m in
-                                                 run.manifests.items() if m.get("started") and m.get("finished")])
+              f"{flops:.3g} training FLOPs in {pre['precision']}. {compute_phrase(run.pretrain_run)}", ""]
     if "loss_curves" in run.figures:
         lines += ["", f"![Loss curves]({run.figures['loss_curves']})"]
     return lines + [""]
 
 
-def section_evaluation(run: RunRecord) -> list[str]:
+def section_evaluation(run: CardInputs) -> list[str]:
     ev = run.metrics["evaluate"]
     lines = ["## Evaluation", "", "### Language modelling (held-out text)", ""]
     lines += table(["text", "documents", "tokens", "loss", "perplexity", "bits/byte", "word perplexity"], [
@@ -215,7 +211,7 @@ def section_evaluation(run: RunRecord) -> list[str]:
     return lines + [""]
 
 
-def section_samples(run: RunRecord) -> list[str]:
+def section_samples(run: CardInputs) -> list[str]:
     lines = ["## Sample generations", ""]
     if run.pretrain_samples:
         lines += ["Pretrained model, seeded samples at the last validation:", ""]
@@ -227,7 +223,7 @@ def section_samples(run: RunRecord) -> list[str]:
     return lines + [""]
 
 
-def section_limitations(run: RunRecord) -> list[str]:
+def section_limitations(run: CardInputs) -> list[str]:
     ev, pre = run.metrics["evaluate"], run.metrics["pretrain"]
     capped = sorted({m["items"] for m in ev["benchmarks"].values()})
     return ["## Known limitations", "",
@@ -241,16 +237,33 @@ def section_limitations(run: RunRecord) -> list[str]:
             "- Not evaluated for bias, toxicity or factuality; not for production use.", ""]
 
 
-def section_lineage(run: RunRecord) -> list[str]:
-    lines = ["## Lineage", "", "Each row is one stage execution; `scratchlm audit` re-verifies these hashes.", ""]
-    lines += table(["stage", "MLflow run", "git commit", "outputs digest", "finished"], [
-        [stage, m.get("mlflow_run_id") or "—", (m.get("git_commit") or "unknown")[:10] + (" (dirty)" if
-                                                                                          m.get("git_dirty") else ""),
-         outputs_digest(m), m.get("finished", "")] for stage, m in run.manifests.items()])
+def compute_phrase(record: dict[str, Any]) -> str:
+    """Wall time, speed and MFU of the run that trained the model, with its machine (from its run record)."""
+    if not record:
+        return "Its run record (time, speed, machine) does not belong to this model, so they are not shown."
+    timing, host = record.get("timing") or {}, record.get("machine") or {}
+    where = host.get("gpu") or f"{host.get('cpus', '?')} × {host.get('cpu', 'unknown CPU')}"
+    parts = [f"{record.get('seconds', 0):.0f} s on {where}"]
+    if "tokens_per_s" in timing:
+        parts.append(f"{timing['tokens_per_s']:,.0f} tokens/s")
+    if "mfu" in timing:
+        parts.append(f"MFU {pct(timing['mfu'])} of {peak_phrase(timing)}")
+    return f"It took {', '.join(parts)} (run record `reports/runs/pretrain.json`, MLflow run " \
+           f"`{record.get('mlflow_run_id') or '—'}`)."
+
+
+def section_lineage(run: CardInputs) -> list[str]:
+    lines = ["## Lineage", "", "Each row is one stage's output as its manifest records it: the digest of its files, "
+             "of the manifest itself (which every consumer recorded), and of the code that made it. The run "
+             "behind each (MLflow run, commit, machine, times) is in `reports/runs/<stage>.json`; `scratchlm "
+             "audit` re-verifies the hashes and checks each run record and MLflow run against them.", ""]
+    lines += table(["stage", "outputs digest", "manifest digest", "code digest"], [
+        [stage, outputs_digest(m), run.digests.get(stage, "")[:12], code_sha256(m.get("code") or {})[:12]]
+        for stage, m in run.manifests.items()])
     return lines + [""]
 
 
-def render(run: RunRecord, title: str = "scratchlm model card") -> str:
+def render(run: CardInputs, title: str = "scratchlm model card") -> str:
     sections = [section_summary, section_data, section_model, section_evaluation, section_samples,
                 section_limitations, section_lineage]
     lines = [f"# {title}", ""]

@@ -207,24 +207,26 @@ def binary_metrics(pred: torch.Tensor, true: torch.Tensor, positive: int = 1) ->
 
 
 def load_classifier(model_dir: Any) -> tuple[GPTClassifier, list[str]]:
-    """A classifier exported by the finetune_classifier stage, and its label names (no pickle)."""
-    import json
+    """A classifier exported by the finetune_classifier stage, and its label names (no pickle).
+
+    config.json is checked against the weights' header before anything is allocated; every bad file
+    is a one-line ValueError naming it.
+    """
     from pathlib import Path
 
-    from safetensors.torch import load_file
-
-    from scratchlm.model.gpt import GPTConfig
+    from scratchlm.model.gpt import check_weights, expected_shapes, load_config, load_weights, read_config
 
     model_dir = Path(model_dir)
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    config = read_config(model_dir)
     head = config.pop("head", None)
-    if not head or head.get("type") != "classification":
+    if not isinstance(head, dict) or head.get("type") != "classification" or not head.get("labels"):
         raise ValueError(f"{model_dir}: config.json has no classification head (not a classifier export)")
-    model = GPTClassifier(GPT(GPTConfig(**config)), len(head["labels"]))
-    state = load_file(str(model_dir / "model.safetensors"))
+    labels = [str(label) for label in head["labels"]]
+    body = load_config(model_dir, config)
+    weights = model_dir / "model.safetensors"
+    check_weights(weights, expected_shapes(lambda: GPTClassifier(GPT(body), len(labels)), ("body.lm_head.weight",)))
+    state = load_weights(weights)
+    model = GPTClassifier(GPT(body), len(labels))
     state["body.lm_head.weight"] = state["body.wte.weight"]
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ValueError(f"{model_dir}: config.json does not match the weights") from error
-    return model.eval(), list(head["labels"])
+    model.load_state_dict(state, strict=True)
+    return model.eval(), labels

@@ -26,9 +26,9 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, DistributedSampler
 
-from scratchlm.io import DataFormatError, read_jsonl, sha256_file, write_jsonl
+from scratchlm.io import DataFormatError, read_records, sha256_file, write_jsonl
 from scratchlm.model.gpt import load_model, save_model
-from scratchlm.tokenizer import EOT, PAD
+from scratchlm.tokenizer import EOT, PAD, load_tokenizer
 from scratchlm.training.callbacks import CheckpointOnInterrupt, LogFn
 from scratchlm.training.classifier import (
     ClassifierModule,
@@ -63,7 +63,7 @@ PRETRAINED_FILES = ("model.safetensors", "config.json", "tokenizer.json")
 
 
 def load_labelled(path: Path, labels: list[str]) -> list[dict[str, Any]]:
-    records = list(read_jsonl(path))
+    records = read_records(path)
     if not records:
         raise DataFormatError(f"{path}: no records")
     check_labels(records, labels, str(path))
@@ -213,7 +213,7 @@ def prepare(stage: str, params: Any, splits: dict[str, list[dict[str, Any]]], pr
     torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
     L.seed_everything(params.seed, workers=True, verbose=False)
     write_jsonl(out_dir / "split.jsonl", ({"id": r["id"], "split": s} for s, rs in splits.items() for r in rs))
-    tokenizer = Tokenizer.from_file(str(pretrain_dir / "tokenizer.json"))
+    tokenizer = load_tokenizer(pretrain_dir / "tokenizer.json")
     body = load_model(pretrain_dir)
     if params.max_length > body.config.block_size:
         raise DataFormatError(f"{stage}.max_length {params.max_length} exceeds the model's "
@@ -339,7 +339,7 @@ def finetune_instruct(data_file: Path, pretrain_dir: Path, out_dir: Path, ckpt_d
     `ckpt_dir` holds `last.ckpt` across runs (resumed when the fingerprint matches); `callbacks` are
     added to the Trainer's own (fault injection in tests).
     """
-    records = list(read_jsonl(data_file))
+    records = read_records(data_file)
     check_records(records, str(data_file))
     splits = split_by_hash(records, params.split, params.seed)
     tokenizer, body = prepare("finetune_instruct", params, splits, pretrain_dir, out_dir)

@@ -26,7 +26,7 @@ from tokenizers import Tokenizer
 from scratchlm.config import PretrainParams
 from scratchlm.launch import is_rank_zero
 from scratchlm.model.gpt import GPTConfig, save_model
-from scratchlm.tokenizer import EOT
+from scratchlm.tokenizer import EOT, load_tokenizer
 from scratchlm.training.callbacks import CheckpointOnInterrupt, LogFn, SampleText, TrainingLog
 from scratchlm.training.data import TokenDataModule, unigram_loss
 from scratchlm.training.module import GPTModule, effective_precision, peak_tflops
@@ -119,7 +119,7 @@ def pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, ckpt_dir: Pat
     `callbacks` are added to the Trainer's own (profilers, early stopping, fault injection in tests).
     """
     tokenizer_file = tokenizer_dir / "tokenizer.json"
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer = load_tokenizer(tokenizer_file)
     module, data = setup(params, tokens_dir, tokenizer)
     tokens_per_device_step = params.batch_size * params.grad_accum * params.model.block_size
     precision = effective_precision(params.precision, params.accelerator)  # once: its fallback warns

@@ -1,0 +1,248 @@
+"""The walk: from a target output upstream, manifest by manifest, to the raw downloads.
+
+Each output folder becomes a `Subject` (its manifest, the manifest's digest, the stage's run record and
+the MLflow run that vouches for these bytes), every check of `checks.CHECKS` runs on it, and the walk
+goes on to the folders its manifest and its dvc.yaml data deps name. Git and DVC run as subprocesses
+in the audited repository, `dvc status` once per audit, while the walk hashes files.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scratchlm import tracking
+from scratchlm.audit.model import AuditError, AuditReport, Node
+from scratchlm.io import DataFormatError, file_hashes, list_files
+from scratchlm.lineage import MANIFEST, content_sha256, manifest_folder, manifest_sha256, read_manifest
+from scratchlm.runrecord import RUNS_DIR, package_versions, read_run_record, record_path
+
+DEFAULT_TARGET = "reports/model_card"
+
+
+@dataclass
+class Context:
+    """What every node's checks share: the repo, dvc.yaml and dvc.lock, one `dvc status`, MLflow, file hashes."""
+
+    root: Path
+    stages: dict[str, dict[str, Any]]
+    lock: dict[str, Any] | None
+    dvc_status: Future[dict[str, Any] | str | None]
+    uri: str
+    versions: dict[str, str]
+    hashes: dict[Path, dict[str, Any]] = field(default_factory=dict)
+
+    def file(self, path: Path) -> dict[str, Any]:
+        """sha256, md5 and size of a file, once per audit: a raw corpus is read by several stages."""
+        key = path.resolve()
+        if key not in self.hashes:
+            self.hashes[key] = file_hashes(key)
+        return self.hashes[key]
+
+    def content(self, path: Path) -> str:
+        """An input's content digest as `lineage.describe_input` computed it (a folder's own manifest left out)."""
+        if path.is_file():
+            return self.file(path)["sha256"]
+        return content_sha256({p.relative_to(path).as_posix(): self.file(p) for p in list_files(path)})
+
+    def rel(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()
+
+
+@dataclass
+class Subject:
+    """One output folder under audit, with what vouches for it.
+
+    `run_id` is the MLflow run that recorded this manifest digest: the run record's, or (when the record
+    names another output, as after `dvc checkout` of an older one) a run found in MLflow by the digest.
+    """
+
+    folder: Path
+    rel: str
+    stage: str
+    manifest: dict[str, Any]
+    digest: str | None
+    record: dict[str, Any] | None
+    record_error: str = ""
+    run_id: str | None = None
+    run_note: str = ""
+    commit: str | None = None
+    dirty: bool = False
+
+
+# ---------------------------------------------------------------------------------- the walk
+
+
+def audit(target: str | None, repo_root: str | Path = ".") -> AuditReport:
+    """Audit the lineage of `target` (output folder, file, metrics file or run id; default: the report)."""
+    from scratchlm.audit.checks import CHECKS
+
+    started = time.monotonic()
+    root = Path(repo_root).resolve()
+    stages = load_stages(root)
+    start = resolve_target(target or DEFAULT_TARGET, root, stages)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # `dvc status` runs while the walk hashes files
+        ctx = Context(root, stages, load_lock(root), pool.submit(dvc_status, root),
+                      tracking.resolve_uri(tracking.tracking_uri(), root), package_versions())
+        nodes: dict[str, Node] = {}
+        queue = [start]
+        while queue:
+            folder = queue.pop(0)
+            rel = ctx.rel(folder)
+            if rel in nodes:
+                continue
+            subject = load_subject(folder, ctx)
+            nodes[rel] = Node(subject.stage, rel, subject.run_id, subject.commit,
+                              [check(subject, ctx) for check in CHECKS], upstream_of(subject, ctx))
+            queue.extend(ctx.root / path for path in nodes[rel].upstream)
+    return AuditReport(target or DEFAULT_TARGET, ctx.rel(start), nodes, round(time.monotonic() - started, 2))
+
+
+def load_subject(folder: Path, ctx: Context) -> Subject:
+    """The folder's manifest and digest, its stage's run record, and the MLflow run vouching for it."""
+    try:
+        manifest = read_manifest(folder) or {}
+    except DataFormatError:
+        manifest = {}
+    stage = str(manifest.get("stage") or "?")
+    subject = Subject(folder, ctx.rel(folder), stage, manifest, manifest_sha256(folder), None)
+    try:
+        subject.record = read_run_record(stage, ctx.root)
+    except DataFormatError as error:
+        subject.record_error = str(error)
+    record = subject.record or {}
+    if record and record.get("manifest_sha256") == subject.digest:
+        subject.run_id, subject.commit, subject.dirty = (record.get("mlflow_run_id"), record.get("git_commit"),
+                                                         bool(record.get("git_dirty")))
+    elif record and subject.digest:
+        vouch_from_mlflow(subject, ctx)
+    return subject
+
+
+def vouch_from_mlflow(subject: Subject, ctx: Context) -> None:
+    """A run record naming another output: look for the MLflow run that recorded this one's manifest digest."""
+    try:
+        runs = tracking.runs_with_manifest(subject.stage, subject.digest or "", ctx.uri)
+        summary = tracking.get_run_summary(runs[0], ctx.uri) if runs else None
+    except tracking.TrackingError:
+        return
+    if summary:
+        subject.run_id = summary["run_id"]
+        subject.commit = summary["tags"].get("git_commit")
+        subject.dirty = summary["tags"].get("git_dirty") == "true"
+        subject.run_note = (f"{record_path(subject.stage).as_posix()} names another output of {subject.stage} "
+                            f"(manifest {str((subject.record or {}).get('manifest_sha256'))[:12]}); MLflow run "
+                            f"{subject.run_id} recorded this one (brought back by `dvc checkout` or an experiment?)")
+
+
+def upstream_of(subject: Subject, ctx: Context) -> list[str]:
+    """The output folders the stage read: its manifest's inputs and its dvc.yaml data deps."""
+    read = [*(subject.manifest.get("inputs") or {}), *data_deps(subject.stage, ctx)]
+    return sorted({ctx.rel(up) for path in read
+                   if (up := manifest_folder(ctx.root / path, ctx.root)) and up != subject.folder})
+
+
+# ---------------------------------------------------------------------------------- dvc.yaml and dvc.lock
+
+
+def load_stages(root: Path) -> dict[str, dict[str, Any]]:
+    """dvc.yaml's stages (empty without a dvc.yaml): they map metrics files and plain outs to stages."""
+    path = root / "dvc.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    except yaml.YAMLError as error:
+        raise AuditError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+
+
+def load_lock(root: Path) -> dict[str, Any] | None:
+    """dvc.lock's stages; None when the repository has none (never reproduced)."""
+    path = root / "dvc.lock"
+    if not path.is_file():
+        return None
+    try:
+        return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    except yaml.YAMLError as error:
+        raise AuditError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+
+
+def entry_paths(entries: list[Any] | None) -> list[str]:
+    """Paths of a dvc.yaml deps/outs/metrics list, whose items are strings or `{path: options}`."""
+    return [next(iter(item)) if isinstance(item, dict) else str(item) for item in entries or []]
+
+
+def data_deps(stage: str, ctx: Context) -> list[str]:
+    """The stage's dvc.yaml deps that are data, not code: the walk follows them too."""
+    return [p for p in entry_paths(ctx.stages.get(stage, {}).get("deps")) if not p.endswith(".py")]
+
+
+def dvc_status(root: Path) -> dict[str, Any] | str | None:
+    """`dvc status --json` once for the whole repo: {stage: changes}; None without dvc.lock; str: error."""
+    if not (root / "dvc.lock").is_file():
+        return None
+    try:
+        result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, capture_output=True,
+                                text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"dvc status could not run ({type(error).__name__})"
+    if result.returncode != 0:
+        return f"dvc status failed: {(result.stderr.strip().splitlines() or ['exit ' + str(result.returncode)])[-1]}"
+    try:
+        return json.loads(result.stdout.strip() or "{}")
+    except json.JSONDecodeError:
+        return f"dvc status printed no JSON: {result.stdout.strip()[:200]}"
+
+
+# ---------------------------------------------------------------------------------- targets
+
+
+def stage_folder(stage: str, root: Path, stages: dict[str, dict[str, Any]]) -> Path | None:
+    """The out of a dvc.yaml stage that carries the manifest (a stage may also write plots, checkpoints)."""
+    for out in entry_paths(stages.get(stage, {}).get("outs")):
+        if (root / out / MANIFEST).is_file():
+            return root / out
+    return None
+
+
+def resolve_target(target: str, root: Path, stages: dict[str, dict[str, Any]]) -> Path:
+    """An output folder, a file in one, a stage's metrics/plot file (via dvc.yaml) or an MLflow run id."""
+    path = Path(target) if Path(target).is_absolute() else root / target
+    if path.exists() and (folder := manifest_folder(path, root)):
+        return folder
+    if path.exists() or "/" in target or "." in target:
+        rel = path.resolve().relative_to(root).as_posix() if path.resolve().is_relative_to(root) else target
+        for name in _stages_declaring(rel, stages):
+            if folder := stage_folder(name, root, stages):
+                return folder
+        raise AuditError(f"{target} is not a stage output (no manifest.json in it or above it, "
+                         "and no dvc.yaml stage declares it)")
+    return _folder_of_run(target, root)
+
+
+def _stages_declaring(rel: str, stages: dict[str, dict[str, Any]]) -> list[str]:
+    """Stages whose outs or metrics are `rel` or hold it (e.g. reports/metrics/pretrain.json -> pretrain)."""
+    return [name for name, stage in stages.items()
+            if any(rel == out or rel.startswith(out.rstrip("/") + "/")
+                   for out in entry_paths(stage.get("outs")) + entry_paths(stage.get("metrics")))]
+
+
+def _folder_of_run(run_id: str, root: Path) -> Path:
+    """The output whose run record names `run_id`."""
+    for path in sorted((root / RUNS_DIR).glob("*.json")):
+        try:
+            record = read_run_record(path.stem, root) or {}
+        except DataFormatError:
+            continue
+        folder = root / str(record.get("output") or "")
+        if record.get("mlflow_run_id") == run_id and record.get("output") and (folder / MANIFEST).is_file():
+            return folder
+    raise AuditError(f"{run_id} is neither a path nor the MLflow run id of any stage's run record")

@@ -1,0 +1,35 @@
+"""Which stage outputs the report registers in the MLflow Model Registry, and the tags each version carries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from scratchlm.runrecord import read_run_record
+from scratchlm.tracking import flatten_metrics
+
+#: stage whose output is a registered model -> the evaluate metrics that travel with it as tags
+REGISTERED = {"pretrain": ("language_modeling", "benchmark_mean"), "finetune_classifier": ("classifier",),
+              "finetune_instruct": ("instruct",)}
+
+
+class Registrar(Protocol):
+    def register_model(self, name: str, model_dir: Path, card: Path, tags: dict[str, str]) -> str | None: ...
+
+
+def registry_tags(evaluation: dict[str, Any], keys: tuple[str, ...], trained_by: str) -> dict[str, str]:
+    """The model's evaluation figures (baselines and confusion cells left out) and the run that trained it."""
+    metrics = flatten_metrics({key: evaluation[key] for key in keys})
+    tags = {k: f"{v:.6g}" for k, v in metrics.items() if "baselines" not in k and "confusion" not in k}
+    return {**tags, "stage_run_id": trained_by}
+
+
+def register_models(run: Registrar, outputs: dict[str, Path], card: Path, evaluation: dict[str, Any],
+                    prefix: str) -> dict[str, str | None]:
+    """A new version of `<prefix>-pretrain`, `-classifier` and `-instruct`, each with the card; returns versions."""
+    versions = {}
+    for stage, keys in REGISTERED.items():
+        trained_by = (read_run_record(stage) or {}).get("mlflow_run_id") or ""
+        name = f"{prefix}-{stage.removeprefix('finetune_')}"
+        versions[name] = run.register_model(name, outputs[stage], card, registry_tags(evaluation, keys, trained_by))
+    return versions
