@@ -2,10 +2,10 @@
 
 The debug profile is run here from a clean state, in a throwaway `git clone` of this repository's
 HEAD (committed code only, as CI sees it), each stage as `dvc repro --single-item STAGE` with its
-peak RSS from `wait4`. The default profile takes far longer
-than a benchmark should, so its per-stage wall times are read from the manifests of the outputs in
-this repository (the last `dvc repro` of the default profile). Targets (issue #8): no-op `dvc repro`
-≤ 5 s; debug DAG ≤ 2 minutes; default DAG ≤ 20 minutes on two cores.
+peak RSS from `wait4`. The default profile takes far longer than a benchmark should, so its per-stage
+wall times are read from the run records of this repository (reports/runs/<stage>.json, written by the
+last `dvc repro` of the default profile). Targets (issue #8): no-op `dvc repro` ≤ 5 s; debug DAG ≤ 2
+minutes; default DAG ≤ 20 minutes on two cores.
 Writes reports/bench/pipeline.json.   Usage: python bench/pipeline.py [--skip-debug]
 """
 
@@ -21,9 +21,8 @@ from pathlib import Path
 
 from _bench import Figure, report
 
-from scratchlm.audit import load_stages, stage_folder
-from scratchlm.lineage import read_manifest
-from scratchlm.reporting.model_card import wall_seconds
+from scratchlm.audit.walk import load_stages
+from scratchlm.runrecord import read_run_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,21 +63,19 @@ def debug_figures() -> list[Figure]:
 
 
 def default_figures(root: Path) -> list[Figure]:
-    stages, figures, total = load_stages(root), [], 0.0
-    for stage in stages:
-        folder = stage_folder(stage, root, stages)
-        manifest = read_manifest(folder) if folder else None
-        if not manifest or not manifest.get("finished"):
+    figures, total = [], 0.0
+    for stage in load_stages(root):
+        record = read_run_record(stage, root)
+        if not record or "seconds" not in record:
             return [Figure("default: no recorded run (run `dvc repro` first)", 0, "s")]
-        seconds = wall_seconds(manifest)
-        total += seconds
-        figures.append(Figure(f"default (recorded): {stage}", seconds, "s", note=manifest["started"]))
+        total += record["seconds"]
+        figures.append(Figure(f"default (recorded): {stage}", record["seconds"], "s", note=record["started"]))
     return [*figures, Figure("default (recorded): whole DAG", total, "s", target=1200, higher_is_better=False)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--skip-debug", action="store_true", help="only read the default run's manifests")
+    parser.add_argument("--skip-debug", action="store_true", help="only read the default run's run records")
     parser.add_argument("--out", default="reports/bench/pipeline.json")
     args = parser.parse_args()
     figures = default_figures(ROOT) + ([] if args.skip_debug else debug_figures())

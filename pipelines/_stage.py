@@ -121,14 +121,12 @@ def _stage_errors() -> tuple[type[BaseException], ...]:
     malformed suite or manifest, a token file shorter than one window); a genuine bug elsewhere still
     shows its traceback with SCRATCHLM_DEBUG=1.
     """
-    from scratchlm.data.sources import SourceError
-    from scratchlm.data.validation import DataValidationError
-
-    errors: list[type[BaseException]] = [SourceError, DataValidationError, ValueError, OSError]
-    if "scratchlm.training.module" in sys.modules:
-        from scratchlm.training.module import NonFiniteLossError
-
-        errors.append(NonFiniteLossError)
+    errors: list[type[BaseException]] = [ValueError, OSError]
+    for module, name in (("scratchlm.data.sources", "SourceError"),
+                         ("scratchlm.data.validation", "DataValidationError"),
+                         ("scratchlm.training.module", "NonFiniteLossError")):
+        if module in sys.modules:  # only a module the stage loaded can have raised its error (and GX takes seconds)
+            errors.append(getattr(sys.modules[module], name))
     return tuple(errors)
 
 

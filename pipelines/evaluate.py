@@ -4,7 +4,6 @@ import argparse
 from pathlib import Path
 
 from pipelines._stage import run_stage
-from scratchlm.evaluation.evaluate import EvalInputs, evaluate_all
 
 
 def main() -> None:
@@ -18,15 +17,17 @@ def main() -> None:
     parser.add_argument("instruct_data", help="its instruction data, e.g. data/raw/chatterbot/data.jsonl")
     parser.add_argument("output", help="folder for the per-item results, e.g. reports/evaluation")
     args = parser.parse_args()
-    inputs = EvalInputs(*(Path(p) for p in (args.benchmarks, args.dedup, args.pretrain, args.classifier,
-                                            args.classifier_data, args.instruct, args.instruct_data)))
+    paths = [Path(p) for p in (args.benchmarks, args.dedup, args.pretrain, args.classifier, args.classifier_data,
+                               args.instruct, args.instruct_data)]
 
     def work(params, out, stage):
-        metrics = evaluate_all(inputs, out, params)
+        from scratchlm.evaluation.evaluate import EvalInputs, evaluate_all  # torch: bad params fail first
+
+        metrics = evaluate_all(EvalInputs(*paths), out, params)
         stage.run.log_artifact(out, artifact_path="evaluation")
         return metrics
 
-    run_stage("evaluate", [str(p) for p in vars(inputs).values()], args.output, work)
+    run_stage("evaluate", [str(p) for p in paths], args.output, work)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from pathlib import Path
 
 from pipelines._stage import run_stage
 from scratchlm.io import atomic_write_json
-from scratchlm.training.finetune import finetune_classifier
 
 
 def confusion_rows(matrix: list[list[int]], labels: list[str]) -> str:
@@ -28,6 +27,8 @@ def main() -> None:
     args = parser.parse_args()
 
     def work(params, out, stage):
+        from scratchlm.training.finetune import finetune_classifier  # torch + Lightning: bad params fail first
+
         metrics = finetune_classifier(Path(args.data), Path(args.pretrained), out, Path(args.checkpoints), params,
                                       stage.run.log_metrics_at)
         atomic_write_json(out / "epochs.json", metrics.pop("epochs"))

@@ -4,7 +4,6 @@ import argparse
 from pathlib import Path
 
 from pipelines._stage import run_stage
-from scratchlm.training.finetune import finetune_instruct
 
 
 def main() -> None:
@@ -18,6 +17,8 @@ def main() -> None:
     args = parser.parse_args()
 
     def work(params, out, stage):
+        from scratchlm.training.finetune import finetune_instruct  # torch + Lightning: bad params fail first
+
         metrics = finetune_instruct(Path(args.data), Path(args.pretrained), out, Path(args.checkpoints), params,
                                     stage.run.log_metrics_at)
         stage.run.log_artifact(out / "samples.jsonl", artifact_path="samples")

@@ -5,7 +5,6 @@ from pathlib import Path
 
 from pipelines._stage import run_stage
 from scratchlm.launch import is_rank_zero
-from scratchlm.training.pretrain import pretrain
 
 
 def write_curve(path: Path, rows: list[dict]) -> None:
@@ -23,6 +22,8 @@ def main() -> None:
     args = parser.parse_args()
 
     def work(params, out, stage):
+        from scratchlm.training.pretrain import pretrain  # torch + Lightning: seconds; bad params fail first
+
         metrics, rows = pretrain(Path(args.tokens), Path(args.tokenizer), out, Path(args.checkpoints), params,
                                  stage.run.log_metrics_at)
         if is_rank_zero():

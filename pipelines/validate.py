@@ -4,7 +4,6 @@ import argparse
 from pathlib import Path
 
 from pipelines._stage import run_stage
-from scratchlm.data.validation import load_validation_frames, raise_on_critical, validate_frames
 from scratchlm.io import source_roles
 
 FRAME_OF_ROLE = {"pretrain": "raw_documents", "classification": "sms_spam", "instruction": "instructions",
@@ -27,6 +26,8 @@ def main() -> None:
     summaries = []
 
     def work(params, out, stage):
+        from scratchlm.data.validation import load_validation_frames, validate_frames  # GX: bad params fail first
+
         frames = load_validation_frames(Path(args.raw), Path(args.clean), Path(args.dedup))
         summaries.append(validate_frames(frames, Path(args.suites), out, params,
                                          required=required_frames(source_roles(Path(args.raw)))))
@@ -36,7 +37,13 @@ def main() -> None:
                 for key, value in summaries[0].items() if not isinstance(value, list)}
 
     run_stage("validate", [args.raw, args.clean, args.dedup, args.suites], args.output, work,
-              check=lambda: raise_on_critical(summaries[0]))
+              check=lambda: critical(summaries[0]))
+
+
+def critical(summary: dict) -> None:
+    from scratchlm.data.validation import raise_on_critical
+
+    raise_on_critical(summary)
 
 
 if __name__ == "__main__":

@@ -8,35 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_dirs import SAMPLE, TEXTS, make_model_dir
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
 from scratchlm.cli import app
 from scratchlm.export import export_hf, import_hf
 from scratchlm.generate import load_for_generation
-from scratchlm.model.gpt import GPT, GPTConfig, load_model, save_model
+from scratchlm.model.gpt import load_model
 from scratchlm.tokenizer import EOT, PAD, train_bpe
 
 transformers = pytest.importorskip("transformers")
-
-TEXTS = ["the cat sat on the mat and the dog ran to the park"] * 50 + ["ünïcödé 漢字 🤖"]
-SAMPLE = "the dog sat on ünïcödé 漢字 🤖 mat<|endoftext|>the park"
-
-
-def make_model_dir(root: Path, bias: bool = True, specials: tuple[str, ...] = (EOT, PAD)) -> Path:
-    """A tiny random model (non-zero biases, so a lost bias would show) and a tiny trained tokenizer."""
-    tokenizer = train_bpe(TEXTS, 300, 1, list(specials))
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.get_vocab_size(), block_size=16, n_layer=2, n_head=2, n_embd=16,
-                          dropout=0.1, bias=bias))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias") or "ln" in name:
-                param.add_(torch.randn_like(param) * 0.1)
-    save_model(model, root)
-    tokenizer.save(str(root / "tokenizer.json"))
-    return root
-
 
 def sample_ids(tokenizer: Tokenizer) -> torch.Tensor:
     ids = tokenizer.encode(SAMPLE).ids

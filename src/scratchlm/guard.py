@@ -81,17 +81,19 @@ def guard_out_dir(out: Path, sources: list[Path], command: str) -> None:
     """Refuse an --out folder that would overwrite a source, a DVC-tracked output, the project, or a folder
     the command did not create; raise UnsafeOutput naming the clash."""
     target = out.resolve()
-    for source in sources:
-        if how := _overlaps(target, source.resolve()):
-            raise UnsafeOutput(f"--out {out} {how} the {command} source {source}: it would be replaced; "
-                               "choose a new folder")
-    for folder in {root for p in (target, *(s.resolve() for s in sources)) if (root := repo_root(p))}:
+    projects = sorted({root for p in (target, *(s.resolve() for s in sources)) if (root := repo_root(p))})
+    for folder in projects:
         if target in (folder, *folder.parents):
             raise UnsafeOutput(f"--out {out} is or contains the project {folder}: choose a new folder")
+    for folder in projects:
         for tracked in tracked_outputs(folder):
             if how := _overlaps(target, tracked):
                 raise UnsafeOutput(f"--out {out} {how} {tracked.relative_to(folder).as_posix()}, a pipeline output "
                                    "tracked by DVC: choose a folder outside the pipeline's outputs")
+    for source in sources:
+        if how := _overlaps(target, source.resolve()):
+            raise UnsafeOutput(f"--out {out} {how} the {command} source {source}: it would be replaced; "
+                               "choose a new folder")
     if target.exists() and not (target / MARKER).is_file():
         what = "a file" if not target.is_dir() else "a folder that scratchlm did not create"
         raise UnsafeOutput(f"--out {out} is {what} (no {MARKER} in it): it would be replaced; "

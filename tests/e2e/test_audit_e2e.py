@@ -44,10 +44,11 @@ def test_clean_copy_verifies_the_whole_lineage(repo: Path, tmp_path: Path) -> No
         assert f"✓ {stage}  " in out, f"{stage} missing from the tree:\n{out}"
     saved = json.loads((root / "reports/audit.json").read_text())
     assert saved["root"] == "reports/model_card" and saved["failed"] is False and len(saved["nodes"]) == len(STAGES)
-    assert all(node["checks"][2] == {"name": "dvc", "status": "ok", "problems": []}
+    assert all(node["checks"][3] == {"name": "dvc", "status": "ok", "problems": []}
+               and node["checks"][2] == {"name": "lock", "status": "ok", "problems": []}
                for node in saved["nodes"].values())
     assert "# Audit of `reports/model_card`" in (root / "reports/audit.md").read_text()
-    run_id = json.loads((root / "models/pretrain/manifest.json").read_text())["mlflow_run_id"]
+    run_id = json.loads((root / "reports/runs/pretrain.json").read_text())["mlflow_run_id"]
     code, out = run_audit(root, run_id, "--json-out", "reports/audit_run.json")
     assert code == 0 and json.loads((root / "reports/audit_run.json").read_text())["root"] == "models/pretrain"
     assert "report" not in json.loads((root / "reports/audit_run.json").read_text())["nodes"]
@@ -78,7 +79,7 @@ def _metrics(root: Path) -> str:
 
 
 def _deleted_run(root: Path) -> str:
-    run_id = json.loads((root / "models/pretrain/manifest.json").read_text())["mlflow_run_id"]
+    run_id = json.loads((root / "reports/runs/pretrain.json").read_text())["mlflow_run_id"]
     MlflowClient(f"sqlite:///{root / 'mlflow.db'}").delete_run(run_id)
     return f"MLflow run {run_id} is deleted"
 

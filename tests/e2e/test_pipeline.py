@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 from repo_shell import sh
 
+from scratchlm.lineage import manifest_sha256
+from scratchlm.reporting.model_card import outputs_digest
+from scratchlm.runrecord import is_timing
+from scratchlm.tracking import flatten_metrics
+
 DATA_STAGES = ["download", "clean", "dedup", "validate"]
 STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain", "finetune_classifier", "finetune_instruct", "evaluate",
           "report"]
@@ -24,13 +29,16 @@ def test_outputs_manifests_and_metrics(repo: Path) -> None:
                        ("finetune_classifier", "models/classifier"), ("finetune_instruct", "models/instruct"),
                        ("evaluate", "reports/evaluation"), ("report", "reports/model_card")]:
         manifest = json.loads((repo / out / "manifest.json").read_text())
-        assert manifest["stage"] == stage and manifest["mlflow_run_id"] and manifest["git_commit"]
-        assert manifest["outputs"], f"{stage} recorded no outputs"
+        assert manifest["stage"] == stage and manifest["code"] and manifest["outputs"], f"{stage}: {manifest}"
+        assert f"reports/metrics/{stage}.json" in manifest["other_outputs"]
+        record = json.loads((repo / "reports" / "runs" / f"{stage}.json").read_text())
+        assert record["output"] == out and record["mlflow_run_id"] and record["git_commit"]
+        assert record["manifest_sha256"] == manifest_sha256(repo / out)
         metrics = json.loads((repo / "reports" / "metrics" / f"{stage}.json").read_text())
         assert metrics, f"{stage} wrote no metrics"
-    raw = json.loads((repo / "data/raw/manifest.json").read_text())
+        assert not [key for key in flatten_metrics(metrics) if is_timing(key)], f"{stage}: timing in a DVC output"
     clean = json.loads((repo / "data/clean/manifest.json").read_text())
-    assert clean["inputs"]["data/raw"]["producer_run_id"] == raw["mlflow_run_id"]
+    assert clean["inputs"]["data/raw"]["producer_manifest"] == manifest_sha256(repo / "data/raw")
     for source in ("wikitext2", "wiki_summaries", "sms_spam", "chatterbot", "benchmarks"):
         origin = json.loads((repo / "data/raw" / source / "source.json").read_text())["origin"]
         assert len(origin["sha256"]) == 64
@@ -69,23 +77,25 @@ def test_one_mlflow_run_per_stage_with_lineage_tags(repo: Path) -> None:
     download_run = next(r for r, name in runs.items() if name == "download")
     assert by_run[clean_run]["stage"] == "clean"
     assert by_run[clean_run]["upstream.download"] == download_run
+    assert by_run[clean_run]["manifest_sha256"] == manifest_sha256(repo / "data/clean")
     assert by_run[clean_run]["git_commit"] == sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
 
 
 def test_bad_param_fails_in_one_line_and_keeps_outputs(repo: Path) -> None:
     params = repo / "params.yaml"
     original = params.read_text()
-    before = (repo / "data/clean/manifest.json").read_text()
+    before = (repo / "data/clean/manifest.json").read_text(), (repo / "reports/metrics/clean.json").read_text()
     try:
         params.write_text(original.replace("min_words: 20", "min_words: -3", 1))
         result = sh(repo, "dvc", "repro", "clean", check=False)
         assert result.returncode != 0
         assert "error: clean: clean.min_words: must be ≥ 0" in result.stderr + result.stdout
         assert "Traceback" not in result.stderr
+        # the outputs are persistent: DVC left them in place, the stage never swapped anything in
+        assert ((repo / "data/clean/manifest.json").read_text(), (repo / "reports/metrics/clean.json").read_text()) \
+            == before
     finally:
         params.write_text(original)
-    sh(repo, "dvc", "repro")  # DVC removed the stage's outputs before running it; its run cache restores them
-    assert (repo / "data/clean/manifest.json").read_text() == before
     assert "changed" not in sh(repo, "dvc", "status").stdout
 
 
@@ -140,6 +150,7 @@ def test_failed_critical_expectation_stops_the_dag(repo: Path) -> None:
     params = repo / "params.yaml"
     original = params.read_text()
     try:
+        validated_before = (repo / "reports/data_validation/manifest.json").read_text()
         params.write_text(original.replace("spam_fraction_max: 0.5", "spam_fraction_max: 0.01", 1))
         params.write_text(params.read_text().replace("max_steps: 20", "max_steps: 22", 1))
         result = sh(repo, "dvc", "repro", check=False)
@@ -147,12 +158,16 @@ def test_failed_critical_expectation_stops_the_dag(repo: Path) -> None:
         assert "error: validate: sms_spam:" in result.stderr + result.stdout
         assert "Traceback" not in result.stderr
         assert "Running stage 'pretrain'" not in result.stdout, "nothing after validate may run"
-        report = json.loads((repo / "reports/data_validation/results.json").read_text())
-        assert report, "the report that explains the failure is kept"
+        assert "(the rejected output is in reports/data_validation.failed/; the previous output is kept)" in \
+            result.stderr
+        rejected = json.loads((repo / "reports/data_validation.failed/results.json").read_text())
+        assert rejected["params"]["spam_fraction_max"] == 0.01, "the report that explains the failure is kept"
+        assert (repo / "reports/data_validation/manifest.json").read_text() == validated_before
     finally:
         params.write_text(original)
     sh(repo, "dvc", "repro")
     assert "changed" not in sh(repo, "dvc", "status").stdout
+    assert "data_validation.failed" not in sh(repo, "git", "status", "--porcelain").stdout  # git-ignored
 
 
 def test_instruct_outputs_and_chat(repo: Path) -> None:
@@ -192,13 +207,15 @@ def test_report_writes_the_model_card_and_registers_the_models(repo: Path) -> No
     for figure in ("loss_curves", "benchmarks", "confusion", "data_funnel"):
         assert f"(figures/{figure}.png)" in card
         assert (repo / "reports/model_card/figures" / f"{figure}.png").stat().st_size > 1000
-    evaluate_run = json.loads((repo / "reports/evaluation/manifest.json").read_text())["mlflow_run_id"]
-    assert f"| evaluate | {evaluate_run} |" in card
+    assert f"| evaluate | {outputs_digest(json.loads((repo / 'reports/evaluation/manifest.json').read_text()))} | " \
+           f"{manifest_sha256(repo / 'reports/evaluation')[:12]} |" in card
+    pretrain_run = json.loads((repo / "reports/runs/pretrain.json").read_text())["mlflow_run_id"]
+    assert f"MLflow run `{pretrain_run}`" in card and "tokens/s" in card
     with sqlite3.connect(repo / "mlflow.db") as db:
         names = {row[0] for row in db.execute("select name from registered_models")}
         versions = db.execute("select name, run_id, source from model_versions").fetchall()
     assert names == {"scratchlm-pretrain", "scratchlm-classifier", "scratchlm-instruct"}
-    report_run = json.loads((repo / "reports/model_card/manifest.json").read_text())["mlflow_run_id"]
+    report_run = json.loads((repo / "reports/runs/report.json").read_text())["mlflow_run_id"]
     assert {run for _, run, _ in versions} == {report_run}
     for _, _, source in versions:
         folder = Path(source.removeprefix("file://")) if source.startswith("file://") else None

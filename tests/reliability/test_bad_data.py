@@ -53,8 +53,13 @@ def clean_texts(cwd: Path) -> list[str]:
                  "request": {"context": "q", "continuation": " a"}}).encode() + b"\n",
      "task.jsonl:1: malformed request (ValueError: item 3: gold index 7 is out of range for 2 choices)"),
     ("text", "pretrain", "empty.txt", b"", "source local: member 'train' has no records"),
+    ("jsonl", "pretrain", "docs.jsonl", b'{"text": "one"}\n{"text": "t\xffo"}\n',
+     "docs.jsonl:2: not UTF-8 at byte 11 of the line (invalid start byte)"),
+    ("instruct_jsonl", "instruction", "pairs.jsonl", b'{"id": "a", "instruction": "q", "output": "x"}\n'
+     b'{"id": "b", "instruction": "q", "output": "y"}\n{"id": "a", "instruction": "r", "output": "z"}\n',
+     "pairs.jsonl record 3: id 'a' is already the id of pairs.jsonl record 1 (ids must be unique)"),
 ], ids=["not-utf8", "truncated-gzip", "malformed-jsonl", "csv-missing-column", "label-outside-set",
-        "gold-out-of-range", "empty-corpus"])
+        "gold-out-of-range", "empty-corpus", "jsonl-line-not-utf8", "duplicate-id"])
 def test_bad_source_file_stops_download_naming_file_and_line(tmp_path: Path, fmt: str, role: str, name: str,
                                                              content: bytes, message: str) -> None:
     (tmp_path / name).write_bytes(content)
@@ -98,3 +103,40 @@ def test_nul_and_control_bytes_are_stripped_by_clean(tmp_path: Path) -> None:
     assert clean(tmp_path).returncode == 0
     (text,) = clean_texts(tmp_path)
     assert "\x00" not in text and "\x07" not in text and "the river, the harbour and the new bridge" in text
+
+
+def test_a_link_out_of_a_local_source_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text(PROSE)
+    (tmp_path / "docs" / "b.txt").symlink_to("/etc/passwd")
+    use_source(tmp_path, "text", "pretrain", "docs/*.txt")
+    line = error_line(download(tmp_path))
+    assert f"local: docs/b.txt refused: a link to /etc/passwd, outside the source's folder {tmp_path / 'docs'}" \
+        in line, line
+    assert not (tmp_path / "data" / "raw").exists()
+
+
+def test_ids_repeated_across_two_sources_of_one_role_are_refused(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps({"id": "doc-1", "text": PROSE}) + "\n")
+    set_params(tmp_path, {"download": {"sources": None}})
+    set_params(tmp_path, {"download": {"sources": {
+        source: {"kind": "local", "format": "jsonl", "role": "pretrain", "members": {"train": f"{file}.jsonl"}}
+        for source, file in (("first", "a"), ("second", "b"))}}})
+    line = error_line(download(tmp_path))
+    assert "b.jsonl record 1: id 'doc-1' is already the id of a.jsonl record 1" in line, line
+
+
+@pytest.mark.parametrize(("name", "member"), [("../../escaped", "train"), ("ok", "../../escaped")])
+def test_a_source_or_member_name_that_is_a_path_is_refused_before_anything_is_written(tmp_path: Path, name: str,
+                                                                                      member: str) -> None:
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    (work / "docs.txt").write_text(PROSE)
+    set_params(work, {"download": {"sources": None}})
+    set_params(work, {"download": {"sources": {name: {"kind": "local", "format": "text", "role": "pretrain",
+                                                      "members": {member: "docs.txt"}}}}})
+    line = error_line(download(work))
+    what = "source" if name != "ok" else "member"
+    assert f"{what} '../../escaped' is not a plain name (letters, digits, _ and - only" in line, line
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "docs.txt", "params.yaml"]

@@ -27,6 +27,11 @@ CASES = [
     ("max_new_tokens ≥ max_length", "finetune_instruct", {"max_length": 32, "max_new_tokens": 40},
      "finetune_instruct: max_new_tokens must be < max_length"),
     ("item cap of zero", "evaluate", {"max_items": 0}, "evaluate.max_items: must be ≥ 1"),
+    ("NaN split ratio", "finetune_classifier", {"split": {"train": float("nan"), "val": 0.5, "test": 0.5}},
+     "finetune_classifier.split.train: must be a finite number (NaN and infinity are refused)"),
+    ("infinite lr", "pretrain", {"lr": float("inf")}, "pretrain.lr: must be a finite number"),
+    ("NaN deep in a mapping", "clean", {"max_top_ngram_ratio": {2: float("nan")}},
+     "clean.max_top_ngram_ratio.2: must be a finite number"),
 ]
 
 
