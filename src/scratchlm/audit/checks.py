@@ -118,6 +118,8 @@ def check_lock(subject: Subject, ctx: Context) -> Check:
         if subject.stage in ctx.stages:
             return Check("lock", FAIL, [f"dvc.lock has no entry for {subject.stage}"])
         return Check("lock", WARN, [f"stage {subject.stage!r} is not in dvc.yaml"])
+    if not subject.manifest:
+        return Check("lock", SKIP, [f"not checked: {subject.rel} has no readable manifest"])
     if subject.manifest.get("format") != FORMAT:
         return Check("lock", FAIL, [f"{subject.rel}/{MANIFEST}: format {subject.manifest.get('format', 1)} "
                                     f"(written by an older scratchlm, without DVC hashes): re-run {subject.stage}"])
