@@ -173,7 +173,7 @@ def section_model(run: CardInputs) -> list[str]:
                                                                  "precision", "compile", "seed") if key in params])
     flops = pre["flops_per_token"] * pre["tokens_seen"]
     lines += ["", "### Compute", "", f"Pretraining: {pre['steps']:,} steps, {pre['tokens_seen']:,} tokens, "
-              f"{flops:.3g} training FLOPs in {pre['precision']}. {compute_phrase(run.pretrain_run)}", ""]
+              f"{flops:.3g} training FLOPs in {pre['precision']}. {compute_phrase(run.pretrain_run)}"]
     if "loss_curves" in run.figures:
         lines += ["", f"![Loss curves]({run.figures['loss_curves']})"]
     return lines + [""]
