@@ -60,6 +60,9 @@ class StageContext:
 
     run: StageRun
     staged: dict[str, Path] = field(default_factory=dict)
+    publish: list[Callable[[], None]] = field(default_factory=list)
+    """Side effects outside the workspace (registering models) to run once every check has passed, just
+    before the MLflow run ends: a stage that fails before that publishes nothing."""
 
     def side(self, path: str | Path) -> Path:
         final = Path(path)
@@ -240,6 +243,8 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
                 run.log_artifact(metrics_file, artifact_path="metrics")
                 run.log_artifact(tmp / "manifest.json")
                 _check(check, tmp, output)
+                for publish in ctx.publish:
+                    publish()
                 run.end()
             ctx.commit()
         except BaseException:
@@ -247,10 +252,13 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
             raise
     if check is not None:
         shutil.rmtree(f"{output}.failed", ignore_errors=True)  # an earlier run's rejected output is stale now
-    # after the swap: a failure here leaves a stale record, which the audit names (the MLflow run has the digest)
-    write_run_record(stage, output=output, manifest_sha256=digest, run_id=run.run_id,
-                     experiment=tracking.experiment if run.enabled else None, started=started,
-                     seconds=time.monotonic() - clock, timing=timing, dvc_exp=exp, commit=commit, dirty=dirty)
+    try:  # after the swap, so a failure is a warning: the outputs are in place and the MLflow run has the digest
+        write_run_record(stage, output=output, manifest_sha256=digest, run_id=run.run_id,
+                         experiment=tracking.experiment if run.enabled else None, started=started,
+                         seconds=time.monotonic() - clock, timing=timing, dvc_exp=exp, commit=commit, dirty=dirty)
+    except OSError as error:
+        print(f"warning: {stage}: its run record could not be written ({error}); `scratchlm audit` will find "
+              f"the MLflow run {run.run_id} by the manifest's digest", file=sys.stderr)
 
 
 def _check(check: Callable[[], None] | None, tmp: Path, output: str) -> None:

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from pipelines._stage import run_stage
-from scratchlm.reporting.registry import register_models
+from scratchlm.reporting.registry import REGISTERED, register_models
 from scratchlm.reporting.report import METRIC_STAGES, build_report
 
 
@@ -25,24 +25,26 @@ def main() -> None:
     parser.add_argument("loss_curve", help="pretraining loss curve, e.g. reports/plots/pretrain_loss.csv")
     parser.add_argument("output", help="folder for model_card.md and figures/, e.g. reports/model_card")
     parser.add_argument("--outputs", nargs="+", required=True, help="stage=folder for every stage, in DAG order")
-    parser.add_argument("--pretrain-record", default="reports/runs/pretrain.json",
-                        help="pretrain's run record: the card's compute figures (time, speed, machine)")
     args = parser.parse_args()
     outputs = stage_outputs(args.outputs)
 
     def work(params, out, stage):
-        metrics = build_report(Path(args.metrics), Path(args.loss_curve), outputs, out, params,
-                               Path(args.pretrain_record))
+        metrics = build_report(Path(args.metrics), Path(args.loss_curve), outputs, out, params)
         stage.run.log_artifact(out, artifact_path="model_card")
         if params.register_models:
             evaluation = json.loads((Path(args.metrics) / "evaluate.json").read_text(encoding="utf-8"))
-            versions = register_models(stage.run, outputs, out / "model_card.md", evaluation, params.registry_prefix)
-            print("registered " + ", ".join(f"{name} version {version}" for name, version in versions.items()))
-            metrics["registered_models"] = len(versions)
+
+            def register() -> None:
+                versions = register_models(stage.run, outputs, out / "model_card.md", evaluation,
+                                           params.registry_prefix)
+                print("registered " + ", ".join(f"{name} version {version}" for name, version in versions.items()))
+
+            stage.publish.append(register)  # after every check has passed, before the run ends
+            metrics["registered_models"] = len(REGISTERED)
         return metrics
 
     inputs = [*(str(Path(args.metrics) / f"{stage}.json") for stage in METRIC_STAGES), args.loss_curve,
-              args.pretrain_record, *(str(p) for p in outputs.values())]
+              *(str(p) for p in outputs.values())]
     run_stage("report", inputs, args.output, work)
 
 

@@ -256,6 +256,16 @@ def test_a_run_record_naming_another_output_warns_when_mlflow_vouches(lineage: d
     assert report.nodes["data/clean"].run_id == lineage["clean"]
 
 
+def test_a_record_claiming_tracking_was_off_fails_where_mlflow_has_runs_of_the_stage(lineage: dict[str, str]) -> None:
+    """A forger rewrites the record to name no MLflow run, so that no run's digest can contradict it."""
+    edit_json("data/clean/manifest.json", lambda m: m["params"].update(min_words=50))
+    edit_json("reports/runs/clean.json", lambda r: r.update(manifest_sha256=manifest_sha256("data/clean"),
+                                                            mlflow_run_id=None))
+    found = problems(audit("data/clean", "."), "mlflow")
+    assert found == [f"reports/runs/clean.json names no MLflow run (tracking off), but MLflow has 1 run(s) of clean "
+                     f"and none recorded this manifest ({manifest_sha256('data/clean')[:12]})"]
+
+
 def test_missing_or_corrupt_run_record_fails(lineage: dict[str, str]) -> None:
     Path("reports/runs/download.json").unlink()
     Path("reports/runs/clean.json").write_text("{not json")

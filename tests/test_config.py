@@ -54,3 +54,14 @@ def test_split_ratios_are_cut_in_train_val_test_order_whatever_the_key_order(sec
         ("train", 0.6), ("val", 0.15), ("test", 0.25)]
     with pytest.raises(ConfigError, match=rf"{section}.split: .*sum to 1"):
         parse_section(section, {"split": {"train": 0.6, "val": 0.1, "test": 0.1}})
+
+
+def test_params_files_refuse_duplicate_keys_but_take_merge_keys(tmp_path) -> None:
+    from scratchlm.config import ConfigError, read_params_file
+
+    path = tmp_path / "params.yaml"
+    path.write_text("base: &b {min_words: 3}\nclean:\n  <<: *b\n  max_words: 9\n")
+    assert read_params_file(path)["clean"] == {"min_words": 3, "max_words": 9}
+    path.write_text("clean: {min_words: 3, min_words: 4}\n")
+    with pytest.raises(ConfigError, match=r"params.yaml:1: duplicate key 'min_words' \(first at line 1\)"):
+        read_params_file(path)

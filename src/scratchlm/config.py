@@ -544,6 +544,8 @@ class _StrictLoader(yaml.SafeLoader):
 def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor` merges a mapping in: not a key of this one
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         try:

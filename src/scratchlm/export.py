@@ -252,7 +252,11 @@ def tokenizer_from_hf(hf_dir: Path) -> Tokenizer:
     if (hf_dir / "tokenizer.json").is_file():
         tokenizer = load_tokenizer(hf_dir / "tokenizer.json")
     elif vocab.is_file() and merges.is_file():
-        tokenizer = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        try:
+            tokenizer = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        except Exception as error:  # tokenizers raises a bare Exception for a file it cannot parse
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(f"{hf_dir}: vocab.json + merges.txt are not a readable BPE ({reason})") from None
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         tokenizer.decoder = decoders.ByteLevel()
     else:

@@ -80,6 +80,8 @@ def _dvc_file_outs(root: Path) -> list[str]:
 def guard_out_dir(out: Path, sources: list[Path], command: str) -> None:
     """Refuse an --out folder that would overwrite a source, a DVC-tracked output, the project, or a folder
     the command did not create; raise UnsafeOutput naming the clash."""
+    if out.is_symlink():
+        raise UnsafeOutput(f"--out {out} is a symbolic link: choose a plain folder")
     target = out.resolve()
     projects = sorted({root for p in (target, *(s.resolve() for s in sources)) if (root := repo_root(p))})
     for folder in projects:

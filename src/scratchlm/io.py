@@ -134,8 +134,11 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
         if backup.exists():
             backup.rename(final)
         raise
-    if backup.exists():
-        shutil.rmtree(backup) if backup.is_dir() else backup.unlink()
+    if backup.exists() or backup.is_symlink():  # the new output is in place: clearing the old one is best effort
+        if backup.is_dir() and not backup.is_symlink():
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            backup.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,13 @@ def read_manifest(path: str | Path) -> dict[str, Any] | None:
 
 
 def manifest_folder(path: str | Path, top: Path | None = None) -> Path | None:
-    """The nearest folder at or above `path` holding a manifest, never above `top` (default: the cwd)."""
-    path, top = Path(path).resolve(), (top or Path.cwd()).resolve()
+    """The nearest folder at or above `path` holding a manifest, never above `top` (default: the cwd).
+
+    The walk follows the path as written, not where symbolic links lead: with DVC's `symlink` cache type
+    every output file is a link into `.dvc/cache`, and `audit --reproduce` links inputs into a scratch
+    folder; either way the producer is the folder the path names.
+    """
+    path, top = Path(os.path.abspath(path)), Path(os.path.abspath(top or Path.cwd()))
     for folder in (path, *path.parents) if path.is_dir() else path.parents:
         if (folder / MANIFEST).is_file():
             return folder

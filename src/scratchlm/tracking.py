@@ -32,8 +32,24 @@ class TrackingError(RuntimeError):
     """The tracking backend is unusable and tracking is required."""
 
 
+def main_workspace(cwd: str | Path | None = None) -> Path:
+    """The workspace whose `mlflow.db` a stage logs to: the current folder, or, inside the temporary workspace
+    of a DVC experiment (`<repo>/.dvc/tmp/exps/<tmp>`, where `dvc exp run --temp` and queued experiments run),
+    the repository it was made from. That workspace is deleted after the run, and so would be its database
+    (git-ignored files are not copied into it), leaving run records that name runs nobody has."""
+    folder = Path(os.path.abspath(cwd or Path.cwd()))
+    for i in range(len(folder.parts) - 3):
+        if folder.parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*folder.parts[:i])
+    return folder
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """MLFLOW_TRACKING_URI, else the default database of the main workspace."""
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    main = main_workspace()
+    return DEFAULT_URI if main == Path(os.path.abspath(Path.cwd())) else f"sqlite:///{main / 'mlflow.db'}"
 
 
 def _limit_http_waits(timeout_s: float) -> None:
@@ -223,7 +239,7 @@ def _experiment_id(name: str, uri: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None if uri.startswith(("http://", "https://")) else DEFAULT_ARTIFACTS.resolve().as_uri()
+    location = None if uri.startswith(("http://", "https://")) else (main_workspace() / DEFAULT_ARTIFACTS).as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
 
@@ -331,8 +347,8 @@ def get_run_summary(run_id: str, uri: str | None = None) -> dict[str, Any] | Non
             "params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
 
 
-def runs_with_manifest(stage: str, manifest_sha256: str, uri: str | None = None) -> list[str]:
-    """Ids of the FINISHED runs of `stage` that recorded this manifest digest, newest first.
+def runs_with_manifest(stage: str, manifest_sha256: str | None, uri: str | None = None) -> list[str]:
+    """Ids of the FINISHED runs of `stage` that recorded this manifest digest (any, for None), newest first.
 
     What an audit falls back on when a stage's run record names another output: DVC brought back an
     output that an earlier run made (`dvc checkout`, an experiment applied), and that run is the one
@@ -345,9 +361,9 @@ def runs_with_manifest(stage: str, manifest_sha256: str, uri: str | None = None)
     with _reading(uri):
         client = _client(uri)
         ids = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(ids, filter_string=f"tags.stage = '{stage}' and tags.manifest_sha256 = "
-                                                     f"'{manifest_sha256}' and attributes.status = 'FINISHED'",
-                                  order_by=["attributes.start_time DESC"]) if ids else []
+        digest = f" and tags.manifest_sha256 = '{manifest_sha256}'" if manifest_sha256 else ""
+        query = f"tags.stage = '{stage}'{digest} and attributes.status = 'FINISHED'"
+        runs = client.search_runs(ids, filter_string=query, order_by=["attributes.start_time DESC"]) if ids else []
     return [run.info.run_id for run in runs]
 
 

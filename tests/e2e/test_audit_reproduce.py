@@ -35,7 +35,8 @@ def snapshot(root: Path) -> dict[str, float]:
 
 
 @pytest.mark.parametrize(("stage", "folder"), [("clean", "data/clean"), ("validate", "reports/data_validation"),
-                                               ("tokenizer", "models/tokenizer"), ("tokenize", "data/tokens")])
+                                               ("tokenizer", "models/tokenizer"), ("tokenize", "data/tokens"),
+                                               ("evaluate", "reports/evaluation"), ("report", "reports/model_card")])
 def test_data_stages_reproduce_byte_for_byte(repo: Path, tmp_path: Path, stage: str, folder: str) -> None:
     root = copy_of(repo, tmp_path)
     before = snapshot(root)

@@ -114,6 +114,8 @@ def test_a_link_out_of_a_local_source_folder_is_refused(tmp_path: Path) -> None:
     assert f"local: docs/b.txt refused: a link to /etc/passwd, outside the source's folder {tmp_path / 'docs'}" \
         in line, line
     assert not (tmp_path / "data" / "raw").exists()
+    use_source(tmp_path, "text", "pretrain", "docs/a.txt")  # a file named outright is taken as named
+    assert download(tmp_path).returncode == 0
 
 
 def test_ids_repeated_across_two_sources_of_one_role_are_refused(tmp_path: Path) -> None:

@@ -286,3 +286,28 @@ def test_audit_with_a_corrupt_mlflow_database_names_it_in_one_line(tmp_path: Pat
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     mlflow_lines = [line for line in result.stdout.splitlines() if "✗ mlflow:" in line]
     assert len(mlflow_lines) == 1 and "mlflow.db cannot be read (DatabaseError" in mlflow_lines[0], result.stdout
+
+
+def test_import_with_an_unreadable_vocab_or_merges_is_one_line(tmp_path: Path) -> None:
+    hf = hf_folder(tmp_path)
+    (hf / "tokenizer.json").unlink()
+    (hf / "vocab.json").write_text("{not json")
+    (hf / "merges.txt").write_text("#version: 0.2\n")
+    line = one_error_line(scratchlm(tmp_path, "import-hf", "hf", "--out", "gpt2"))
+    assert "hf: vocab.json + merges.txt are not a readable BPE (" in line, line
+
+
+def test_a_classifier_head_without_a_label_list_is_one_line(tmp_path: Path) -> None:
+    folder = classifier_dir(tmp_path / "c")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "head": {"type": "classification", "labels": 5}}))
+    line = one_error_line(scratchlm(tmp_path, "classify", "--model", "c", "hi"))
+    assert "c/config.json: head.labels must be a list of at least two labels, got 5" in line, line
+
+
+def test_an_out_folder_that_is_a_symlink_is_refused(project: Path) -> None:
+    assert scratchlm(project, "export", "--model", "models/pretrain", "--out", "exports/hf").returncode == 0
+    (project / "alias").symlink_to(project / "exports" / "hf")
+    line = one_error_line(scratchlm(project, "export", "--model", "models/pretrain", "--out", "alias"))
+    assert line == "error: --out alias is a symbolic link: choose a plain folder", line
+    assert (project / "exports" / "hf" / "scratchlm-provenance.json").is_file()

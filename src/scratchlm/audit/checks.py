@@ -285,7 +285,7 @@ def check_mlflow(subject: Subject, ctx: Context) -> Check:
     run_id = subject.run_id
     if run_id is None:
         if _record_vouches(subject):
-            return Check("mlflow", WARN, ["no MLflow run recorded (tracking was off when the stage ran)"])
+            return _untracked(subject, ctx)
         return Check("mlflow", SKIP, ["not checked: no run record or MLflow run vouches for this output"])
     try:
         run = tracking.get_run_summary(run_id, ctx.uri)
@@ -305,6 +305,20 @@ def check_mlflow(subject: Subject, ctx: Context) -> Check:
     timing = (subject.record or {}).get("timing") if _record_vouches(subject) else None
     problems += _metric_problems(subject.stage, run_id, run["metrics"], ctx, timing or {})
     return Check.of("mlflow", problems)
+
+
+def _untracked(subject: Subject, ctx: Context) -> Check:
+    """A run record that names no MLflow run: fine where the stage was never tracked, a failure where MLflow
+    has runs of the stage and none recorded this output (a forger need only null the record's run id)."""
+    try:
+        runs = tracking.runs_with_manifest(subject.stage, None, ctx.uri)
+    except tracking.TrackingError as error:
+        return Check("mlflow", FAIL, [f"not checked: {error}"])
+    if runs:
+        return Check("mlflow", FAIL, [f"{record_path(subject.stage).as_posix()} names no MLflow run (tracking off), "
+                                      f"but MLflow has {len(runs)} run(s) of {subject.stage} and none recorded this "
+                                      f"manifest ({str(subject.digest)[:12]})"])
+    return Check("mlflow", WARN, ["no MLflow run recorded (tracking was off when the stage ran)"])
 
 
 def _metric_problems(stage: str, run_id: str, logged: dict[str, float], ctx: Context,

@@ -28,7 +28,7 @@ from scratchlm.audit.checks import METRICS_DIR, _same, input_problems
 from scratchlm.audit.model import MARKS, OK, AuditError
 from scratchlm.audit.walk import load_stages, stage_folder
 from scratchlm.io import list_files, sha256_file, tree_sha256
-from scratchlm.lineage import MANIFEST, read_manifest
+from scratchlm.lineage import MANIFEST, manifest_folder, read_manifest
 from scratchlm.runrecord import is_timing
 
 SAME, DIFF, CLOSE, EXPECTED, IGNORED = "identical", "differs", "within tolerance", "differs (expected)", "not compared"
@@ -131,9 +131,18 @@ def rerun_stage(stage: str, manifest: dict[str, Any], root: Path, scratch: Path)
     tracking goes to a throwaway SQLite database (`required: false`): the audit leaves no run behind.
     """
     write_rerun_params(stage, manifest["params"], root, scratch / "params.yaml")
-    for rel in manifest.get("inputs") or {}:
+    for rel in sorted(manifest.get("inputs") or {}):
+        if any(parent.is_symlink() for parent in (scratch / rel).parents):
+            continue  # inside an input folder linked already: never create anything through the link
         (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
         (scratch / rel).symlink_to(root / rel, target_is_directory=(root / rel).is_dir())
+    for rel in manifest.get("inputs") or {}:  # a file input's producer manifest, which the stage records
+        producer = manifest_folder(root / rel, root)
+        if producer is not None and producer != root / rel:
+            link = scratch / producer.relative_to(root) / MANIFEST
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(producer / MANIFEST)
     (scratch / METRICS_DIR).mkdir(parents=True, exist_ok=True)
     argv = shlex.split(str(load_stages(root)[stage]["cmd"]))
     argv[0] = sys.executable if argv[0] in ("python", "python3") else argv[0]

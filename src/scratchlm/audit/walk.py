@@ -9,6 +9,7 @@ in the audited repository, `dvc status` once per audit, while the walk hashes fi
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -54,7 +55,8 @@ class Context:
         return content_sha256({p.relative_to(path).as_posix(): self.file(p) for p in list_files(path)})
 
     def rel(self, path: Path) -> str:
-        return path.resolve().relative_to(self.root).as_posix()
+        """`path` relative to the repository, as written (links inside the repository are not followed)."""
+        return Path(os.path.abspath(path)).relative_to(self.root).as_posix()
 
 
 @dataclass

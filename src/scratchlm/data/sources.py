@@ -322,7 +322,8 @@ def fetch_local(name: str, spec: SourceSpec) -> Fetched:
     """Files or globs (relative to the current folder, or absolute) used in place; digests recorded.
 
     A file a glob finds through a symbolic link that leads outside the glob's own folder (a link to
-    /etc/passwd dropped into a corpus folder) is refused, as archives refuse link entries.
+    /etc/passwd dropped into a corpus folder) is refused, as archives refuse link entries; a file named
+    outright, without a wildcard, is taken as named.
     """
     files: dict[str, list[Path]] = {}
     for key, pattern in sorted(spec.members.items()):
@@ -331,7 +332,7 @@ def fetch_local(name: str, spec: SourceSpec) -> Fetched:
         if not matched:
             raise SourceError(f"{name}: no file matches {pattern!r} ({key})")
         base = glob_base(pattern)
-        for path in matched:
+        for path in matched if glob.has_magic(pattern) else []:  # a file named outright is the user's choice
             if not path.resolve().is_relative_to(base):
                 raise SourceError(f"{name}: {path} refused: a link to {path.resolve()}, outside the source's "
                                   f"folder {base}")
@@ -341,13 +342,9 @@ def fetch_local(name: str, spec: SourceSpec) -> Fetched:
 
 
 def glob_base(pattern: str) -> Path:
-    """The folder a glob searches (its leading part without wildcards), resolved; a plain path's own folder."""
-    parts = Path(pattern).parts
-    fixed = [part for part in itertools.takewhile(lambda part: not glob.has_magic(part), parts)]
-    base = Path(*fixed) if fixed else Path(".")
-    if len(fixed) == len(parts):  # no wildcard: the file itself, whose folder is the source's
-        base = base.parent
-    return base.resolve()
+    """The folder a glob searches: its leading part without wildcards, resolved."""
+    fixed = list(itertools.takewhile(lambda part: not glob.has_magic(part), Path(pattern).parts))
+    return (Path(*fixed) if fixed else Path(".")).resolve()
 
 
 # ------------------------------------------------------------------------------------------ hf

@@ -2,9 +2,9 @@
 
 Nothing in it is typed by hand: the data funnel comes from the data stages' metrics, the configs
 from the manifests' params, the scores from `evaluate`, the lineage from every stage's manifest.
-So the card of any run (or of any `dvc exp`) describes that run and no other. Of the facts of one
-execution (times, machine) it shows pretraining's alone, from pretrain's run record, and only when that
-record is the one of the model it describes.
+So the card of any run (or of any `dvc exp`) describes that run and no other. It holds no fact of one
+execution (run ids, commits, times, machine): those are in the run records, `reports/runs/<stage>.json`,
+so a re-run that gives the same bytes gives the same card.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from scratchlm.lineage import code_sha256, read_manifest
 
 @dataclass
 class CardInputs:
-    """What the card is made from: each stage's metrics, manifest and manifest digest, the sources,
-    pretrain's run record (when it is the trained model's), samples, figures."""
+    """What the card is made from: each stage's metrics, manifest and manifest digest, the sources, samples,
+    figures."""
 
     metrics: dict[str, dict[str, Any]]
     manifests: dict[str, dict[str, Any]]
     sources: list[dict[str, Any]]
     digests: dict[str, str] = field(default_factory=dict)
-    pretrain_run: dict[str, Any] = field(default_factory=dict)
     pretrain_samples: list[str] = field(default_factory=list)
     instruct_samples: list[dict[str, Any]] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
@@ -153,14 +152,6 @@ def section_data(run: CardInputs) -> list[str]:
 
 
 
-def peak_phrase(pre: dict[str, Any]) -> str:
-    """Which peak the MFU is a share of: a probe of this machine's matmuls, or the configured spec."""
-    if "peak_tflops" not in pre:
-        return "the configured peak"
-    source = "the measured matmul peak" if pre.get("peak_tflops_source") == "measured" else "the configured peak"
-    return f"{source}, {pre['peak_tflops']:.3g} TFLOP/s"
-
-
 def section_model(run: CardInputs) -> list[str]:
     tok, pre = run.metrics["tokenizer"], run.metrics["pretrain"]
     params = run.manifests["pretrain"]["params"]
@@ -173,7 +164,8 @@ def section_model(run: CardInputs) -> list[str]:
                                                                  "precision", "compile", "seed") if key in params])
     flops = pre["flops_per_token"] * pre["tokens_seen"]
     lines += ["", "### Compute", "", f"Pretraining: {pre['steps']:,} steps, {pre['tokens_seen']:,} tokens, "
-              f"{flops:.3g} training FLOPs in {pre['precision']}. {compute_phrase(run.pretrain_run)}"]
+              f"{flops:.3g} training FLOPs in {pre['precision']}. Its wall time, speed (tokens/s, MFU) and "
+              "machine are in its run record, `reports/runs/pretrain.json`."]
     if "loss_curves" in run.figures:
         lines += ["", f"![Loss curves]({run.figures['loss_curves']})"]
     return lines + [""]
@@ -235,21 +227,6 @@ def section_limitations(run: CardInputs) -> list[str]:
             "is close to, not identical with, the figure on the raw published text.",
             "- The spam data are English SMS from 2011; the instruction data are chatterbot's small Q→A corpus.",
             "- Not evaluated for bias, toxicity or factuality; not for production use.", ""]
-
-
-def compute_phrase(record: dict[str, Any]) -> str:
-    """Wall time, speed and MFU of the run that trained the model, with its machine (from its run record)."""
-    if not record:
-        return "Its run record (time, speed, machine) does not belong to this model, so they are not shown."
-    timing, host = record.get("timing") or {}, record.get("machine") or {}
-    where = host.get("gpu") or f"{host.get('cpus', '?')} × {host.get('cpu', 'unknown CPU')}"
-    parts = [f"{record.get('seconds', 0):.0f} s on {where}"]
-    if "tokens_per_s" in timing:
-        parts.append(f"{timing['tokens_per_s']:,.0f} tokens/s")
-    if "mfu" in timing:
-        parts.append(f"MFU {pct(timing['mfu'])} of {peak_phrase(timing)}")
-    return f"It took {', '.join(parts)} (run record `reports/runs/pretrain.json`, MLflow run " \
-           f"`{record.get('mlflow_run_id') or '—'}`)."
 
 
 def section_lineage(run: CardInputs) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from scratchlm.lineage import manifest_sha256
 from scratchlm.runrecord import read_run_record
 from scratchlm.tracking import flatten_metrics
 
@@ -29,7 +30,9 @@ def register_models(run: Registrar, outputs: dict[str, Path], card: Path, evalua
     """A new version of `<prefix>-pretrain`, `-classifier` and `-instruct`, each with the card; returns versions."""
     versions = {}
     for stage, keys in REGISTERED.items():
-        trained_by = (read_run_record(stage) or {}).get("mlflow_run_id") or ""
+        record = read_run_record(stage) or {}
+        vouches = record.get("manifest_sha256") == manifest_sha256(outputs[stage])
+        trained_by = (record.get("mlflow_run_id") or "") if vouches else ""
         name = f"{prefix}-{stage.removeprefix('finetune_')}"
         versions[name] = run.register_model(name, outputs[stage], card, registry_tags(evaluation, keys, trained_by))
     return versions

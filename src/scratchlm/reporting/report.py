@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -49,22 +48,12 @@ def draw_figures(metrics: dict[str, dict[str, Any]], loss_curve: Path, fig_dir: 
     return {name: f"figures/{name}.png" for name in ("loss_curves", "benchmarks", "confusion", "data_funnel")}
 
 
-def trained_by(record_file: Path, model_dir: Path) -> dict[str, Any]:
-    """pretrain's run record when it is the record of the model in `model_dir` (same manifest digest), else {}."""
-    try:
-        record = json.loads(record_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return record if isinstance(record, dict) and record.get("manifest_sha256") == manifest_sha256(model_dir) else {}
-
-
 def build_report(metrics_dir: Path, loss_curve: Path, outputs: dict[str, Path], out_dir: Path,
-                 params: ReportParams, pretrain_record: Path) -> dict[str, Any]:
+                 params: ReportParams) -> dict[str, Any]:
     """Write `model_card.md` and `figures/*.png` into `out_dir`; `outputs` maps each stage to its folder."""
     metrics = load_metrics(metrics_dir, METRIC_STAGES)
     run = CardInputs(metrics=metrics, manifests=load_manifests(outputs), sources=load_sources(outputs["download"]),
                     digests={stage: manifest_sha256(folder) or "" for stage, folder in outputs.items()},
-                    pretrain_run=trained_by(pretrain_record, outputs["pretrain"]),
                     pretrain_samples=last_samples(outputs["pretrain"] / "samples.txt", params.sample_generations),
                     instruct_samples=instruct_samples(outputs["evaluate"] / "instruct_test.jsonl",
                                                       params.sample_generations),

@@ -219,8 +219,11 @@ def load_classifier(model_dir: Any) -> tuple[GPTClassifier, list[str]]:
     model_dir = Path(model_dir)
     config = read_config(model_dir)
     head = config.pop("head", None)
-    if not isinstance(head, dict) or head.get("type") != "classification" or not head.get("labels"):
+    if not isinstance(head, dict) or head.get("type") != "classification":
         raise ValueError(f"{model_dir}: config.json has no classification head (not a classifier export)")
+    if not isinstance(head.get("labels"), list) or len(head["labels"]) < 2:
+        raise ValueError(f"{model_dir / 'config.json'}: head.labels must be a list of at least two labels, "
+                         f"got {head.get('labels')!r}")
     labels = [str(label) for label in head["labels"]]
     body = load_config(model_dir, config)
     weights = model_dir / "model.safetensors"
