@@ -26,17 +26,8 @@ from scratchlm.data.clean import clean_corpus
 from scratchlm.data.dedup import compute_signatures, dedup_corpus, near_duplicate_pairs
 from scratchlm.data.filters import words_of
 from scratchlm.io import document_shards, read_documents, source_roles, write_documents
-from scratchlm.tokenizer import (
-    EOT,
-    TokenWriter,
-    batched,
-    encode_documents,
-    split_texts,
-    timed,
-    to_tiktoken,
-    token_dtype,
-    tokenize_splits,
-)
+from scratchlm.tokenizer import EOT, batched, split_texts, timed, to_tiktoken
+from scratchlm.tokens import TokenWriter, encode_documents, token_dtype, tokenize_splits
 
 MB = 1e6
 

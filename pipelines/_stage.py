@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from scratchlm.config import ConfigError, Section, TrackingParams, parse_section, read_params_file
+from scratchlm.config import ConfigError, ExecutorParams, Section, TrackingParams, parse_section, read_params_file
+from scratchlm.data.parallel import Executor, make_executor
 from scratchlm.io import DataFormatError, atomic_output_dir, dumps_json, file_hashes, list_files, remove_stale
 from scratchlm.launch import is_rank_zero
 from scratchlm.lineage import describe_code, describe_input, manifest_sha256, write_manifest
@@ -59,10 +60,18 @@ class StageContext:
     `side(path)`, a staged path for a file outside the output folder (a plot) swapped in with it."""
 
     run: StageRun
+    executor_params: ExecutorParams = field(default_factory=ExecutorParams)
     staged: dict[str, Path] = field(default_factory=dict)
+    used: list[Executor] = field(default_factory=list)
     publish: list[Callable[[], None]] = field(default_factory=list)
     """Side effects outside the workspace (registering models) to run once every check has passed, just
     before the MLflow run ends: a stage that fails before that publishes nothing."""
+
+    def executor(self, workers: int) -> Executor:
+        """Where the stage's per-shard work runs (params.yaml `executor`); `workers` sizes a local pool."""
+        executor = make_executor(self.executor_params, workers)
+        self.used.append(executor)
+        return executor
 
     def side(self, path: str | Path) -> Path:
         final = Path(path)
@@ -86,12 +95,22 @@ class StageContext:
 Work = Callable[[Section, Path, StageContext], dict[str, Any]]
 
 
-def load_params(section: str, path: Path = PARAMS_FILE) -> tuple[Section, TrackingParams, Any]:
-    """This stage's validated section, the tracking section (which changes no output bytes), and the raw
-    section as written (to notice a change on disk while the stage runs)."""
+@dataclass
+class Settings:
+    """What a stage reads from params.yaml: its validated section, and the two sections that change where
+    it logs and computes but never what it writes (tracking, executor), plus its section as written (to
+    notice a change on disk while the stage runs)."""
+
+    params: Section
+    tracking: TrackingParams
+    executor: ExecutorParams
+    raw: Any
+
+
+def load_params(section: str, path: Path = PARAMS_FILE) -> Settings:
     raw = read_params_file(path)
-    tracking = parse_section("tracking", raw.get("tracking"))
-    return parse_section(section, raw.get(section)), tracking, raw.get(section)  # type: ignore[return-value]
+    tracking, executor = (parse_section(name, raw.get(name)) for name in ("tracking", "executor"))
+    return Settings(parse_section(section, raw.get(section)), tracking, executor, raw.get(section))  # type: ignore[arg-type]
 
 
 def seed_everything(seed: int) -> None:
@@ -205,7 +224,8 @@ def keep_failed(tmp: Path, output: str) -> str:
 
 def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
          check: Callable[[], None] | None) -> None:
-    params, tracking, section = load_params(stage)
+    settings = load_params(stage)
+    params, tracking = settings.params, settings.tracking
     missing = [path for path in inputs if not Path(path).exists()]
     if missing:
         raise DataFormatError(f"input {missing[0]} does not exist (run the stage that produces it first)")
@@ -217,7 +237,7 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
         return
     started, clock = utc_now(), time.monotonic()
     code_files = stage_code(stage)
-    watch = Watch.start(stage, section, [Path(p) for p in inputs] + [CODE_ROOT / p for p in code_files])
+    watch = Watch.start(stage, settings.raw, [Path(p) for p in inputs] + [CODE_ROOT / p for p in code_files])
     described = {path: describe_input(path) for path in sorted(inputs)}
     code = describe_code(code_files, CODE_ROOT)
     commit, dirty = git_state()
@@ -228,7 +248,7 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
     with stage_run(stage, tracking, tags) as run:
         run.log_params(params.model_dump(mode="json"))
         run.log_inputs(described)
-        ctx = StageContext(run)
+        ctx = StageContext(run, settings.executor)
         try:
             with full_disk_names(output), atomic_output_dir(output) as tmp:
                 metrics, timing = split_timing(work(params, tmp, ctx))
@@ -255,7 +275,8 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
     try:  # after the swap, so a failure is a warning: the outputs are in place and the MLflow run has the digest
         write_run_record(stage, output=output, manifest_sha256=digest, run_id=run.run_id,
                          experiment=tracking.experiment if run.enabled else None, started=started,
-                         seconds=time.monotonic() - clock, timing=timing, dvc_exp=exp, commit=commit, dirty=dirty)
+                         seconds=time.monotonic() - clock, timing=timing, dvc_exp=exp, commit=commit, dirty=dirty,
+                         executor=[executor.describe() for executor in ctx.used])
     except OSError as error:
         print(f"warning: {stage}: its run record could not be written ({error}); `scratchlm audit` will find "
               f"the MLflow run {run.run_id} by the manifest's digest", file=sys.stderr)

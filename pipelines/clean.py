@@ -17,7 +17,7 @@ def main() -> None:
 
     def work(params, out, stage):
         pretrain = [name for name, role in source_roles(raw).items() if role == "pretrain"]
-        metrics = clean_corpus(raw, out, params, pretrain)
+        metrics = clean_corpus(raw, out, params, pretrain, stage.executor(params.num_proc))
         stage.run.log_artifact(out / "dropped_samples.json", artifact_path="dropped")
         return metrics
 

@@ -19,7 +19,8 @@ def main() -> None:
 
     def work(params, out, stage):
         evaluation = {n: r for n, r in source_roles(Path(args.raw)).items() if r != "pretrain"}
-        metrics = dedup_corpus(Path(args.clean), Path(args.raw), out, params, evaluation)
+        metrics = dedup_corpus(Path(args.clean), Path(args.raw), out, params, evaluation,
+                               stage.executor(params.num_proc))
         shutil.copyfile(out / "cluster_sizes.csv", stage.side(args.plot))
         for name in ("clusters.jsonl", "decontamination.json", "cluster_sizes.csv"):
             stage.run.log_artifact(out / name, artifact_path="dedup")

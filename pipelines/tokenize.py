@@ -4,17 +4,19 @@ import argparse
 from pathlib import Path
 
 from pipelines._stage import run_stage
-from scratchlm.tokenizer import tokenize_splits
+from scratchlm.tokens import tokenize_splits
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("dedup", help="dedup output, e.g. data/dedup")
     parser.add_argument("tokenizer", help="tokenizer output, e.g. models/tokenizer")
-    parser.add_argument("output", help="folder for {train,val,test}.bin + .json, e.g. data/tokens")
+    parser.add_argument("output", help="folder for <split>/part-*.bin token shards + <split>.json indexes, "
+                                       "e.g. data/tokens")
     args = parser.parse_args()
     run_stage("tokenize", [args.dedup, args.tokenizer], args.output,
-              lambda params, out, stage: tokenize_splits(Path(args.dedup), Path(args.tokenizer), out, params))
+              lambda params, out, stage: tokenize_splits(Path(args.dedup), Path(args.tokenizer), out, params,
+                                                         stage.executor(1)))
 
 
 if __name__ == "__main__":

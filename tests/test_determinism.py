@@ -19,7 +19,9 @@ from scratchlm.config import CleanParams, DedupParams, PretrainParams, TokenizeP
 from scratchlm.data.clean import clean_corpus
 from scratchlm.data.dedup import dedup_corpus
 from scratchlm.io import make_document, sha256_file, write_jsonl, write_sharded
-from scratchlm.tokenizer import tokenize_splits, train_tokenizer
+from scratchlm.tokenizer import train_tokenizer
+from scratchlm.data.parallel import LocalExecutor
+from scratchlm.tokens import tokenize_splits
 
 STOP = ["the", "of", "and", "in", "to", "was", "is", "a", "for", "on", "with", "by", "as", "at", "from"]
 WORDS = [f"{stem}{suffix}" for stem in ("river", "market", "castle", "history", "railway", "church", "village",
@@ -145,15 +147,16 @@ def test_tokenizer_training_is_byte_identical(tokenizers, tmp_path: Path) -> Non
 def test_tokenize_does_not_depend_on_thread_count(tokenizers, tmp_path: Path) -> None:
     dedup_dir, (tok, _) = tokenizers
     results = {}
-    for threads in (1, 2):
-        out = tmp_path / f"threads{threads}"
+    for threads, workers in ((1, 1), (2, 1), (1, 2)):  # tiktoken threads, and shards over 2 processes
+        out = tmp_path / f"threads{threads}-workers{workers}"
         out.mkdir()
         metrics = tokenize_splits(dedup_dir, tok, out, TokenizeParams(num_threads=threads, batch_docs=16,
-                                                                      check_docs=10))
-        results[threads] = metrics, digests(out)
-    assert results[1][0]["train_tokens"] > 1000
-    assert results[1] == results[2]
-    assert set(results[1][1]) == {f"{s}.{ext}" for s in ("train", "val", "test") for ext in ("bin", "json")}
+                                                                      check_docs=10), LocalExecutor(workers))
+        results[threads, workers] = metrics, digests(out)
+    assert results[1, 1][0]["train_tokens"] > 1000
+    assert results[1, 1] == results[2, 1] == results[1, 2]
+    assert {name for name in results[1, 1][1] if name.endswith(".json")} == {"train.json", "val.json", "test.json"}
+    assert any(name.startswith("train/part-") and name.endswith(".bin") for name in results[1, 1][1])
 
 
 TINY = {"model": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32, "dropout": 0.1}, "batch_size": 4,

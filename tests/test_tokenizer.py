@@ -7,15 +7,8 @@ from tokenizers import Tokenizer
 
 from scratchlm.config import ConfigError, TokenizeParams, TokenizerParams, parse_section
 from scratchlm.io import make_document, write_sharded
-from scratchlm.tokenizer import (
-    TokenWriter,
-    check_same_ids,
-    read_tokens,
-    to_tiktoken,
-    tokenize_splits,
-    train_bpe,
-    train_tokenizer,
-)
+from scratchlm.tokenizer import check_same_ids, to_tiktoken, train_bpe, train_tokenizer
+from scratchlm.tokens import TokenWriter, read_tokens, tokenize_splits
 
 TRICKY = [
     "Plain English text with numbers 1,234.5 and punctuation; quotes \"like this\" and it's fine.",
@@ -79,7 +72,7 @@ def test_packing_header_dtype_and_separators(tmp_path: Path, dedup_dir: Path) ->
     train_tokenizer(dedup_dir, tok_dir, TokenizerParams(vocab_size=400, eval_docs=10))
     metrics = tokenize_splits(dedup_dir, tok_dir, out, TokenizeParams(batch_docs=16, check_docs=10))
     header = json.loads((out / "val.json").read_text())
-    tokens = read_tokens(out / "val.bin")
+    tokens = read_tokens(out / "val.json")[:]
     assert header["dtype"] == "uint16" and header["tokens"] == len(tokens) == metrics["val_tokens"]
     assert header["documents"] == 25 and int((tokens == 0).sum()) == 25, "one <|endoftext|> after each document"
     assert int(tokens.max()) < 400
@@ -98,3 +91,30 @@ def test_writer_refuses_ids_outside_the_vocabulary(tmp_path: Path) -> None:
 def test_vocab_must_hold_bytes_and_specials() -> None:
     with pytest.raises(ConfigError, match=r"tokenizer: vocab_size must be ≥ 258"):
         parse_section("tokenizer", {"vocab_size": 200})
+
+
+def test_a_split_reads_as_the_flat_sequence_whatever_its_shards(tmp_path: Path, dedup_dir: Path) -> None:
+    """Windows are drawn by offset into the split: the shards must join into exactly the one-file sequence."""
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    train_tokenizer(dedup_dir, tok_dir, TokenizerParams(vocab_size=400, eval_docs=10))
+    from scratchlm.io import document_shards, read_documents
+
+    docs = [doc for path in document_shards(dedup_dir / "train") for doc in read_documents(path)]
+    flat = tmp_path / "flat"
+    write_sharded(flat / "train", "part", iter(docs), shard_docs=10**6)
+    for split in ("val", "test"):
+        write_sharded(flat / split, "part", (d for p in document_shards(dedup_dir / split) for d in read_documents(p)),
+                      shard_docs=10**6)
+    sequences = {}
+    for name, source in (("sharded", dedup_dir), ("one-file", flat)):
+        out = tmp_path / name
+        out.mkdir()
+        tokenize_splits(source, tok_dir, out, TokenizeParams(check_docs=5))
+        sequences[name] = read_tokens(out / "train.json")
+    sharded, whole = sequences["sharded"], sequences["one-file"]
+    assert len(json.loads((tmp_path / "sharded" / "train.json").read_text())["shards"]) > 1
+    assert np.array_equal(sharded[:], whole[:])
+    boundary = int(sharded.starts[1])
+    assert np.array_equal(sharded[boundary - 3: boundary + 3], whole[boundary - 3: boundary + 3])
+    assert len(sharded[5:5]) == 0 and np.array_equal(np.concatenate(list(sharded.chunks(7))), whole[:])

@@ -473,6 +473,29 @@ class TrackingParams(Section):
     connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
 
 
+# --------------------------------------------------------------------------------------------
+# executor (read by the data stages, never a DVC param: the outputs are the same bytes on either)
+# --------------------------------------------------------------------------------------------
+
+
+class RayParams(Section):
+    """How the data stages reach a Ray cluster and size their tasks (`executor.kind: ray`)."""
+
+    address: str = Field(default="auto", min_length=1, description="auto (RAY_ADDRESS or the local cluster), "
+                         "host:port of a head node, or ray://host:port through Ray Client")
+    num_cpus: float = Field(default=1.0, gt=0, le=256, description="CPUs each task (one shard, one chunk) reserves")
+    max_in_flight: int = Field(default=32, ge=1, le=100_000, description="tasks submitted ahead of the result "
+                               "being consumed: bounds the results held in memory, keeps every worker busy")
+
+
+class ExecutorParams(Section):
+    """Where the per-shard work of clean, dedup and tokenize runs: `local`, a process pool of each stage's
+    `num_proc`/`num_threads` on this machine (the default), or `ray`, an existing Ray cluster."""
+
+    kind: Literal["local", "ray"] = "local"
+    ray: RayParams = Field(default_factory=RayParams)
+
+
 SECTIONS: dict[str, type[Section]] = {
     "download": DownloadParams,
     "clean": CleanParams,
@@ -486,6 +509,7 @@ SECTIONS: dict[str, type[Section]] = {
     "evaluate": EvaluateParams,
     "report": ReportParams,
     "tracking": TrackingParams,
+    "executor": ExecutorParams,
 }
 
 

@@ -113,8 +113,9 @@ def machine() -> dict[str, Any]:
 
 def write_run_record(stage: str, *, output: str, manifest_sha256: str, run_id: str | None, experiment: str | None,
                      started: str, seconds: float, timing: dict[str, Any], dvc_exp: str | None,
-                     commit: str | None, dirty: bool) -> dict[str, Any]:
-    """Replace `reports/runs/<stage>.json` with this execution's record."""
+                     commit: str | None, dirty: bool, executor: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Replace `reports/runs/<stage>.json` with this execution's record (`executor`: where the data stages'
+    per-shard work ran, one entry per map)."""
     record = {
         "stage": stage,
         "output": output,
@@ -130,6 +131,7 @@ def write_run_record(stage: str, *, output: str, manifest_sha256: str, run_id: s
         "timing": timing,
         "versions": package_versions(),
         "machine": machine(),
+        "executor": executor or [],
     }
     atomic_write_json(record_path(stage), record)
     return record

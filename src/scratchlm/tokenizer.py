@@ -10,7 +10,6 @@ tokenize stage re-checks that identity on a sample before trusting it.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
@@ -18,7 +17,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 EOT = "<|endoftext|>"
@@ -120,82 +118,6 @@ def check_same_ids(tokenizer: Tokenizer, encoding: Any, texts: Sequence[str]) ->
             raise ValueError(f"tiktoken and tokenizers disagree on sample {index}: refusing the fast encoder")
 
 
-class TokenWriter:
-    """Append token ids to a flat binary file of a fixed dtype, counting as it goes.
-
-    Chunks go straight to disk, so memory holds one batch at a time whatever the corpus size; the
-    result is read back with `np.memmap(path, dtype, mode="r")`.
-    """
-
-    def __init__(self, path: Path, dtype: np.dtype, vocab_size: int) -> None:
-        self.path, self.dtype, self.vocab_size = path, np.dtype(dtype), vocab_size
-        self.count = 0
-        self.max_id = -1
-        self._handle = open(path, "wb")  # noqa: SIM115 - closed in close()
-
-    def write(self, ids: np.ndarray) -> None:
-        if ids.size:
-            top = int(ids.max())
-            if top >= self.vocab_size or int(ids.min()) < 0:
-                raise ValueError(f"{self.path}: token id {top} outside the vocabulary of {self.vocab_size}")
-            self.max_id = max(self.max_id, top)
-        ids.astype(self.dtype, copy=False).tofile(self._handle)
-        self.count += int(ids.size)
-
-    def close(self) -> None:
-        self._handle.close()
-
-    def __enter__(self) -> TokenWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
-
-
-def encode_documents(encoding: Any, batches: Iterator[list[str]], writer: TokenWriter, eot: int,
-                     num_threads: int) -> tuple[int, int]:
-    """Encode batches of documents, each followed by `eot`; returns (documents, UTF-8 bytes of text)."""
-    docs = n_bytes = 0
-    for batch in batches:
-        n_bytes += sum(len(text) if text.isascii() else len(text.encode("utf-8")) for text in batch)
-        encoded = encoding.encode_ordinary_batch(batch, num_threads=num_threads)
-        flat: list[int] = []
-        for ids in encoded:  # list.extend copies in C; tiktoken hands back Python lists either way
-            flat.extend(ids)
-            flat.append(eot)
-        try:
-            ids = np.array(flat, dtype=writer.dtype)  # straight to the file's dtype: no int64 copy
-        except OverflowError:  # an id the dtype cannot hold is outside the vocabulary too
-            ids = np.array(flat, dtype=np.int64)
-        writer.write(ids)
-        docs += len(batch)
-    return docs, n_bytes
-
-
-def write_header(path: Path, *, dtype: np.dtype, tokens: int, documents: int, text_bytes: int,
-                 tokenizer_sha256: str, vocab_size: int) -> None:
-    """`text_bytes` lets training report bits per byte, which compares across vocabularies."""
-    header = {"dtype": np.dtype(dtype).name, "tokens": tokens, "documents": documents, "text_bytes": text_bytes,
-              "tokenizer_sha256": tokenizer_sha256, "vocab_size": vocab_size, "eot": EOT}
-    path.write_text(json.dumps(header, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def read_tokens(bin_path: Path) -> np.ndarray:
-    """Memory-map a token file using its JSON header (same name, `.json`); an empty file is an empty array."""
-    header = json.loads(bin_path.with_suffix(".json").read_text(encoding="utf-8"))
-    dtype = np.dtype(header["dtype"])
-    if header["tokens"] == 0:
-        return np.zeros(0, dtype=dtype)
-    expected = header["tokens"] * dtype.itemsize
-    if bin_path.stat().st_size != expected:
-        raise ValueError(f"{bin_path}: {bin_path.stat().st_size} bytes, header says {expected}")
-    return np.memmap(bin_path, dtype=dtype, mode="r", shape=(header["tokens"],))
-
-
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     start = time.perf_counter()
     return fn(*args, **kwargs), time.perf_counter() - start
@@ -238,33 +160,3 @@ def train_tokenizer(dedup_dir: Path, out_dir: Path, params: Any) -> dict[str, An
     sample = [text for _, text in zip(range(params.eval_docs), split_texts(dedup_dir / "val"), strict=False)]
     return {"vocab_size": tokenizer.get_vocab_size(), "train_seconds": round(seconds, 3),
             **compression_metrics(tokenizer, sample)}
-
-
-def tokenize_splits(dedup_dir: Path, tokenizer_dir: Path, out_dir: Path, params: Any) -> dict[str, Any]:
-    """Encode train/val/test into `<split>.bin` + `<split>.json` headers; returns tokens per split."""
-    from tqdm import tqdm
-
-    from scratchlm.io import sha256_file
-
-    tokenizer_file = tokenizer_dir / "tokenizer.json"
-    require_documents(dedup_dir, ("train", "val"))
-    tokenizer = load_tokenizer(tokenizer_file)
-    encoding = to_tiktoken(tokenizer)
-    sample = [t for split in ("train", "val")
-              for _, t in zip(range(params.check_docs), split_texts(dedup_dir / split), strict=False)]
-    check_same_ids(tokenizer, encoding, sample)
-    vocab_size, eot = tokenizer.get_vocab_size(), tokenizer.token_to_id(EOT)
-    if eot is None:
-        raise ValueError(f"{tokenizer_file}: has no {EOT} token")
-    metrics: dict[str, Any] = {}
-    for split in ("train", "val", "test"):
-        batches = tqdm(batched(split_texts(dedup_dir / split), params.batch_docs), desc=f"tokenize {split}",
-                       unit="batch")
-        with TokenWriter(out_dir / f"{split}.bin", token_dtype(vocab_size), vocab_size) as writer:
-            docs, text_bytes = encode_documents(encoding, batches, writer, eot, params.num_threads)
-        write_header(out_dir / f"{split}.json", dtype=writer.dtype, tokens=writer.count, documents=docs,
-                     text_bytes=text_bytes,
-                     tokenizer_sha256=sha256_file(tokenizer_file), vocab_size=vocab_size)
-        metrics[f"{split}_tokens"] = writer.count
-        metrics[f"{split}_documents"] = docs
-    return metrics

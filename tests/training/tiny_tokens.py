@@ -8,7 +8,8 @@ import numpy as np
 
 from scratchlm.config import TokenizeParams, TokenizerParams
 from scratchlm.io import make_document, write_sharded
-from scratchlm.tokenizer import tokenize_splits, train_tokenizer
+from scratchlm.tokenizer import train_tokenizer
+from scratchlm.tokens import tokenize_splits
 
 
 def build_token_data(root: Path, words: list[str]) -> tuple[Path, Path]:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from scratchlm.config import CleanParams
 from scratchlm.data.filters import apply_filters, normalize_text, undo_wikitext
-from scratchlm.data.parallel import parallel_map
+from scratchlm.data.parallel import Executor, LocalExecutor
 from scratchlm.io import DataFormatError, atomic_write_json, document_shards, read_documents, write_documents
 
 SAMPLE_CHARS = 600
@@ -78,18 +78,21 @@ def _clean_job(job: tuple[Path, Path, CleanParams]) -> ShardStats:
     return clean_shard(*job)
 
 
-def clean_corpus(raw_dir: Path, out_dir: Path, params: CleanParams, sources: list[str]) -> dict[str, Any]:
+def clean_corpus(raw_dir: Path, out_dir: Path, params: CleanParams, sources: list[str],
+                 executor: Executor | None = None) -> dict[str, Any]:
     """Clean the document shards of the named pretraining sources; returns the stage metrics.
 
-    Writes `dropped_samples.json` (examples per drop reason) beside the shards so a person can see
-    what each filter removes.
+    One job per shard on `executor` (default: a local pool of `num_proc`), with absolute paths so a Ray
+    worker anywhere on a shared filesystem finds them. Writes `dropped_samples.json` (examples per drop
+    reason) beside the shards so a person can see what each filter removes.
     """
-    jobs = [(src, out_dir / src.relative_to(raw_dir), params) for name in sorted(sources)
+    jobs = [(src.absolute(), (out_dir / src.relative_to(raw_dir)).absolute(), params) for name in sorted(sources)
             for src in document_shards(raw_dir / name)]
     if not jobs:
         raise DataFormatError(f"{raw_dir}: no document shards of a pretraining source (sources: {sorted(sources)})")
     total = ShardStats()
-    for stats in tqdm(parallel_map(_clean_job, jobs, params.num_proc), total=len(jobs), desc="clean", unit="shard"):
+    executor = executor or LocalExecutor(params.num_proc)
+    for stats in tqdm(executor.map(_clean_job, jobs), total=len(jobs), desc="clean", unit="shard"):
         total.merge(stats, params.dropped_samples_per_reason)
     if not total.docs_out:  # the next stages could only fail later with a vaguer message
         reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(total.drops.items())) or "none"

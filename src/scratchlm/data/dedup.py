@@ -29,7 +29,7 @@ from tqdm import tqdm
 from scratchlm.config import DedupParams
 from scratchlm.data.decontaminate import ContaminationIndex, evaluation_texts
 from scratchlm.data.filters import words_of
-from scratchlm.data.parallel import parallel_map
+from scratchlm.data.parallel import Executor, LocalExecutor
 from scratchlm.io import atomic_write_json, document_shards, read_documents, write_jsonl, write_sharded
 
 SCHEME = "affine32"  # datasketch ≥ 2 names the permutation scheme; signatures are uint32
@@ -150,12 +150,13 @@ def clusters_of(pairs: list[tuple[int, int]], n: int) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def compute_signatures(clean_dir: Path, params: DedupParams) -> ShardSignatures:
-    """Signatures and exact keys of every clean document, in shard order."""
-    jobs = [(path, start, params) for path in document_shards(clean_dir)
+def compute_signatures(clean_dir: Path, params: DedupParams, executor: Executor | None = None) -> ShardSignatures:
+    """Signatures and exact keys of every clean document, in shard order (chunks on `executor`)."""
+    jobs = [(path.absolute(), start, params) for path in document_shards(clean_dir)
             for start in range(0, max(1, pq.ParquetFile(path).metadata.num_rows), CHUNK_DOCS)]
-    parts = list(tqdm(parallel_map(_chunk_signatures, jobs, params.num_proc), total=len(jobs),
-                      desc="dedup signatures", unit="chunk"))
+    executor = executor or LocalExecutor(params.num_proc)
+    parts = list(tqdm(executor.map(_chunk_signatures, jobs), total=len(jobs), desc="dedup signatures",
+                      unit="chunk"))
     num_perm = params.num_bands * params.rows_per_band
     return ShardSignatures(
         [i for p in parts for i in p.ids],
@@ -241,14 +242,14 @@ class SplitWriter:
 
 
 def dedup_corpus(clean_dir: Path, raw_dir: Path, out_dir: Path, params: DedupParams,
-                 eval_sources: dict[str, str]) -> dict[str, Any]:
+                 eval_sources: dict[str, str], executor: Executor | None = None) -> dict[str, Any]:
     """Exact + near dedup, decontamination and the split; writes `out_dir/{train,val,test}/` shards,
     `clusters.jsonl`, `decontamination.json` and `cluster_sizes.csv`; returns the stage metrics.
 
     Memory: signatures and id/source/meta for every document; texts are read a shard at a time.
     """
     keys = load_document_keys(clean_dir)
-    sigs = compute_signatures(clean_dir, params)
+    sigs = compute_signatures(clean_dir, params, executor)
     if sigs.ids != [k["id"] for k in keys]:
         raise RuntimeError(f"{clean_dir}: changed while dedup read it (signatures and documents disagree)")
     exact, labels = find_duplicates(sigs, params)

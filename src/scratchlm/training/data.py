@@ -1,4 +1,4 @@
-"""Data for pretraining: random windows over memory-mapped token files.
+"""Data for pretraining: random windows over a split's memory-mapped token shards (`scratchlm.tokens`).
 
 Training windows are drawn by sample index: window `i` starts at an offset drawn from a generator
 seeded with `(seed, i)`. The data module remembers how many samples were consumed and saves that
@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from scratchlm.io import DataFormatError
-from scratchlm.tokenizer import read_tokens
+from scratchlm.tokens import read_tokens
 
 
 def window_offset(seed: int, index: int, n_tokens: int, window: int) -> int:
@@ -81,7 +81,7 @@ def own_generator(seed: int) -> torch.Generator:
 
 
 class TokenDataModule(L.LightningDataModule):
-    """Train/val loaders over `tokens_dir/{train,val}.bin`; checkpoints the number of samples consumed."""
+    """Train/val loaders over the `train` and `val` token splits; checkpoints the number of samples consumed."""
 
     def __init__(self, tokens_dir: Path, block_size: int, batch_size: int, grad_accum: int, seed: int,
                  val_windows: int) -> None:
@@ -92,14 +92,14 @@ class TokenDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        dataset = RandomWindows(self.tokens_dir / "train.bin", self.block_size, self.seed,
+        dataset = RandomWindows(self.tokens_dir / "train.json", self.block_size, self.seed,
                                 start=self.start_sample, rank=rank, world_size=world)
         # workers gain nothing: a batch is a memmap slice, microseconds against a training step
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=0, generator=own_generator(self.seed),
                           pin_memory=self.pin_memory)
 
     def val_dataloader(self) -> DataLoader:
-        dataset = FixedWindows(self.tokens_dir / "val.bin", self.block_size, self.val_windows)
+        dataset = FixedWindows(self.tokens_dir / "val.json", self.block_size, self.val_windows)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0,
                           generator=own_generator(self.seed), pin_memory=self.pin_memory)
 
@@ -122,10 +122,9 @@ def unigram_loss(train: Path, val: Path, vocab_size: int, chunk: int = 1 << 24) 
     """Cross-entropy (nats/token) on val of add-one token frequencies from train: the baseline a
     language model must beat. Counted in chunks, so it runs in bounded memory on any corpus size."""
     counts = np.ones(vocab_size, dtype=np.float64)
-    tokens = read_tokens(train)
-    for start in range(0, len(tokens), chunk):
-        counts += np.bincount(tokens[start : start + chunk], minlength=vocab_size)[:vocab_size]
+    for piece in read_tokens(train).chunks(chunk):
+        counts += np.bincount(piece, minlength=vocab_size)[:vocab_size]
     log_p = np.log(counts / counts.sum())
     held_out = read_tokens(val)
-    total = sum(float(log_p[held_out[s : s + chunk]].sum()) for s in range(0, len(held_out), chunk))
+    total = sum(float(log_p[piece].sum()) for piece in held_out.chunks(chunk))
     return -total / max(1, len(held_out))

@@ -139,7 +139,7 @@ def pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, ckpt_dir: Pat
         export(module, tokenizer_file, samples.samples, out_dir)
     metrics = summary(params, trainer, module, final, seconds, tokens_per_device_step * trainer.world_size, log)
     metrics["peak_tflops_source"] = peak_source
-    metrics["unigram_val_loss"] = unigram_loss(tokens_dir / "train.bin", tokens_dir / "val.bin",
+    metrics["unigram_val_loss"] = unigram_loss(tokens_dir / "train.json", tokens_dir / "val.json",
                                                tokenizer.get_vocab_size())
     return metrics, log.loss_rows()
 
