@@ -2,9 +2,12 @@
 
 clean, dedup (MinHash signatures and the LSH join apart; exact-key normalisation vs hashing) and
 tokenize (our encoder vs tiktoken's `encode_ordinary_batch` and HF's `encode_batch` on the same
-texts, with a check that all three give the same ids). Then peak memory of the dedup and tokenize
-stages' functions on the corpus repeated `--scale` times. Writes reports/bench/data_throughput.json.
-Usage: python bench/data_throughput.py [--scale 10]   (run the DAG's data stages first)
+texts, with a check that all three give the same ids). Then clean → dedup → tokenize on the corpus made
+`--scale` times larger (each copy's documents perturbed so that they are new documents, 1 in 50 only
+slightly, a near duplicate): each stage's peak RSS per process (the stage, and the largest of its
+worker processes) and its MB/s per core beside the same figure on the default corpus.
+Writes reports/bench/data_throughput.json.
+Usage: python bench/data_throughput.py [--scale 10 100]   (run the DAG's data stages first)
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -23,8 +29,9 @@ from tokenizers import Tokenizer
 
 from scratchlm.config import CleanParams, DedupParams, TokenizeParams
 from scratchlm.data.clean import clean_corpus
-from scratchlm.data.dedup import compute_signatures, dedup_corpus, near_duplicate_pairs
+from scratchlm.data.dedup import candidate_pairs, dedup_corpus, exact_edges, sign_corpus
 from scratchlm.data.filters import words_of
+from scratchlm.data.parallel import LocalExecutor
 from scratchlm.io import document_shards, read_documents, source_roles, write_documents
 from scratchlm.tokenizer import EOT, batched, split_texts, timed, to_tiktoken
 from scratchlm.tokens import TokenWriter, encode_documents, token_dtype, tokenize_splits
@@ -47,18 +54,20 @@ def clean_figures(raw: Path, params: CleanParams) -> list[Figure]:
 def dedup_figures(clean: Path, params: DedupParams) -> list[Figure]:
     texts = [doc["text"] for path in document_shards(clean) for doc in read_documents(path)]
     size = sum(len(t.encode("utf-8")) for t in texts) / MB
-    rates, sigs = {}, None
-    for workers in (1, 2):
-        sigs, seconds = timed(compute_signatures, clean, params.model_copy(update={"num_proc": workers}))
-        rates[workers] = size / seconds
-    _, lsh_seconds = timed(near_duplicate_pairs, sigs.signatures, params)
+    rates = {}
+    with tempfile.TemporaryDirectory() as work:
+        for workers in (1, 2):
+            (corpus, groups), seconds = timed(sign_corpus, clean, Path(work) / str(workers), params,
+                                              LocalExecutor(workers))
+            rates[workers] = size / seconds
+        _, lsh_seconds = timed(candidate_pairs, corpus, exact_edges(groups)[1])
     normalised, norm_seconds = timed(lambda: [" ".join(words_of(t)).encode("utf-8") for t in texts])
     _, hash_seconds = timed(lambda: [hashlib.blake2b(t, digest_size=16).digest() for t in normalised])
     return [
         Figure("dedup signatures, 1 worker", rates[1], "MB/s"),
         Figure("dedup signatures, 2 workers", rates[2], "MB/s", target=15),
         Figure("dedup signatures scaling 1 → 2 workers", rates[2] / rates[1], "x", target=1.6),
-        Figure("dedup LSH join", len(texts) / lsh_seconds, "docs/s"),
+        Figure("dedup LSH join (band files)", len(texts) / lsh_seconds, "docs/s"),
         Figure("exact dedup: text normalisation", size / norm_seconds, "MB/s"),
         Figure("exact dedup: blake2b of normalised text", size / hash_seconds, "MB/s",
                note="normalisation, not hashing, bounds exact dedup" if hash_seconds < norm_seconds else ""),
@@ -92,30 +101,62 @@ def tokenize_figures(dedup: Path, tokenizer_dir: Path, params: TokenizeParams) -
     ]
 
 
-def scaled_corpus(clean: Path, dest: Path, scale: int) -> float:
-    """`scale` copies of every clean shard, ids suffixed so each copy is its own document; returns MB."""
-    size = 0
+def scaled_corpus(raw: Path, dest: Path, scale: int) -> float:
+    """The pretraining shards of `raw`, `scale` times: copy 0 as it is, every other copy's documents with a
+    fifth of their words replaced (new documents to dedup, far below its threshold), but one in 50 with one
+    word in a hundred replaced (a near duplicate it must find). Returns MB of text."""
+    import random
+
+    size, rng = 0, random.Random(0)
+    pretrain = [name for name, role in source_roles(raw).items() if role == "pretrain"]
+    for name in pretrain:
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(raw / name / "source.json", dest / name / "source.json")
     for copy in range(scale):
-        for shard in sorted(clean.rglob("*.parquet")):
-            docs = [{**d, "id": f"{d['id']}~{copy}"} for d in read_documents(shard)]
-            size += sum(len(d["text"].encode("utf-8")) for d in docs)
-            target = dest / shard.relative_to(clean).with_name(f"{shard.stem}-{copy}.parquet")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_documents(target, docs)
+        for name in pretrain:
+            for shard in document_shards(raw / name):
+                docs = [{**d, "id": f"{d['id']}~{copy}", "text": perturbed(rng, d["text"], copy, i)}
+                        for i, d in enumerate(read_documents(shard))]
+                size += sum(len(d["text"].encode("utf-8")) for d in docs)
+                write_documents(dest / name / f"{shard.stem}-{copy:03d}.parquet", docs)
     return size / MB
 
 
+def perturbed(rng, text: str, copy: int, index: int) -> str:
+    if copy == 0:
+        return text
+    words = text.split(" ")
+    share = 0.01 if index % 50 == 0 else 0.2
+    for _ in range(max(1, int(len(words) * share))):
+        position = rng.randrange(len(words))
+        words[position] = words[rng.randrange(len(words))]
+    return " ".join(words)
+
+
 def memory_child(kind: str, args: list[str]) -> None:
-    """Run one stage function in this (child) process; the parent reads its peak RSS."""
+    """Run one stage function in this (child) process; print its time and the peak RSS of this process
+    and of the largest worker process it waited for."""
     raw = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
-    if kind == "dedup":
+    started = time.perf_counter()
+    if kind == "clean":
+        source, out = map(Path, args)
+        sources = [name for name, role in source_roles(source).items() if role == "pretrain"]
+        metrics = clean_corpus(source, out, CleanParams(**raw["clean"]), sources)
+        size = metrics["bytes_in"]
+    elif kind == "dedup":
         clean, raw_dir, out = map(Path, args)
         evaluation = {n: r for n, r in source_roles(raw_dir).items() if r != "pretrain"}
+        size = sum(len(d["text"].encode("utf-8")) for p in document_shards(clean) for d in read_documents(p))
+        started = time.perf_counter()
         dedup_corpus(clean, raw_dir, out, DedupParams(**raw["dedup"]), evaluation)
     else:
         dedup, tokenizer_dir, out = map(Path, args)
-        tokenize_splits(dedup, tokenizer_dir, out, TokenizeParams(**raw["tokenize"]))
-    print(json.dumps({"peak_rss_mb": vm_hwm_mb()}))
+        metrics = tokenize_splits(dedup, tokenizer_dir, out, TokenizeParams(**raw["tokenize"]))
+        size = json.loads((out / "train.json").read_text())["text_bytes"]
+    seconds = time.perf_counter() - started
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mb": vm_hwm_mb(), "worker_peak_rss_mb": workers, "seconds": seconds,
+                      "mb": size / MB}))
 
 
 def vm_hwm_mb() -> float:
@@ -125,26 +166,41 @@ def vm_hwm_mb() -> float:
     return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
 
 
-def memory_figures(clean: Path, raw: Path, tokenizer_dir: Path, scale: int) -> list[Figure]:
-    with tempfile.TemporaryDirectory() as tmp:
+def scale_figures(raw: Path, tokenizer_dir: Path, scale: int, base: dict[str, float]) -> list[Figure]:
+    """clean → dedup → tokenize on the corpus ×`scale`, one child process per stage; `base` holds each
+    stage's MB/s per core at ×1 (the default corpus through the same code), filled in when `scale` is 1."""
+    params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
+    cores = {"clean": params["clean"]["num_proc"], "dedup": params["dedup"]["num_proc"],
+             "tokenize": params["tokenize"]["num_threads"]}
+    with tempfile.TemporaryDirectory(dir=".") as tmp:
         root = Path(tmp)
-        size = scaled_corpus(clean, root / "clean", scale)
+        size = scaled_corpus(raw, root / "raw", scale)
         figures = []
-        for kind, args in (("dedup", [root / "clean", raw, root / "dedup"]),
+        for kind, args in (("clean", [root / "raw", root / "clean"]), ("dedup", [root / "clean", raw, root / "dedup"]),
                            ("tokenize", [root / "dedup", tokenizer_dir, root / "tokens"])):
-            args[2].mkdir()
+            args[-1].mkdir()
             result = subprocess.run([sys.executable, __file__, "--memory-child", kind, *map(str, args)],
                                     capture_output=True, text=True)
             if result.returncode:
                 raise SystemExit(f"{kind} at scale {scale} failed: {result.stderr.strip().splitlines()[-1]}")
-            peak = json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"]
-            figures.append(Figure(f"{kind} peak RSS, corpus ×{scale} ({size:,.0f} MB)", peak, "MB"))
+            got = json.loads(result.stdout.strip().splitlines()[-1])
+            peak = max(got["peak_rss_mb"], got["worker_peak_rss_mb"])
+            per_core = got["mb"] / got["seconds"] / cores[kind]
+            base.setdefault(kind, per_core)
+            figures += [
+                Figure(f"{kind} ×{scale} ({size:,.0f} MB): peak RSS", peak, "MB", target=1536, higher_is_better=False,
+                       note=f"stage {got['peak_rss_mb']:,.0f} MB, largest worker {got['worker_peak_rss_mb']:,.0f} MB"),
+                Figure(f"{kind} ×{scale}: MB/s per core", per_core, "MB/s"),
+            ]
+            if scale != 1:
+                figures.append(Figure(f"{kind} ×{scale} / ×1, MB/s per core", per_core / base[kind], "x", target=1.0))
     return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scale", type=int, default=10, help="corpus copies for the memory figures (0: skip)")
+    parser.add_argument("--scale", type=int, nargs="*", default=[1, 10, 100],
+                        help="corpus sizes to run the stages at, the first the reference per-core rate (none: skip)")
     parser.add_argument("--memory-child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="reports/bench/data_throughput.json")
     args = parser.parse_args()
@@ -153,11 +209,13 @@ def main() -> None:
         return
     raw = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
     data = Path("data")
-    figures = (clean_figures(data / "raw", CleanParams(**raw["clean"]))
-               + dedup_figures(data / "clean", DedupParams(**raw["dedup"]))
-               + tokenize_figures(data / "dedup", Path("models/tokenizer"), TokenizeParams(**raw["tokenize"])))
-    if args.scale:
-        figures += memory_figures(data / "clean", data / "raw", Path("models/tokenizer"), args.scale)
+    clean = clean_figures(data / "raw", CleanParams(**raw["clean"]))
+    dedup = dedup_figures(data / "clean", DedupParams(**raw["dedup"]))
+    tokenize = tokenize_figures(data / "dedup", Path("models/tokenizer"), TokenizeParams(**raw["tokenize"]))
+    base: dict[str, float] = {}
+    figures = clean + dedup + tokenize
+    for scale in args.scale:
+        figures += scale_figures(data / "raw", Path("models/tokenizer"), scale, base)
     report("data stages on the default corpus", figures, args.out)
 
 

@@ -18,9 +18,9 @@ import torch
 from scratchlm.config import CleanParams, DedupParams, PretrainParams, TokenizeParams, TokenizerParams
 from scratchlm.data.clean import clean_corpus
 from scratchlm.data.dedup import dedup_corpus
+from scratchlm.data.parallel import LocalExecutor
 from scratchlm.io import make_document, sha256_file, write_jsonl, write_sharded
 from scratchlm.tokenizer import train_tokenizer
-from scratchlm.data.parallel import LocalExecutor
 from scratchlm.tokens import tokenize_splits
 
 STOP = ["the", "of", "and", "in", "to", "was", "is", "a", "for", "on", "with", "by", "as", "at", "from"]

@@ -118,3 +118,17 @@ def test_a_split_reads_as_the_flat_sequence_whatever_its_shards(tmp_path: Path, 
     boundary = int(sharded.starts[1])
     assert np.array_equal(sharded[boundary - 3: boundary + 3], whole[boundary - 3: boundary + 3])
     assert len(sharded[5:5]) == 0 and np.array_equal(np.concatenate(list(sharded.chunks(7))), whole[:])
+
+
+def test_training_sample_is_bounded_and_the_same_every_time(dedup_dir: Path) -> None:
+    from scratchlm.tokenizer import training_sample
+
+    counts, texts = training_sample(dedup_dir / "train", None)
+    everything = list(texts)
+    assert counts == [len(everything), sum(len(t.encode()) for t in everything)]
+    budget = counts[1] // 3
+    first_counts, first = training_sample(dedup_dir / "train", budget)
+    first = list(first)
+    again = list(training_sample(dedup_dir / "train", budget)[1])
+    assert first == again and 0 < first_counts[1] <= budget and first_counts[0] == len(first)
+    assert set(first) <= set(everything) and len(first) < len(everything)

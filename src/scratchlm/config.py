@@ -176,14 +176,25 @@ class DedupParams(Section):
 
     num_proc: int = Field(default=2, ge=1, le=256, json_schema_extra=EXECUTION)
     shingle_words: int = Field(default=5, ge=1)
-    num_bands: int = Field(default=14, ge=1)
-    rows_per_band: int = Field(default=8, ge=1)
-    jaccard_threshold: float = Field(default=0.8, ge=0, le=1, description="verify LSH candidates against this")
+    jaccard_threshold: float = Field(default=0.7, gt=0, le=1, description="a pair of documents whose word "
+                                     "shingle sets have at least this Jaccard similarity are near duplicates")
+    miss_rate: float = Field(default=0.01, gt=0, lt=1, description="chance that LSH does not even propose a pair "
+                             "at jaccard_threshold + 0.03: sets the bands and rows")
+    num_perm: int = Field(default=128, ge=1, le=4096, description="MinHash permutations the bands and rows share")
+    num_bands: int | None = Field(default=None, ge=1, description="set with rows_per_band to fix the LSH shape "
+                                  "instead of deriving it from jaccard_threshold and miss_rate")
+    rows_per_band: int | None = Field(default=None, ge=1)
     seed: int = 1
     decontaminate_ngram: int = Field(default=13, ge=1)
     val_fraction: float = Field(default=0.01, ge=0, lt=1)
     shard_docs: int = Field(default=5000, ge=1)
     source_priority: list[str] = Field(default_factory=list, description="kept first within a duplicate cluster")
+
+    @model_validator(mode="after")
+    def _bands_and_rows_together(self) -> DedupParams:
+        if (self.num_bands is None) != (self.rows_per_band is None):
+            raise ValueError("num_bands and rows_per_band are set together (or both left null)")
+        return self
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,6 +225,9 @@ class TokenizerParams(Section):
     min_frequency: int = Field(default=2, ge=1)
     special_tokens: list[str] = Field(default_factory=lambda: ["<|endoftext|>", "<|pad|>"], min_length=2)
     eval_docs: int = Field(default=500, ge=1, description="validation documents used for compression metrics")
+    max_train_bytes: int | None = Field(default=200_000_000, ge=1, description="train on a deterministic sample "
+                                        "of this many bytes of text at most (documents chosen by a hash of their "
+                                        "id), so the tokenizer stays one machine's job; null: the whole split")
 
     @model_validator(mode="after")
     def _vocab_holds_bytes_and_specials(self) -> TokenizerParams:

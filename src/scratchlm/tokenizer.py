@@ -10,6 +10,7 @@ tokenize stage re-checks that identity on a sample before trusting it.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
@@ -151,12 +152,39 @@ def require_documents(dedup_dir: Path, splits: Sequence[str]) -> None:
             raise DataFormatError(f"{dedup_dir / split}: no documents in the {split} split")
 
 
+def training_sample(split_dir: Path, max_bytes: int | None) -> tuple[list[int], Iterator[str]]:
+    """The texts to train on: every document, or, above `max_bytes` of text, the documents whose id hashes
+    below the fraction that fits (a stable choice: the same ids on every machine and run), stopping at
+    the budget. Returns ([documents, bytes] counted so far, the texts); the counts fill in as it is read."""
+    from scratchlm.io import document_shards, read_documents
+
+    total = sum(len(text.encode("utf-8")) for text in split_texts(split_dir)) if max_bytes else 0
+    keep = 1.0 if not max_bytes or total <= max_bytes else max_bytes / total
+    counts = [0, 0]
+
+    def texts() -> Iterator[str]:
+        for path in document_shards(split_dir):
+            for doc in read_documents(path):
+                size = len(doc["text"].encode("utf-8"))
+                if keep < 1.0 and int.from_bytes(hashlib.sha256(doc["id"].encode("utf-8")).digest()[:8], "big") \
+                        >= keep * 2**64:
+                    continue
+                if max_bytes and counts[1] + size > max_bytes:
+                    return
+                counts[0] += 1
+                counts[1] += size
+                yield doc["text"]
+
+    return counts, texts()
+
+
 def train_tokenizer(dedup_dir: Path, out_dir: Path, params: Any) -> dict[str, Any]:
-    """Train on `dedup_dir/train`, save `tokenizer.json`, measure compression on `dedup_dir/val`."""
+    """Train on (a bounded sample of) `dedup_dir/train`, save `tokenizer.json`, measure compression on
+    `dedup_dir/val`."""
     require_documents(dedup_dir, ("train", "val"))
-    tokenizer, seconds = timed(train_bpe, split_texts(dedup_dir / "train"), params.vocab_size,
-                               params.min_frequency, params.special_tokens)
+    counts, texts = training_sample(dedup_dir / "train", params.max_train_bytes)
+    tokenizer, seconds = timed(train_bpe, texts, params.vocab_size, params.min_frequency, params.special_tokens)
     tokenizer.save(str(out_dir / "tokenizer.json"))
     sample = [text for _, text in zip(range(params.eval_docs), split_texts(dedup_dir / "val"), strict=False)]
     return {"vocab_size": tokenizer.get_vocab_size(), "train_seconds": round(seconds, 3),
-            **compression_metrics(tokenizer, sample)}
+            "train_documents": counts[0], "train_bytes": counts[1], **compression_metrics(tokenizer, sample)}

@@ -20,11 +20,11 @@ def test_index_matches_shared_long_ngrams_only(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "sms" / "data.jsonl", [{"id": "s1", "text": "short message", "label": "ham"}])
     items = list(evaluation_texts(tmp_path, {"bench": "benchmark", "sms": "classification"}))
     assert ("arc_easy", QUESTION) in items and ("sms", "short message") in items
-    index = ContaminationIndex(items, n=13)
+    index = ContaminationIndex.build(items, n=13)
     assert index.matches(f"Some article text. {QUESTION.upper()}! And more.") == ["arc_easy"]
     assert index.matches("which of these animals lives the longest in the wild according to") == []
 
 
 def test_an_ngram_shared_by_two_benchmarks_credits_both() -> None:
-    index = ContaminationIndex([("piqa", QUESTION), ("sciq", QUESTION + " extra words"), ("arc", "unrelated")], 13)
+    index = ContaminationIndex.build([("piqa", QUESTION), ("sciq", QUESTION + " extra words"), ("arc", "unrelated")], 13)
     assert index.matches(QUESTION) == ["piqa", "sciq"]

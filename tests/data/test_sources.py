@@ -331,6 +331,7 @@ def test_hf_text_field_as_jsonl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     lines = [json.loads(line) for line in got.files["data"][0].read_text(encoding="utf-8").splitlines()]
     assert lines == [{"id": f"h-{i}", "text": f"text {i} é"} for i in range(3)]
     assert got.provenance["members"]["data"][0]["sha256"] == got.provenance["sha256"]
+    assert got.provenance["streamed"] and not list((tmp_path / "cache").rglob("*.arrow")), "streamed, not cached"
     with pytest.raises(SourceError, match=r"^h: .* has no field 'text' \(has body, n\)$"):
         fetch_source("h", hf_spec(str(folder)), tmp_path / "w", **LIMITS)
 

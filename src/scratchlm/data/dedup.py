@@ -1,10 +1,25 @@
 """The `dedup` stage: exact and MinHash-LSH near-duplicate removal across all sources, then the split.
 
-Signatures are computed in chunks of documents in worker processes (datasketch MinHash `update_batch`
-over shingle hashes built in numpy from xxhash word hashes); only the LSH bucket join and the final
-split are global. Within a duplicate cluster one document is kept deterministically: held-out splits
-first (so dedup never eats evaluation text), then the configured source priority, then the smallest
-id. Texts are never all in memory: the survivors are streamed shard by shard into the split folders.
+Everything global is formulated to scale with the corpus on disk, not in one process's memory:
+
+1. **Signatures, shard-parallel.** Each job (128 documents of one clean shard, on any executor) computes
+   the documents' exact key and MinHash signature (datasketch, over 5-word shingle hashes built in
+   numpy) and hands back only the exact keys and one 64-bit key per LSH band. The driver appends the
+   band keys to one file per band.
+2. **LSH, band by band.** Each band's file is sorted on its own; documents sharing a key in any band are
+   candidate pairs (one representative per exact-duplicate group takes part).
+3. **Confirmation.** A candidate pair is a near duplicate when the exact Jaccard similarity of the two
+   documents' shingle sets is at least `jaccard_threshold`: the shingles of the documents in candidate
+   pairs alone are recomputed, shard by shard. Bands and rows are chosen so that a pair at
+   `jaccard_threshold + 0.03` fails to become a candidate with probability at most `miss_rate`
+   (`band_shape`); the exact check then keeps precision whatever the candidates.
+4. **Clusters** are the connected components of the exact groups and confirmed pairs, over the documents
+   in them only. In each, one document survives: held-out splits first (dedup never eats evaluation
+   text), then the configured source priority, then the smallest id.
+5. **Decontamination, shard-parallel.** The evaluation n-grams are one sorted array (`ContaminationIndex`)
+   saved beside the work; each job looks up one shard's training documents.
+6. **Writing, streamed.** One pass over the clean shards writes every survivor to its split (a stable
+   hash of its id), one shard in memory at a time.
 """
 
 from __future__ import annotations
@@ -12,8 +27,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,24 +36,27 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import xxhash
-from datasketch import LeanMinHash, MinHash, MinHashLSH
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+from datasketch import MinHash
 from tqdm import tqdm
 
 from scratchlm.config import DedupParams
 from scratchlm.data.decontaminate import ContaminationIndex, evaluation_texts
 from scratchlm.data.filters import words_of
 from scratchlm.data.parallel import Executor, LocalExecutor
-from scratchlm.io import atomic_write_json, document_shards, read_documents, write_jsonl, write_sharded
+from scratchlm.io import atomic_write_json, document_shards, read_documents, write_documents, write_jsonl
 
 SCHEME = "affine32"  # datasketch ≥ 2 names the permutation scheme; signatures are uint32
 SPLIT_RANK = {"test": 0, "val": 1, "train": 2}
+SPLITS = ("train", "val", "test")
+MARGIN = 0.03  # `miss_rate` is promised for pairs at jaccard_threshold + MARGIN and above
+CHUNK_DOCS = 128  # signature jobs: small enough that one long shard (WikiText) does not hold up the pool
+ALL_PAIRS_UP_TO = 32  # a bucket this size or smaller gives every pair; a larger one a star and a chain
+WORK = ".work"  # scratch space inside the stage's temporary output folder, removed before it is swapped in
 
 
-def exact_key(words: list[str]) -> str:
-    """Texts equal up to case, punctuation and spacing share a key."""
-    return hashlib.blake2b(" ".join(words).encode("utf-8"), digest_size=16).hexdigest()
+def exact_key(words: list[str]) -> bytes:
+    """Texts equal up to case, punctuation and spacing share a key (16 bytes)."""
+    return hashlib.blake2b(" ".join(words).encode("utf-8"), digest_size=16).digest()
 
 
 SHINGLE_PRIME = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier (golden ratio): order-sensitive mixing
@@ -68,19 +86,36 @@ def shingle_hashes(words: list[str], n: int, memo: dict[str, int] | None = None)
     return ((combined >> np.uint64(32)) ^ (combined & np.uint64(0xFFFFFFFF))).tolist()
 
 
+def candidate_probability(jaccard: float, bands: int, rows: int) -> float:
+    """The chance that a pair of this Jaccard similarity shares a bucket in at least one band."""
+    return 1.0 - (1.0 - jaccard**rows) ** bands
+
+
+def band_shape(params: DedupParams) -> tuple[int, int]:
+    """(bands, rows): as given, or the most rows per band (the fewest chance candidates) for which a pair at
+    `jaccard_threshold + MARGIN` is missed with probability at most `miss_rate`, within `num_perm` hashes."""
+    if params.num_bands and params.rows_per_band:
+        return params.num_bands, params.rows_per_band
+    target = min(1.0, params.jaccard_threshold + MARGIN)
+    for rows in range(params.num_perm, 0, -1):
+        bands = params.num_perm // rows
+        if candidate_probability(target, bands, rows) >= 1.0 - params.miss_rate:
+            return bands, rows
+    return params.num_perm, 1
+
+
 @functools.lru_cache(maxsize=4)
 def _permutations(num_perm: int, seed: int) -> Any:
     """The MinHash permutations of (num_perm, seed): drawing them is 80% of a short document's cost."""
     return MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
 
 
-def signatures(docs_words: list[list[str]], params: DedupParams) -> np.ndarray:
+def signatures(docs_words: list[list[str]], params: DedupParams, num_perm: int) -> np.ndarray:
     """(docs, num_perm) uint32: datasketch's MinHash of each document's shingle hashes.
 
     One MinHash is cleared and reused for every document (its constructor costs as much as hashing a
     short document), and `hashfunc=int` because the shingles are hashed already.
     """
-    num_perm = params.num_bands * params.rows_per_band
     minhash = MinHash(num_perm=num_perm, seed=params.seed, hashfunc=int, scheme=SCHEME,
                       permutations=_permutations(num_perm, params.seed))
     memo: dict[str, int] = {}  # word hashes, shared by the documents
@@ -92,32 +127,181 @@ def signatures(docs_words: list[list[str]], params: DedupParams) -> np.ndarray:
     return out
 
 
+def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(docs, bands) uint64: one key per band, a polynomial of the band's rows (a collision only adds a
+    candidate, which the exact check then rejects)."""
+    keys = np.zeros((len(sigs), bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for band in range(bands):
+            for column in range(band * rows, (band + 1) * rows):
+                keys[:, band] = keys[:, band] * SHINGLE_PRIME + sigs[:, column].astype(np.uint64)
+    return keys
+
+
 @dataclass
-class ShardSignatures:
-    ids: list[str]
-    keys: list[str]
-    signatures: np.ndarray  # (docs, num_perm) uint32
+class ChunkKeys:
+    """What a signature job returns: the documents' exact keys and LSH band keys (not the signatures)."""
 
-
-CHUNK_DOCS = 128  # signature jobs: small enough that one long shard (WikiText) does not hold up the pool
+    exact: list[bytes]
+    bands: np.ndarray  # (docs, bands) uint64
 
 
 @functools.lru_cache(maxsize=1)
-def _shard_texts(path: Path, version: tuple[int, int]) -> tuple[list[str], list[str]]:
-    """(ids, texts) of one shard. The pool hands a shard's chunks out in order, so each worker reads a
-    shard once for all the chunks it gets, and holds one shard at a time. `version` (mtime, size)
-    keeps a rewritten shard from being served from the cache."""
-    table = pq.read_table(path, columns=["id", "text"])
-    return table.column("id").to_pylist(), table.column("text").to_pylist()
+def _shard_texts(path: Path, version: tuple[int, int]) -> list[str]:
+    """The texts of one shard. The pool hands a shard's chunks out in order, so each worker reads a shard
+    once for all the chunks it gets, and holds one shard at a time. `version` (mtime, size) keeps a
+    rewritten shard from being served from the cache."""
+    return pq.read_table(path, columns=["text"]).column("text").to_pylist()
 
 
-def _chunk_signatures(job: tuple[Path, int, DedupParams]) -> ShardSignatures:
+def _chunk_keys(job: tuple[Path, int, DedupParams]) -> ChunkKeys:
     path, start, params = job
     stat = path.stat()
-    ids, texts = _shard_texts(path, (stat.st_mtime_ns, stat.st_size))
-    ids, texts = ids[start : start + CHUNK_DOCS], texts[start : start + CHUNK_DOCS]
+    texts = _shard_texts(path, (stat.st_mtime_ns, stat.st_size))[start : start + CHUNK_DOCS]
     words = [words_of(t) for t in texts]  # once per document: the exact key and the shingles share them
-    return ShardSignatures(ids, [exact_key(w) for w in words], signatures(words, params))
+    bands, rows = band_shape(params)
+    return ChunkKeys([exact_key(w) for w in words], band_keys(signatures(words, params, bands * rows), bands, rows))
+
+
+# ---------------------------------------------------------------------------------- the corpus, on disk
+
+
+@dataclass
+class Corpus:
+    """The clean shards in document order, and what the signature pass left on disk in `work`."""
+
+    shards: list[Path]
+    sizes: list[int]  # documents per shard
+    work: Path
+    bands: int
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.cumsum([0, *self.sizes])
+
+    def band(self, band: int) -> np.ndarray:
+        return np.fromfile(self.work / f"band-{band:03d}.u64", dtype=np.uint64)
+
+    def locate(self, indices: np.ndarray) -> dict[int, list[tuple[int, int]]]:
+        """{shard: [(row in shard, document index)]} of the given document indices."""
+        shard_of = np.searchsorted(self.starts, indices, side="right") - 1
+        where: dict[int, list[tuple[int, int]]] = {}
+        for index, shard in zip(indices.tolist(), shard_of.tolist(), strict=True):
+            where.setdefault(shard, []).append((index - int(self.starts[shard]), index))
+        return where
+
+
+def sign_corpus(clean_dir: Path, work: Path, params: DedupParams, executor: Executor) -> tuple[Corpus, np.ndarray]:
+    """Run the signature jobs; band keys go to one file per band. Returns the corpus and every document's
+    exact-duplicate group (documents of one group share an exact key)."""
+    shards = document_shards(clean_dir)
+    sizes = [pq.ParquetFile(path).metadata.num_rows for path in shards]
+    jobs = [(path.absolute(), start, params) for path, rows in zip(shards, sizes, strict=True)
+            for start in range(0, max(1, rows), CHUNK_DOCS)]
+    bands, _ = band_shape(params)
+    work.mkdir(parents=True, exist_ok=True)
+    files = [open(work / f"band-{band:03d}.u64", "wb") for band in range(bands)]  # noqa: SIM115 - closed below
+    exact: list[bytes] = []
+    try:
+        for chunk in tqdm(executor.map(_chunk_keys, jobs), total=len(jobs), desc="dedup signatures", unit="chunk"):
+            exact.extend(chunk.exact)
+            for band, handle in enumerate(files):
+                chunk.bands[:, band].tofile(handle)
+    finally:
+        for handle in files:
+            handle.close()
+    _, groups = np.unique(np.array(exact, dtype="S16"), return_inverse=True) if exact else (None, np.zeros(0, int))
+    return Corpus(shards, sizes, work, bands), groups.astype(np.int64)
+
+
+def bucket_pairs(keys: np.ndarray) -> np.ndarray:
+    """(pairs, 2) indices into `keys` that share a key: every pair of a small bucket, a star and a chain
+    through a large one (enough to connect it; the exact check confirms each edge)."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
+    pairs = []
+    for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(keys)], strict=True):
+        members = np.sort(order[start:stop])
+        if len(members) < 2:
+            continue
+        if len(members) <= ALL_PAIRS_UP_TO:
+            i, j = np.triu_indices(len(members), k=1)
+            pairs.append(np.stack([members[i], members[j]], axis=1))
+        else:
+            pairs.append(np.stack([np.full(len(members) - 1, members[0]), members[1:]], axis=1))
+            pairs.append(np.stack([members[:-1], members[1:]], axis=1))
+    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+
+
+def candidate_pairs(corpus: Corpus, representatives: np.ndarray) -> np.ndarray:
+    """Candidate pairs of document indices (i < j), from each band grouped on its own."""
+    found = []
+    for band in tqdm(range(corpus.bands), desc="dedup lsh", unit="band", mininterval=2):
+        pairs = bucket_pairs(corpus.band(band)[representatives])
+        found.append(representatives[pairs])
+    pairs = np.sort(np.concatenate(found), axis=1) if found else np.zeros((0, 2), dtype=np.int64)
+    return np.unique(pairs, axis=0) if len(pairs) else pairs
+
+
+def shingle_sets(corpus: Corpus, indices: np.ndarray, params: DedupParams) -> dict[int, np.ndarray]:
+    """The unique shingle hashes of the given documents, read shard by shard (only the shards they are in)."""
+    sets: dict[int, np.ndarray] = {}
+    for shard, rows in corpus.locate(np.unique(indices)).items():
+        texts = pq.read_table(corpus.shards[shard], columns=["text"]).column("text").to_pylist()
+        memo: dict[str, int] = {}
+        for row, index in rows:
+            sets[index] = np.unique(np.array(shingle_hashes(words_of(texts[row]), params.shingle_words, memo),
+                                             dtype=np.uint32))
+    return sets
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    shared = len(np.intersect1d(a, b, assume_unique=True))
+    return shared / (len(a) + len(b) - shared)
+
+
+def confirmed_pairs(corpus: Corpus, candidates: np.ndarray, params: DedupParams) -> np.ndarray:
+    """The candidates whose exact shingle-set Jaccard similarity reaches `jaccard_threshold`."""
+    if not len(candidates):
+        return candidates
+    sets = shingle_sets(corpus, candidates.ravel(), params)
+    keep = [jaccard(sets[i], sets[j]) >= params.jaccard_threshold for i, j in candidates.tolist()]
+    return candidates[np.array(keep, dtype=bool)]
+
+
+def clusters_of(edges: np.ndarray) -> dict[int, list[int]]:
+    """Connected components of the duplicate graph, over the documents in an edge only: {root: members}."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, j in edges.tolist():
+        a, b = find(i), find(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    members: dict[int, list[int]] = {}
+    for node in parent:
+        members.setdefault(find(node), []).append(node)
+    return {root: sorted(group) for root, group in members.items()}
+
+
+def exact_edges(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(edges joining every document to the first of its exact group, the first document of each group)."""
+    if not len(groups):
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    _, first = np.unique(groups, return_index=True)
+    heads = first[groups]
+    copies = np.flatnonzero(heads != np.arange(len(groups)))
+    return np.stack([heads[copies], copies], axis=1), np.sort(first)
+
+
+# ---------------------------------------------------------------------------------- survivors and the split
 
 
 def keep_order(doc: dict[str, str], priority: list[str]) -> tuple[int, int, str]:
@@ -127,70 +311,25 @@ def keep_order(doc: dict[str, str], priority: list[str]) -> tuple[int, int, str]
     return SPLIT_RANK.get(split, 2), rank, doc["id"]
 
 
-def near_duplicate_pairs(signatures: np.ndarray, params: DedupParams) -> list[tuple[int, int]]:
-    """Candidate pairs from datasketch's banded LSH, kept when the estimated Jaccard passes."""
-    lsh = MinHashLSH(num_perm=signatures.shape[1], params=(params.num_bands, params.rows_per_band))
-    hashes = [LeanMinHash(seed=params.seed, hashvalues=sig, scheme=SCHEME) for sig in signatures]
-    for index, minhash in enumerate(hashes):
-        lsh.insert(index, minhash, check_duplication=False)
-    pairs = []
-    for index, minhash in enumerate(tqdm(hashes, desc="dedup lsh", unit="doc", mininterval=2)):
-        for other in lsh.query(minhash):
-            if other > index and np.mean(signatures[index] == signatures[other]) >= params.jaccard_threshold:
-                pairs.append((index, other))
-    return sorted(pairs)
+def document_keys(corpus: Corpus, indices: list[int]) -> dict[int, dict[str, str]]:
+    """id, source and meta of the given documents (the members of clusters only), shard by shard."""
+    keys: dict[int, dict[str, str]] = {}
+    for shard, rows in corpus.locate(np.array(sorted(indices), dtype=np.int64)).items():
+        table = pq.read_table(corpus.shards[shard], columns=["id", "source", "meta"]).to_pylist()
+        keys.update({index: table[row] for row, index in rows})
+    return keys
 
 
-def clusters_of(pairs: list[tuple[int, int]], n: int) -> np.ndarray:
-    """Connected components of the duplicate graph: a label per document."""
-    if not pairs:
-        return np.arange(n)
-    rows, cols = zip(*pairs, strict=True)
-    graph = coo_matrix((np.ones(len(pairs)), (rows, cols)), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
-
-
-def compute_signatures(clean_dir: Path, params: DedupParams, executor: Executor | None = None) -> ShardSignatures:
-    """Signatures and exact keys of every clean document, in shard order (chunks on `executor`)."""
-    jobs = [(path.absolute(), start, params) for path in document_shards(clean_dir)
-            for start in range(0, max(1, pq.ParquetFile(path).metadata.num_rows), CHUNK_DOCS)]
-    executor = executor or LocalExecutor(params.num_proc)
-    parts = list(tqdm(executor.map(_chunk_signatures, jobs), total=len(jobs), desc="dedup signatures",
-                      unit="chunk"))
-    num_perm = params.num_bands * params.rows_per_band
-    return ShardSignatures(
-        [i for p in parts for i in p.ids],
-        [k for p in parts for k in p.keys],
-        np.concatenate([p.signatures for p in parts]) if parts else np.zeros((0, num_perm), np.uint32),
-    )
-
-
-def find_duplicates(sigs: ShardSignatures, params: DedupParams) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster labels per document: (exact-duplicate groups, final clusters after near-dup joining).
-
-    LSH runs on one representative per exact group, so exact copies cost nothing in the join.
-    """
-    exact_groups: dict[str, int] = {}
-    exact_label = np.array([exact_groups.setdefault(k, len(exact_groups)) for k in sigs.keys], dtype=np.int64)
-    first_of_group = np.unique(exact_label, return_index=True)[1]
-    near = near_duplicate_pairs(sigs.signatures[first_of_group], params)
-    return exact_label, clusters_of(near, len(first_of_group))[exact_label]
-
-
-def choose_survivors(docs: list[dict[str, str]], exact: np.ndarray, labels: np.ndarray,
+def choose_survivors(corpus: Corpus, clusters: dict[int, list[int]], groups: np.ndarray,
                      priority: list[str]) -> list[dict[str, Any]]:
-    """For each cluster with more than one member: the kept id, the removed ids, exact or near."""
-    members: dict[int, list[int]] = {}
-    for index, label in enumerate(labels):
-        members.setdefault(int(label), []).append(index)
-    clusters = []
-    for group in members.values():
-        if len(group) > 1:
-            ordered = sorted(group, key=lambda i: keep_order(docs[i], priority))
-            kind = "exact" if len({int(exact[i]) for i in group}) == 1 else "near"
-            clusters.append({"kept": docs[ordered[0]]["id"], "removed": [docs[i]["id"] for i in ordered[1:]],
-                             "kind": kind})
-    return sorted(clusters, key=lambda c: c["kept"])
+    """For each cluster: the kept id, the removed ids, and whether it is exact (one exact group) or near."""
+    keys = document_keys(corpus, [index for members in clusters.values() for index in members])
+    out = []
+    for members in clusters.values():
+        ordered = sorted(members, key=lambda i: keep_order(keys[i], priority))
+        kind = "exact" if len({int(groups[i]) for i in members}) == 1 else "near"
+        out.append({"kept": keys[ordered[0]]["id"], "removed": [keys[i]["id"] for i in ordered[1:]], "kind": kind})
+    return sorted(out, key=lambda c: c["kept"])
 
 
 def cluster_size_histogram(clusters: list[dict[str, Any]]) -> list[dict[str, int]]:
@@ -207,38 +346,62 @@ def split_of(doc: dict[str, str], val_fraction: float) -> str:
     return "val" if bucket < val_fraction else "train"
 
 
-def load_document_keys(clean_dir: Path) -> list[dict[str, str]]:
-    """id, source and meta of every clean document in shard order (the signatures' order), without
-    the text: what choosing survivors and splitting need, a small fraction of the corpus in memory."""
-    columns = ["id", "source", "meta"]
-    return [row for path in document_shards(clean_dir) for row in pq.read_table(path, columns=columns).to_pylist()]
+@functools.lru_cache(maxsize=1)
+def _index(path: Path, version: tuple[int, int]) -> ContaminationIndex:
+    return ContaminationIndex.load(path)
 
 
-def stream_split(clean_dir: Path, split_by_id: dict[str, str], split: str) -> Iterator[dict[str, str]]:
-    """The surviving documents of one split, read shard by shard: one shard in memory at a time."""
-    for path in document_shards(clean_dir):
-        for doc in read_documents(path):
-            if split_by_id.get(doc["id"]) == split:
-                yield doc
+def _contaminated(job: tuple[Path, Path, float]) -> dict[str, list[str]]:
+    """{id: evaluation groups} of one shard's training documents that share an n-gram with an evaluation item."""
+    shard, index_file, val_fraction = job
+    stat = index_file.stat()
+    index = _index(index_file, (stat.st_mtime_ns, stat.st_size))
+    found = {}
+    for doc in read_documents(shard):
+        if split_of(doc, val_fraction) == "train" and (groups := index.matches(doc["text"])):
+            found[doc["id"]] = groups
+    return found
 
 
-@dataclass
-class SplitWriter:
-    """Writes each split's survivors, dropping training documents that overlap the evaluation sets."""
+class SplitShards:
+    """Writes each split's documents as `part-00000.parquet`, … of at most `shard_docs`, in the order given."""
 
-    index: ContaminationIndex
-    contaminated: dict[str, list[str]]
-    docs_out: Counter
-    bytes_out: int = 0
+    def __init__(self, out_dir: Path, shard_docs: int) -> None:
+        self.out_dir, self.shard_docs = out_dir, shard_docs
+        self.pending: dict[str, list[dict[str, str]]] = {split: [] for split in SPLITS}
+        self.written = Counter[str]()
+        self.docs, self.bytes = Counter[str](), 0
 
-    def kept(self, docs: Iterable[dict[str, str]], split: str, total: int) -> Iterator[dict[str, str]]:
-        for doc in tqdm(docs, desc=f"dedup write {split}", unit="doc", total=total, mininterval=2):
-            if split == "train" and (groups := self.index.matches(doc["text"])):
-                self.contaminated[doc["id"]] = groups
+    def add(self, split: str, doc: dict[str, str]) -> None:
+        self.pending[split].append(doc)
+        self.docs[split] += 1
+        self.bytes += len(doc["text"].encode("utf-8"))
+        if len(self.pending[split]) == self.shard_docs:
+            self._flush(split)
+
+    def _flush(self, split: str) -> None:
+        (self.out_dir / split).mkdir(parents=True, exist_ok=True)
+        write_documents(self.out_dir / split / f"part-{self.written[split]:05d}.parquet", self.pending[split])
+        self.written[split] += 1
+        self.pending[split] = []
+
+    def close(self) -> None:
+        for split in SPLITS:
+            if self.pending[split] or not self.written[split]:  # an empty split is one empty shard
+                self._flush(split)
+
+
+def write_splits(corpus: Corpus, removed: set[str], contaminated: dict[str, list[str]], out_dir: Path,
+                 params: DedupParams) -> SplitShards:
+    """One streamed pass: every surviving, uncontaminated document to its split."""
+    writer = SplitShards(out_dir, params.shard_docs)
+    for shard in tqdm(corpus.shards, desc="dedup write", unit="shard", mininterval=2):
+        for doc in read_documents(shard):
+            if doc["id"] in removed or doc["id"] in contaminated:
                 continue
-            self.docs_out[split] += 1
-            self.bytes_out += len(doc["text"].encode("utf-8"))
-            yield doc
+            writer.add(split_of(doc, params.val_fraction), doc)
+    writer.close()
+    return writer
 
 
 def dedup_corpus(clean_dir: Path, raw_dir: Path, out_dir: Path, params: DedupParams,
@@ -246,45 +409,44 @@ def dedup_corpus(clean_dir: Path, raw_dir: Path, out_dir: Path, params: DedupPar
     """Exact + near dedup, decontamination and the split; writes `out_dir/{train,val,test}/` shards,
     `clusters.jsonl`, `decontamination.json` and `cluster_sizes.csv`; returns the stage metrics.
 
-    Memory: signatures and id/source/meta for every document; texts are read a shard at a time.
+    Memory: the band keys of one band, the exact keys, and the documents in duplicate clusters; texts
+    are read a shard at a time.
     """
-    keys = load_document_keys(clean_dir)
-    sigs = compute_signatures(clean_dir, params, executor)
-    if sigs.ids != [k["id"] for k in keys]:
-        raise RuntimeError(f"{clean_dir}: changed while dedup read it (signatures and documents disagree)")
-    exact, labels = find_duplicates(sigs, params)
-    clusters = choose_survivors(keys, exact, labels, params.source_priority)
+    executor = executor or LocalExecutor(params.num_proc)
+    work = out_dir / WORK
+    corpus, groups = sign_corpus(clean_dir, work, params, executor)
+    copies, heads = exact_edges(groups)
+    candidates = candidate_pairs(corpus, heads)
+    near = confirmed_pairs(corpus, candidates, params)
+    clusters = choose_survivors(corpus, clusters_of(np.concatenate([copies, near])), groups, params.source_priority)
     removed = {doc_id for cluster in clusters for doc_id in cluster["removed"]}
-    split_by_id = {k["id"]: split_of(k, params.val_fraction) for k in keys if k["id"] not in removed}
-    index = ContaminationIndex(evaluation_texts(raw_dir, eval_sources), params.decontaminate_ngram)
-    writer = SplitWriter(index, {}, Counter())
-    sizes = Counter(split_by_id.values())
-    for split in ("train", "val", "test"):
-        docs = writer.kept(stream_split(clean_dir, split_by_id, split), split, sizes[split])
-        write_sharded(out_dir / split, "part", docs, params.shard_docs)
-    contaminated = dict(sorted(writer.contaminated.items()))
+    index = ContaminationIndex.build(evaluation_texts(raw_dir, eval_sources), params.decontaminate_ngram)
+    index.save(work / "contamination.npz")
+    jobs = [(shard.absolute(), (work / "contamination.npz").absolute(), params.val_fraction) for shard in corpus.shards]
+    contaminated = {doc_id: groups_ for found in executor.map(_contaminated, jobs)
+                    for doc_id, groups_ in found.items() if doc_id not in removed}
+    writer = write_splits(corpus, removed, contaminated, out_dir, params)
+    shutil.rmtree(work)
+    contaminated = dict(sorted(contaminated.items()))
     write_jsonl(out_dir / "clusters.jsonl", clusters)
     atomic_write_json(out_dir / "decontamination.json", contaminated)
     _write_histogram(out_dir / "cluster_sizes.csv", cluster_size_histogram(clusters))
-    return _dedup_metrics(len(keys), exact, labels, contaminated, writer, index)
+    docs_in = int(sum(corpus.sizes))
+    exact_removed = len(copies)
+    return {
+        "docs_in": docs_in,
+        "exact_duplicates_removed": exact_removed,
+        "near_duplicates_removed": len(removed) - exact_removed,
+        "decontaminated": len(contaminated),
+        "decontaminated_by": dict(sorted(Counter(g for gs in contaminated.values() for g in gs).items())),
+        "eval_ngrams": len(index),
+        "docs_out": {split: writer.docs[split] for split in SPLITS},
+        "bytes_out": writer.bytes,
+        "lsh": {**dict(zip(("bands", "rows"), band_shape(params), strict=True)),
+                "candidate_pairs": len(candidates), "confirmed_pairs": len(near)},
+    }
 
 
 def _write_histogram(path: Path, rows: list[dict[str, int]]) -> None:
     lines = ["cluster_size,clusters"] + [f"{r['cluster_size']},{r['clusters']}" for r in rows]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _dedup_metrics(docs_in: int, exact: np.ndarray, labels: np.ndarray, contaminated: dict[str, list[str]],
-                   writer: SplitWriter, index: ContaminationIndex) -> dict[str, Any]:
-    exact_groups, clusters = len(np.unique(exact)), len(np.unique(labels))
-    by_group = Counter(group for groups in contaminated.values() for group in groups)
-    return {
-        "docs_in": docs_in,
-        "exact_duplicates_removed": docs_in - exact_groups,
-        "near_duplicates_removed": exact_groups - clusters,
-        "decontaminated": len(contaminated),
-        "decontaminated_by": dict(sorted(by_group.items())),
-        "eval_ngrams": len(index),
-        "docs_out": {split: writer.docs_out[split] for split in ("train", "val", "test")},
-        "bytes_out": writer.bytes_out,
-    }

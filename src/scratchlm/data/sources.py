@@ -351,31 +351,31 @@ def glob_base(pattern: str) -> Path:
 
 
 def fetch_hf(name: str, spec: SourceSpec, dest: Path, timeout_s: float) -> Fetched:
-    """A `datasets` dataset's text column as JSONL `{"id", "text"}`; offline this fails in seconds."""
+    """A `datasets` dataset's text column as JSONL `{"id", "text"}`, streamed record by record: a hub
+    dataset of any size (FineWeb-Edu) goes to disk without ever being held in memory or cached whole.
+    Offline, a hub name fails in seconds; a local folder of data files or a dataset script works."""
     dataset = spec.dataset or ""
     if not Path(dataset).exists() and (why := _hub_unreachable(min(timeout_s, HUB_PROBE_S))):
         raise SourceError(f"{name}: cannot load {dataset}: the hub is unreachable ({why})")
     try:
         import datasets
 
-        data = datasets.load_dataset(dataset, spec.config, split=spec.split)
+        data = datasets.load_dataset(dataset, spec.config, split=spec.split, streaming=True)
+        columns = data.column_names or list(next(iter(data), {}))
     except Exception as error:  # datasets raises many kinds; all mean "not available here"
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise SourceError(f"{name}: cannot load {dataset}: {reason}") from None
-    if spec.text_field not in data.column_names:
-        raise SourceError(f"{name}: {dataset} has no field {spec.text_field!r} (has {', '.join(data.column_names)})")
+    if spec.text_field not in columns:
+        raise SourceError(f"{name}: {dataset} has no field {spec.text_field!r} (has {', '.join(columns)})")
     path = dest / "data.jsonl"
-    count = len(data) if spec.limit is None else min(spec.limit, len(data))
-    column = data.select(range(count)).select_columns([spec.text_field])
-    texts = (text for batch in column.iter(batch_size=1000) for text in batch[spec.text_field])
+    rows = data.select_columns([spec.text_field])
     with open(path, "w", encoding="utf-8") as out:
-        for index, text in enumerate(texts):
-            out.write(json.dumps({"id": f"{name}-{index}", "text": text}, ensure_ascii=False) + "\n")
+        for index, row in enumerate(itertools.islice(rows, spec.limit)):
+            out.write(json.dumps({"id": f"{name}-{index}", "text": row[spec.text_field]}, ensure_ascii=False) + "\n")
     files = {"data": [path]}
     return Fetched(files, {"kind": "hf", "dataset": dataset, "config": spec.config, "split": spec.split,
                            "text_field": spec.text_field, "limit": spec.limit, "licence": spec.licence,
-                           "fingerprint": getattr(data, "_fingerprint", None), "sha256": sha256_file(path),
-                           "members": member_records(files, dest)})
+                           "streamed": True, "sha256": sha256_file(path), "members": member_records(files, dest)})
 
 
 def _hub_unreachable(timeout_s: float) -> str | None:
