@@ -148,7 +148,7 @@ def memory_child(kind: str, args: list[str]) -> None:
         evaluation = {n: r for n, r in source_roles(raw_dir).items() if r != "pretrain"}
         size = sum(len(d["text"].encode("utf-8")) for p in document_shards(clean) for d in read_documents(p))
         started = time.perf_counter()
-        dedup_corpus(clean, raw_dir, out, DedupParams(**raw["dedup"]), evaluation)
+        metrics = dedup_corpus(clean, raw_dir, out, DedupParams(**raw["dedup"]), evaluation)
     else:
         dedup, tokenizer_dir, out = map(Path, args)
         metrics = tokenize_splits(dedup, tokenizer_dir, out, TokenizeParams(**raw["tokenize"]))
@@ -156,7 +156,7 @@ def memory_child(kind: str, args: list[str]) -> None:
     seconds = time.perf_counter() - started
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"peak_rss_mb": vm_hwm_mb(), "worker_peak_rss_mb": workers, "seconds": seconds,
-                      "mb": size / MB}))
+                      "mb": size / MB, "phases": metrics.get("seconds", {})}))
 
 
 def vm_hwm_mb() -> float:
@@ -190,7 +190,8 @@ def scale_figures(raw: Path, tokenizer_dir: Path, scale: int, base: dict[str, fl
             figures += [
                 Figure(f"{kind} ×{scale} ({size:,.0f} MB): peak RSS", peak, "MB", target=1536, higher_is_better=False,
                        note=f"stage {got['peak_rss_mb']:,.0f} MB, largest worker {got['worker_peak_rss_mb']:,.0f} MB"),
-                Figure(f"{kind} ×{scale}: MB/s per core", per_core, "MB/s"),
+                Figure(f"{kind} ×{scale}: MB/s per core", per_core, "MB/s",
+                       note=", ".join(f"{phase} {sec:.0f} s" for phase, sec in got.get("phases", {}).items())),
             ]
             if scale != 1:
                 figures.append(Figure(f"{kind} ×{scale} / ×1, MB/s per core", per_core / base[kind], "x", target=1.0))

@@ -28,6 +28,7 @@ import functools
 import hashlib
 import json
 import shutil
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -413,19 +414,21 @@ def dedup_corpus(clean_dir: Path, raw_dir: Path, out_dir: Path, params: DedupPar
     are read a shard at a time.
     """
     executor = executor or LocalExecutor(params.num_proc)
-    work = out_dir / WORK
-    corpus, groups = sign_corpus(clean_dir, work, params, executor)
+    work, clock = out_dir / WORK, Clock()
+    corpus, groups = clock("signatures", sign_corpus, clean_dir, work, params, executor)
     copies, heads = exact_edges(groups)
-    candidates = candidate_pairs(corpus, heads)
-    near = confirmed_pairs(corpus, candidates, params)
-    clusters = choose_survivors(corpus, clusters_of(np.concatenate([copies, near])), groups, params.source_priority)
+    candidates = clock("lsh", candidate_pairs, corpus, heads)
+    near = clock("confirm", confirmed_pairs, corpus, candidates, params)
+    clusters = clock("clusters", lambda: choose_survivors(corpus, clusters_of(np.concatenate([copies, near])), groups,
+                                                          params.source_priority))
     removed = {doc_id for cluster in clusters for doc_id in cluster["removed"]}
-    index = ContaminationIndex.build(evaluation_texts(raw_dir, eval_sources), params.decontaminate_ngram)
+    index = clock("decontaminate", ContaminationIndex.build, evaluation_texts(raw_dir, eval_sources),
+                  params.decontaminate_ngram)
     index.save(work / "contamination.npz")
     jobs = [(shard.absolute(), (work / "contamination.npz").absolute(), params.val_fraction) for shard in corpus.shards]
-    contaminated = {doc_id: groups_ for found in executor.map(_contaminated, jobs)
-                    for doc_id, groups_ in found.items() if doc_id not in removed}
-    writer = write_splits(corpus, removed, contaminated, out_dir, params)
+    contaminated = clock("decontaminate", lambda: {doc_id: groups_ for found in executor.map(_contaminated, jobs)
+                                                   for doc_id, groups_ in found.items() if doc_id not in removed})
+    writer = clock("write", write_splits, corpus, removed, contaminated, out_dir, params)
     shutil.rmtree(work)
     contaminated = dict(sorted(contaminated.items()))
     write_jsonl(out_dir / "clusters.jsonl", clusters)
@@ -444,7 +447,21 @@ def dedup_corpus(clean_dir: Path, raw_dir: Path, out_dir: Path, params: DedupPar
         "bytes_out": writer.bytes,
         "lsh": {**dict(zip(("bands", "rows"), band_shape(params), strict=True)),
                 "candidate_pairs": len(candidates), "confirmed_pairs": len(near)},
+        "seconds": clock.seconds,  # a figure of the machine: the stage moves it to its run record
     }
+
+
+class Clock:
+    """Wall seconds per phase (parallel on the executor: signatures, decontaminate; one process: the rest)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, phase: str, fn: Any, *args: Any) -> Any:
+        started = time.perf_counter()
+        result = fn(*args)
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - started, 3)
+        return result
 
 
 def _write_histogram(path: Path, rows: list[dict[str, int]]) -> None:
