@@ -4,16 +4,13 @@ import argparse
 from pathlib import Path
 
 from pipelines._stage import run_stage
-from scratchlm.io import source_roles
-
-FRAME_OF_ROLE = {"pretrain": "raw_documents", "classification": "sms_spam", "instruction": "instructions",
-                 "benchmark": "benchmarks"}
+from scratchlm.io import ROLE_FRAMES, source_roles
 
 
 def required_frames(roles: dict[str, str]) -> tuple[str, ...]:
     """Every corpus, and a frame for each role that was downloaded: a missing one fails the stage."""
     return tuple(sorted({"raw_documents", "clean_documents", "dedup_documents",
-                         *(FRAME_OF_ROLE[r] for r in roles.values())}))
+                         *(ROLE_FRAMES[r] for r in roles.values())}))
 
 
 def main() -> None:
@@ -28,9 +25,12 @@ def main() -> None:
     def work(params, out, stage):
         from scratchlm.data.validation import load_validation_frames, validate_frames  # GX: bad params fail first
 
+        roles = source_roles(Path(args.raw))
+        if params.allowed_sources is None:  # the corpus may hold what download wrote as pretraining text
+            pretrain = sorted(name for name, role in roles.items() if role == "pretrain")
+            params = params.model_copy(update={"allowed_sources": pretrain})
         frames = load_validation_frames(Path(args.raw), Path(args.clean), Path(args.dedup))
-        summaries.append(validate_frames(frames, Path(args.suites), out, params,
-                                         required=required_frames(source_roles(Path(args.raw)))))
+        summaries.append(validate_frames(frames, Path(args.suites), out, params, required=required_frames(roles)))
         stage.run.log_artifact(out / "results.json", artifact_path="validation")
         stage.run.log_artifact(out / "data_docs", artifact_path="validation/data_docs")
         return {key: int(value) if isinstance(value, bool) else value

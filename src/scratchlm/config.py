@@ -207,7 +207,8 @@ class ValidateParams(Section):
 
     min_text_chars: int = Field(default=1, ge=1)
     max_text_chars: int = Field(default=1_000_000, ge=1)
-    allowed_sources: list[str] = Field(default_factory=list)
+    allowed_sources: list[str] | None = Field(default=None, description="the only sources the corpus frames may "
+                                              "hold; null: the pretraining sources download wrote; [] checks none")
     spam_fraction_min: float = Field(default=0.05, ge=0, le=1)
     spam_fraction_max: float = Field(default=0.5, ge=0, le=1)
     min_instruction_pairs: int = Field(default=1, ge=1)
@@ -443,9 +444,12 @@ class EvaluateParams(Section):
     max_items: int | None = Field(default=500, ge=1, description="items per task (the first by id); null = all")
     task_items: dict[str, int] = Field(default_factory=dict, description="per-task overrides of max_items")
     batch_size: int = Field(default=32, ge=1)
-    lm_sources: list[str] = Field(default_factory=lambda: ["wikitext2"], min_length=1,
-                                  description="held-out documents of these sources are scored")
-    lm_splits: list[Literal["val", "test"]] = Field(default_factory=lambda: ["val", "test"], min_length=1)
+    lm_sources: list[str] | None = Field(default=None, min_length=1,
+                                         description="held-out documents of these sources are scored together; "
+                                                     "null: each pretraining source of the split on its own")
+    lm_splits: list[Literal["val", "test"]] | None = Field(default=None, min_length=1,
+                                                           description="null: every held-out split that has "
+                                                                       "documents")
     lm_stride: int = Field(default=256, ge=1, description="new tokens per rolling window (≥ block_size: disjoint "
                                                          "windows, as lm-evaluation-harness scores WikiText)")
     lm_max_documents: int | None = Field(default=None, ge=1, description="per split, the first by id; null = all")

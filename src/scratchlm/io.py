@@ -267,12 +267,40 @@ def _flush(out_dir: Path, prefix: str, index: int, batch: list[dict[str, str]]) 
     return path
 
 
+#: A download role -> the validation frame (and Great Expectations suite) its raw files feed: the one map.
+ROLE_FRAMES = {
+    "pretrain": "raw_documents",
+    "classification": "sms_spam",
+    "instruction": "instructions",
+    "benchmark": "benchmarks",
+}
+
+
 def source_roles(raw_dir: Path) -> dict[str, str]:
-    """`{source name: role}` of a download output, from each source's `source.json`."""
+    """`{source name: role}` of a download output: the role in each source's `source.json`, else inferred
+    from the files themselves (hand-made or older raw folders stay usable); folders of neither are skipped."""
     roles = {}
-    for path in sorted(Path(raw_dir).glob("*/source.json")):
-        try:
-            roles[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))["role"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise DataFormatError(f"{path}: not a source description (no 'role')") from None
+    for folder in sorted(p for p in Path(raw_dir).iterdir() if p.is_dir()) if Path(raw_dir).is_dir() else []:
+        record = folder / "source.json"
+        if record.is_file():
+            try:
+                roles[folder.name] = json.loads(record.read_text(encoding="utf-8"))["role"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataFormatError(f"{record}: not a source description (no 'role')") from None
+        elif role := _infer_role(folder):
+            roles[folder.name] = role
     return roles
+
+
+def _infer_role(folder: Path) -> str | None:
+    if any(folder.glob("*.parquet")):
+        return "pretrain"
+    for path in sorted(folder.glob("*.jsonl")):
+        first = next(read_jsonl(path), None)
+        if first is None:
+            continue
+        for field, role in (("label", "classification"), ("instruction", "instruction"), ("choices", "benchmark")):
+            if field in first:
+                return role
+        raise DataFormatError(f"{path}: cannot tell which data set this is (fields {sorted(first)})")
+    return None

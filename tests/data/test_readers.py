@@ -79,3 +79,31 @@ def test_olmo_requests_group_by_item(tmp_path: Path) -> None:
     [item] = read_member("olmo_requests", "bench", "piqa", [path], None)
     assert item["id"] == "piqa/000000" and item["gold"] == 1 and item["choices"] == ["yes", "no"]
     assert [r["continuation"] for r in item["requests"]] == [" yes", " no"]
+
+
+def test_files_of_one_name_in_different_folders_get_different_ids(tmp_path: Path) -> None:
+    paths = []
+    for folder in ("a", "b/deeper"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "001.txt").write_text(f"the text of {folder}")
+        paths.append(tmp_path / folder / "001.txt")
+    docs = list(read_member("text", "talks", "train", paths, None))
+    assert [d["id"] for d in docs] == ["talks/train/a/001.txt", "talks/train/b/deeper/001.txt"]
+    assert [json.loads(d["meta"])["file"] for d in docs] == ["a/001.txt", "b/deeper/001.txt"]
+    lone = list(read_member("text", "talks", "test", paths[:1], None))
+    assert lone[0]["id"] == "talks/test/001.txt"
+
+
+def test_position_ids_of_several_files_carry_the_file(tmp_path: Path) -> None:
+    """Line 1 of two JSONL files, two instruction files, two CSV files: never one id twice."""
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "part.jsonl").write_text(json.dumps({"text": "words"}) + "\n")
+        (tmp_path / folder / "qa.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+        (tmp_path / folder / "sms.csv").write_text(",spam,text\n0,0,hi\n")
+    for fmt, name in (("jsonl", "part.jsonl"), ("instruct_jsonl", "qa.jsonl"), ("sms_spam", "sms.csv")):
+        records = list(read_member(fmt, "s", "train", [tmp_path / "x" / name, tmp_path / "y" / name], None))
+        ids = [r["id"] for r in records]
+        assert len(set(ids)) == 2 and f"x/{name}" in ids[0] and f"y/{name}" in ids[1], ids
+        assert list(read_member(fmt, "s", "train", [tmp_path / "x" / name], None))[0]["id"] == {
+            "jsonl": "s/train/0000001", "instruct_jsonl": "s/000001", "sms_spam": "s/00000"}[fmt]

@@ -24,7 +24,7 @@ METRICS = {
     "dedup": {"docs_in": 180, "docs_out": {"train": 160, "val": 12, "test": 5}, "bytes_out": 84000,
               "exact_duplicates_removed": 2, "near_duplicates_removed": 1, "decontaminated": 0,
               "decontaminated_by": {}, "eval_ngrams": 5000},
-    "validate": {"suites": 6, "expectations": 64, "failed_critical": 0, "failed_warning": 1},
+    "validate": {"suites": 6, "expectations_checked": 64, "failed_critical": 0, "failed_warning": 1},
     "tokenizer": {"vocab_size": 512, "bytes_per_token": 2.5, "tokens_per_word": 2.1, "byte_token_share": 0.01},
     "tokenize": {"train_tokens": 1000},
     "pretrain": {"params_with_embeddings": 120000, "tokens_seen": 10240, "val_loss": 5.5, "precision": "32-true",

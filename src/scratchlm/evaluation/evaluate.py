@@ -51,23 +51,40 @@ def load_task(benchmarks_dir: Path, task: str, limit: int | None) -> list[dict[s
     return items
 
 
-def held_out_texts(dedup_dir: Path, split: str, sources: list[str], limit: int | None) -> list[str]:
-    """The split's documents of `sources`, the first `limit` by id."""
-    docs = [d for shard in document_shards(dedup_dir / split) for d in read_documents(shard) if d["source"] in sources]
-    return [d["text"] for d in sorted(docs, key=lambda d: d["id"])[:limit]]
+def held_out_texts(dedup_dir: Path, split: str, sources: list[str] | None, limit: int | None
+                   ) -> dict[str, list[str]]:
+    """{name: texts} of the split, the first `limit` by id each: the given sources together under their
+    joined name, or (None) each source on its own; a split with no folder has none."""
+    docs = sorted((d for shard in document_shards(dedup_dir / split) for d in read_documents(shard)
+                   if sources is None or d["source"] in sources), key=lambda d: d["id"])
+    groups: dict[str, list[str]] = {}
+    for doc in docs:
+        texts = groups.setdefault("+".join(sources) if sources else doc["source"], [])
+        if limit is None or len(texts) < limit:
+            texts.append(doc["text"])
+    return dict(sorted(groups.items()))
+
+
+def scored_sets(dedup_dir: Path, params: EvaluateParams) -> dict[str, list[str]]:
+    """`{<sources>_<split>: texts}` over the configured splits, or (null) every held-out split that has
+    documents. A split or sources named in params and absent from the data is an error."""
+    sets = {}
+    for split in params.lm_splits or ("val", "test"):
+        found = held_out_texts(dedup_dir, split, params.lm_sources, params.lm_max_documents)
+        if not found and params.lm_splits:
+            what = f"sources {params.lm_sources}" if params.lm_sources else "held-out documents"
+            raise DataFormatError(f"{dedup_dir / split}: no documents of {what} (evaluate.lm_splits lists {split!r})")
+        sets.update({f"{name}_{split}": texts for name, texts in found.items()})
+    if not sets:
+        raise DataFormatError(f"{dedup_dir}: no held-out documents in val or test to score")
+    return sets
 
 
 def language_modeling(model: GPT, tokenizer: Tokenizer, dedup_dir: Path, params: EvaluateParams
                       ) -> dict[str, dict[str, float]]:
     encode, bos = (lambda t: tokenizer.encode(t).ids), tokenizer.token_to_id(EOT)
-    out = {}
-    for split in params.lm_splits:
-        texts = held_out_texts(dedup_dir, split, params.lm_sources, params.lm_max_documents)
-        if not texts:
-            raise DataFormatError(f"{dedup_dir / split}: no documents of sources {params.lm_sources}")
-        name = f"{'+'.join(params.lm_sources)}_{split}"
-        out[name] = language_model_metrics(model, texts, encode, bos, params.lm_stride, params.batch_size, desc=name)
-    return out
+    return {name: language_model_metrics(model, texts, encode, bos, params.lm_stride, params.batch_size, desc=name)
+            for name, texts in scored_sets(dedup_dir, params).items()}
 
 
 def benchmarks(model: GPT, tokenizer: Tokenizer, benchmarks_dir: Path, out_dir: Path, params: EvaluateParams

@@ -143,7 +143,7 @@ def section_data(run: CardInputs) -> list[str]:
               f"Final split: {', '.join(f'{k} {v:,}' for k, v in sorted(docs_out.items()))} documents. "
               f"Benchmark items downloaded: {download.get('benchmarks', {}).get('records', 0):,}.", ""]
     val = run.metrics.get("validate", {})
-    lines += [f"Validation (Great Expectations): {val.get('suites', 0)} suites, {val.get('expectations', 0)} "
+    lines += [f"Validation (Great Expectations): {val.get('suites', 0)} suites, {val.get('expectations_checked', 0)} "
               f"expectations, {val.get('failed_critical', 0)} critical and {val.get('failed_warning', 0)} warning "
               "failures.", ""]
     if "data_funnel" in run.figures:
