@@ -1,10 +1,10 @@
-"""finetune_classifier: the pretrained GPT as a spam classifier (see scratchlm.training.finetune)."""
+"""finetune_classifier: the pretrained GPT as a text classifier (see scratchlm.training.finetune)."""
 
 import argparse
 from pathlib import Path
 
 from pipelines._stage import run_stage
-from scratchlm.io import atomic_write_json
+from scratchlm.io import atomic_write_json, role_files
 
 
 def confusion_rows(matrix: list[list[int]], labels: list[str]) -> str:
@@ -18,7 +18,8 @@ def confusion_rows(matrix: list[list[int]], labels: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("data", help="labelled JSONL (id, text, label), e.g. data/raw/sms_spam/data.jsonl")
+    parser.add_argument("data", help="the download output (its one classification source is read), a source's "
+                                     "folder or a labelled JSONL file (id, text, label), e.g. data/raw")
     parser.add_argument("pretrained", help="pretrain output, e.g. models/pretrain")
     parser.add_argument("output", help="folder for the classifier, e.g. models/classifier")
     parser.add_argument("--checkpoints", default="checkpoints/finetune_classifier",
@@ -29,12 +30,13 @@ def main() -> None:
     def work(params, out, stage):
         from scratchlm.training.finetune import finetune_classifier  # torch + Lightning: bad params fail first
 
-        metrics = finetune_classifier(Path(args.data), Path(args.pretrained), out, Path(args.checkpoints), params,
+        data = role_files(Path(args.data), "classification")
+        metrics = finetune_classifier(data, Path(args.pretrained), out, Path(args.checkpoints), params,
                                       stage.run.log_metrics_at)
         atomic_write_json(out / "epochs.json", metrics.pop("epochs"))
         # the DVC plot shows the validation split (model selection); test figures stay for evaluation
         plot = stage.side(args.plot)
-        plot.write_text(confusion_rows(metrics["val_confusion"], list(params.labels)), encoding="utf-8")
+        plot.write_text(confusion_rows(metrics["val_confusion"], metrics.pop("labels")), encoding="utf-8")
         stage.run.log_artifact(plot, artifact_path="confusion")
         return metrics
 

@@ -4,12 +4,13 @@ import argparse
 from pathlib import Path
 
 from pipelines._stage import run_stage
+from scratchlm.io import role_files
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("data", help="instruction JSONL (instruction, input, output), "
-                                     "e.g. data/raw/chatterbot/data.jsonl")
+    parser.add_argument("data", help="the download output (its one instruction source is read), a source's "
+                                     "folder or a JSONL file (instruction, input, output), e.g. data/raw")
     parser.add_argument("pretrained", help="pretrain output, e.g. models/pretrain")
     parser.add_argument("output", help="folder for the instruction model, e.g. models/instruct")
     parser.add_argument("--checkpoints", default="checkpoints/finetune_instruct",
@@ -19,7 +20,8 @@ def main() -> None:
     def work(params, out, stage):
         from scratchlm.training.finetune import finetune_instruct  # torch + Lightning: bad params fail first
 
-        metrics = finetune_instruct(Path(args.data), Path(args.pretrained), out, Path(args.checkpoints), params,
+        data = role_files(Path(args.data), "instruction")
+        metrics = finetune_instruct(data, Path(args.pretrained), out, Path(args.checkpoints), params,
                                     stage.run.log_metrics_at)
         stage.run.log_artifact(out / "samples.jsonl", artifact_path="samples")
         return metrics

@@ -29,7 +29,7 @@ def main() -> None:
         if params.allowed_sources is None:  # the corpus may hold what download wrote as pretraining text
             pretrain = sorted(name for name, role in roles.items() if role == "pretrain")
             params = params.model_copy(update={"allowed_sources": pretrain})
-        frames = load_validation_frames(Path(args.raw), Path(args.clean), Path(args.dedup))
+        frames = load_validation_frames(Path(args.raw), Path(args.clean), Path(args.dedup), params.label_shares)
         summaries.append(validate_frames(frames, Path(args.suites), out, params, required=required_frames(roles)))
         stage.run.log_artifact(out / "results.json", artifact_path="validation")
         stage.run.log_artifact(out / "data_docs", artifact_path="validation/data_docs")

@@ -23,6 +23,16 @@ def test_every_section_of_the_default_params_validates(repo_root: Path) -> None:
         ("dedup", {"val_fraction": 1.5}, "dedup.val_fraction: must be < 1"),
         ("tracking", {"connect_timeout_s": 0}, "tracking.connect_timeout_s: must be > 0"),
         ("nonsense", {}, "nonsense: unknown params section"),
+        ("finetune_classifier", {"labels": ["a", "b", "spam"]}, "finetune_classifier: positive_label 'spam' is for two "
+                                                           "classes; with 3 labels set it to null"),
+        ("finetune_classifier", {"labels": ["a", "b"]}, "finetune_classifier: positive_label 'spam' is not one of"),
+        ("finetune_classifier", {"labels": ["a", "a"], "positive_label": None}, "finetune_classifier: labels ['a', "
+                                                                                 "'a'] repeat a label"),
+        ("validate", {"label_shares": {"pos": [0.6, 0.4]}}, "validate.label_shares: label_shares.pos: [0.6, 0.4] "
+                                                            "must be 0 <= min <= max <= 1"),
+        ("download", {"sources": {"r": {"kind": "local", "format": "labelled", "role": "pretrain",
+                                        "members": {"train": "r.jsonl"}}}},
+         "download.sources.r: format 'labelled' is a classification set: role must be 'classification'"),
     ],
 )
 def test_errors_are_one_line_and_name_the_key(section: str, values: dict, message: str) -> None:

@@ -51,7 +51,8 @@ class Section(BaseModel):
 
 SourceKind = Literal["wheel", "url", "hf", "local"]
 SourceFormat = Literal[
-    "wikitext", "wiki_summaries", "sms_spam", "chatterbot", "olmo_requests", "text", "jsonl", "instruct_jsonl"
+    "wikitext", "wiki_summaries", "sms_spam", "chatterbot", "olmo_requests", "text", "jsonl", "instruct_jsonl",
+    "labelled",
 ]
 SourceRole = Literal["pretrain", "classification", "instruction", "benchmark"]
 #: Source and member names become folder and file names (`data/raw/<source>/<member>.jsonl`): plain names only.
@@ -89,7 +90,10 @@ class SourceSpec(Section):
     dataset: str | None = None
     config: str | None = None
     split: str = "train"
+    # hf, and the `labelled` format (JSONL, CSV or parquet files of a classification set): field names
     text_field: str = "text"
+    label_field: str = "label"
+    id_field: str = Field(default="id", description="a record without it gets an id from its file and position")
     # wheel/url/local: logical name -> member path or glob
     members: dict[str, str] = Field(default_factory=dict)
     # keep at most this many records per member (debug slices); null keeps all
@@ -112,6 +116,9 @@ class SourceSpec(Section):
             raise ValueError(f"members is required for kind '{self.kind}'")
         for member in self.members:
             plain_name(member, "member")
+        if self.format == "labelled" and self.role != "classification":
+            raise ValueError(f"format 'labelled' is a classification set: role must be 'classification', not "
+                             f"{self.role!r}")
         return self
 
 
@@ -209,9 +216,18 @@ class ValidateParams(Section):
     max_text_chars: int = Field(default=1_000_000, ge=1)
     allowed_sources: list[str] | None = Field(default=None, description="the only sources the corpus frames may "
                                               "hold; null: the pretraining sources download wrote; [] checks none")
-    spam_fraction_min: float = Field(default=0.05, ge=0, le=1)
-    spam_fraction_max: float = Field(default=0.5, ge=0, le=1)
+    label_shares: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="label -> [min, max] share of the classification set; labels not "
+                                          "named are not bounded")
     min_instruction_pairs: int = Field(default=1, ge=1)
+
+    @field_validator("label_shares")
+    @classmethod
+    def _bounds_in_order(cls, shares: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for label, (low, high) in shares.items():
+            if not 0 <= low <= high <= 1:
+                raise ValueError(f"label_shares.{label}: [{low}, {high}] must be 0 <= min <= max <= 1")
+        return shares
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,8 +382,10 @@ SplitRatios = Annotated[dict[str, float], AfterValidator(canonical_split)]
 class FinetuneClassifierParams(FinetuneOptimParams):
     """The `finetune_classifier` stage: a labelled set, the head, what trains, the imbalance, the budget."""
 
-    labels: list[str] = Field(default_factory=lambda: ["ham", "spam"], min_length=2)
-    positive_label: str = "spam"
+    labels: list[str] | None = Field(default=None, min_length=2,
+                                     description="the classes in head order; null: the data's labels, sorted")
+    positive_label: str | None = Field(default="spam", description="two classes: precision/recall/F1 are this "
+                                       "class's; null (or more classes): macro averages over the classes")
     split: SplitRatios = Field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     trainable: Literal["head", "last_n_blocks", "all"] = "all"
     last_n_blocks: int = Field(default=1, ge=1)
@@ -375,9 +393,15 @@ class FinetuneClassifierParams(FinetuneOptimParams):
     lm_loss_weight: float = Field(default=0.0, ge=0, description="auxiliary next-token loss (GPT-1)")
 
     @model_validator(mode="after")
-    def _split_sums_to_one(self) -> FinetuneClassifierParams:
-        if self.positive_label not in self.labels:
-            raise ValueError(f"positive_label {self.positive_label!r} is not one of labels {self.labels}")
+    def _labels_fit(self) -> FinetuneClassifierParams:
+        if self.labels is not None and self.positive_label is not None:
+            if self.positive_label not in self.labels:
+                raise ValueError(f"positive_label {self.positive_label!r} is not one of labels {self.labels}")
+            if len(self.labels) > 2:
+                raise ValueError(f"positive_label {self.positive_label!r} is for two classes; with {len(self.labels)} "
+                                 "labels set it to null (macro averages)")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels {self.labels} repeat a label")
         return self
 
 

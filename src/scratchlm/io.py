@@ -270,7 +270,7 @@ def _flush(out_dir: Path, prefix: str, index: int, batch: list[dict[str, str]]) 
 #: A download role -> the validation frame (and Great Expectations suite) its raw files feed: the one map.
 ROLE_FRAMES = {
     "pretrain": "raw_documents",
-    "classification": "sms_spam",
+    "classification": "classification",
     "instruction": "instructions",
     "benchmark": "benchmarks",
 }
@@ -304,3 +304,42 @@ def _infer_role(folder: Path) -> str | None:
                 return role
         raise DataFormatError(f"{path}: cannot tell which data set this is (fields {sorted(first)})")
     return None
+
+
+def role_folder(path: Path, role: str) -> Path:
+    """The folder of the one source of `role` in a download output (so no stage names a source), or `path`
+    itself when it is one source's folder."""
+    path = Path(path)
+    if (path / "source.json").is_file():
+        return path
+    names = [name for name, found in source_roles(path).items() if found == role]
+    if len(names) != 1:
+        raise DataFormatError(f"{path}: {len(names)} sources with role {role!r} ({', '.join(names) or 'none'}); "
+                              "download.sources must have exactly one")
+    return path / names[0]
+
+
+def role_files(path: Path, role: str) -> list[Path]:
+    """The JSONL files of a fine-tune or evaluation set: `path` is a JSONL file, one source's folder, or a
+    download output with exactly one source of `role`."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    folder = role_folder(path, role)
+    files = sorted(folder.glob("*.jsonl"))
+    if not files:
+        raise DataFormatError(f"{folder}: no .jsonl records of role {role!r}")
+    return files
+
+
+def read_set(paths: list[Path]) -> list[dict[str, Any]]:
+    """The records of a set's files in order (`read_records` each), their ids unique across the files too."""
+    records, first = [], {}
+    for path in paths:
+        for number, record in enumerate(read_records(path), start=1):
+            key = str(record.get("id"))
+            if "id" in record and first.setdefault(key, f"{path} record {number}") != f"{path} record {number}":
+                raise DataFormatError(f"{path} record {number}: id {key!r} is already the id of {first[key]} "
+                                      "(ids must be unique)")
+            records.append(record)
+    return records

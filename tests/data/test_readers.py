@@ -107,3 +107,33 @@ def test_position_ids_of_several_files_carry_the_file(tmp_path: Path) -> None:
         assert len(set(ids)) == 2 and f"x/{name}" in ids[0] and f"y/{name}" in ids[1], ids
         assert list(read_member(fmt, "s", "train", [tmp_path / "x" / name], None))[0]["id"] == {
             "jsonl": "s/train/0000001", "instruct_jsonl": "s/000001", "sms_spam": "s/00000"}[fmt]
+
+
+def test_labelled_sets_in_jsonl_csv_and_parquet_with_named_fields(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fields = {"text_field": "review", "label_field": "stars", "id_field": "rid"}
+    rows = [{"rid": "r1", "review": "Loved it", "stars": 5}, {"review": "Dull", "stars": 1}]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "a.csv").write_text("rid,review,stars\nr1,Loved it,5\n,Dull,1\n")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    for name in ("a.jsonl", "a.csv", "a.parquet"):
+        records = list(read_member("labelled", "reviews", "data", [tmp_path / name], None, fields=fields))
+        assert [r["label"] for r in records] == ["5", "1"], name  # labels are names: any type, any number
+        assert records[0] == {"id": "r1", "text": "Loved it", "label": "5"}
+        assert records[1]["id"].startswith("reviews/data/"), records[1]
+
+
+@pytest.mark.parametrize(("name", "content", "error"), [
+    ("b.jsonl", '{"review": "ok"}\n', r"b.jsonl:1: missing or empty label field 'stars'"),
+    ("b.jsonl", '{"stars": 3}\n', r"b.jsonl:1: missing or empty text field 'review'"),
+    ("b.csv", "review,stars\nfine,\n", r"b.csv:2: missing or empty label field 'stars'"),
+    ("b.jsonl", '{"review": "ok", "stars": 1}\n[1]\n', r"b.jsonl:2: not a JSON object"),
+    ("b.tsv", "review\tstars\n", r"b.tsv: a labelled set must be .jsonl, .csv or .parquet"),
+])
+def test_a_bad_labelled_record_names_the_file_and_line(tmp_path: Path, name: str, content: str, error: str) -> None:
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataFormatError, match=error):
+        list(read_member("labelled", "reviews", "data", [tmp_path / name], None,
+                         fields={"text_field": "review", "label_field": "stars", "id_field": "rid"}))

@@ -18,6 +18,7 @@ import pytest
 from scratchlm.config import ValidateParams
 from scratchlm.data.validation import (
     DataValidationError,
+    label_share_frame,
     load_suite,
     load_validation_frames,
     raise_on_critical,
@@ -26,7 +27,8 @@ from scratchlm.data.validation import (
 from scratchlm.io import make_document, write_documents, write_jsonl
 
 SUITES = Path(__file__).resolve().parents[2] / "expectations"
-PARAMS = ValidateParams(allowed_sources=["wikitext2", "wiki_summaries"], min_instruction_pairs=2)
+PARAMS = ValidateParams(allowed_sources=["wikitext2", "wiki_summaries"], min_instruction_pairs=2,
+                        label_shares={"spam": (0.05, 0.5)})
 TEXTS = [
     "The cathedral was rebuilt after the fire.\nIts towers date from 1250.",
     "Rivers in the north freeze every winter.",
@@ -118,7 +120,7 @@ def _item(task: str, index: int, choices: list[str], gold: int) -> dict[str, Any
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
-    return load_validation_frames(*write_layout(tmp_path_factory.mktemp("data")))
+    return load_validation_frames(*write_layout(tmp_path_factory.mktemp("data")), PARAMS.label_shares)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +139,8 @@ def bad_run(frames: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFa
     bad = _copy(frames)
     bad["raw_documents"].loc[1, "id"] = bad["raw_documents"].loc[0, "id"]
     bad["clean_documents"].loc[2, "text"] = ""
-    bad["sms_spam"].loc[3, "label"] = "eggs"
+    bad["classification"].loc[3, "label"] = " "
+    bad["label_shares"] = label_share_frame(frames["classification"], {"spam": (0.05, 0.5), "junk": (0.1, 1.0)})
     bad["benchmarks"].loc[0, "gold"] = 7
     bad["dedup_documents"].loc[1, "text"] = bad["dedup_documents"].loc[0, "text"]
     bad["instructions"] = bad["instructions"].iloc[:1]  # below min_instruction_pairs
@@ -146,7 +149,8 @@ def bad_run(frames: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFa
 
 def test_loader_reads_the_on_disk_layout(frames: dict[str, pd.DataFrame]) -> None:
     assert sorted(frames) == sorted(
-        ["raw_documents", "clean_documents", "dedup_documents", "sms_spam", "instructions", "benchmarks"]
+        ["raw_documents", "clean_documents", "dedup_documents", "classification", "label_shares", "instructions",
+         "benchmarks"]
     )
     assert (
         len(frames["raw_documents"]) == len(frames["clean_documents"]) == len(frames["dedup_documents"]) == 4
@@ -159,7 +163,9 @@ def test_loader_reads_the_on_disk_layout(frames: dict[str, pd.DataFrame]) -> Non
         "val",
         "test",
     ]  # from the folders
-    assert frames["sms_spam"]["is_spam"].sum() == 2
+    assert frames["label_shares"].to_dict("records") == [  # params' bounds beside each label's share
+        {"label": "ham", "share": 0.8, "min_share": 0.0, "max_share": 1.0},
+        {"label": "spam", "share": 0.2, "min_share": 0.05, "max_share": 0.5}]
     bench = frames["benchmarks"].set_index("id")
     assert bench.loc["lambada/000000", "n_choices"] == 1
     assert bench.loc["piqa/000000", ["n_choices", "n_requests", "min_choice_chars"]].tolist() == [2, 2, 2]
@@ -179,7 +185,7 @@ def test_loader_skips_absent_sets(tmp_path: Path) -> None:
 def test_good_dataset_passes(good_run: tuple[dict, Path]) -> None:
     summary, _ = good_run
     assert summary["success"], summary["critical_failures"] + summary["warnings"]
-    assert summary["suites"] == 6 and summary["failed_critical"] == summary["failed_warning"] == 0
+    assert summary["suites"] == 7 and summary["failed_critical"] == summary["failed_warning"] == 0
     assert summary["expectations_checked"] > 50
     raise_on_critical(summary)
 
@@ -192,13 +198,14 @@ def test_reports_are_written_and_reproducible(
     results = json.loads((out / "results.json").read_text())
     assert sorted(results["suites"]) == [
         "benchmarks",
+        "classification",
         "clean_documents",
         "dedup_documents",
         "instructions",
+        "label_shares",
         "raw_documents",
-        "sms_spam",
     ]
-    first = results["suites"]["sms_spam"]["expectations"][0]
+    first = results["suites"]["classification"]["expectations"][0]
     assert set(first) >= {
         "type",
         "kwargs",
@@ -207,17 +214,12 @@ def test_reports_are_written_and_reproducible(
         "unexpected_count",
         "partial_unexpected_list",
     }
-    spam_mean = next(
-        e
-        for e in results["suites"]["sms_spam"]["expectations"]
-        if e["type"] == "expect_column_mean_to_be_between"
-    )
-    assert spam_mean["kwargs"]["min_value"] == PARAMS.spam_fraction_min  # $PARAMETER substituted
-    assert spam_mean["observed_value"] == pytest.approx(0.2)
+    shares = results["suites"]["label_shares"]
+    assert shares["rows"] == 2 and all(e["success"] for e in shares["expectations"])
     again = tmp_path / "again"
-    validate_frames({"sms_spam": frames["sms_spam"]}, SUITES, again, PARAMS)
+    validate_frames({"classification": frames["classification"]}, SUITES, again, PARAMS)
     rerun = json.loads((again / "results.json").read_text())
-    assert rerun["suites"]["sms_spam"] == results["suites"]["sms_spam"]  # no run ids or timestamps
+    assert rerun["suites"]["classification"] == results["suites"]["classification"]  # no run ids or timestamps
 
 
 @pytest.mark.parametrize(
@@ -227,7 +229,9 @@ def test_reports_are_written_and_reproducible(
         "e.g. ['wiki_summaries/train/0000']",
         "clean_documents: expect_column_values_to_match_regex(text) failed: 1 unexpected values, e.g. [''] "
         "(ids ['wikitext2/val/0001'])",
-        "sms_spam: expect_column_values_to_be_in_set(label) failed: 1 unexpected values, e.g. ['eggs']",
+        "classification: expect_column_values_to_match_regex(label) failed: 1 unexpected values, e.g. [' ']",
+        "label_shares: expect_column_pair_values_a_to_be_greater_than_b(share, min_share) failed: 1 unexpected "
+        "values",
         "benchmarks: expect_column_pair_values_a_to_be_greater_than_b(n_choices, gold) failed: "
         "1 unexpected values, e.g. [[1, 7]] (ids ['lambada/000000'])",
         "dedup_documents: expect_column_values_to_be_unique(text) failed: 2 unexpected values",
@@ -264,15 +268,17 @@ def test_warning_failures_do_not_raise(frames: dict[str, pd.DataFrame], tmp_path
 
 
 def test_thresholds_come_from_params(frames: dict[str, pd.DataFrame], tmp_path: Path) -> None:
-    strict = PARAMS.model_copy(update={"spam_fraction_max": 0.1, "allowed_sources": ["wikitext2"]})
+    strict = PARAMS.model_copy(update={"label_shares": {"spam": (0.05, 0.1)}, "allowed_sources": ["wikitext2"]})
+    shares = label_share_frame(frames["classification"], strict.label_shares)
     summary = validate_frames(
-        {"sms_spam": frames["sms_spam"], "clean_documents": frames["clean_documents"]},
+        {"label_shares": shares, "clean_documents": frames["clean_documents"]},
         SUITES,
         tmp_path / "strict",
         strict,
     )
     failures = "\n".join(summary["critical_failures"])
-    assert "sms_spam: expect_column_mean_to_be_between(is_spam) failed: observed 0.2" in failures
+    assert ("label_shares: expect_column_pair_values_a_to_be_greater_than_b(max_share, share) failed: 1 unexpected "
+            "values") in failures and "(ids ['spam'])" in failures
     assert (
         "clean_documents: expect_column_values_to_be_in_set(source) failed: 1 unexpected values, e.g. "
         "['wiki_summaries']" in failures
@@ -320,7 +326,7 @@ def test_missing_required_frame_and_unknown_frame(frames: dict[str, pd.DataFrame
     with pytest.raises(DataValidationError, match="benchmarks: no data found"):
         validate_frames({}, SUITES, tmp_path, PARAMS, required=["benchmarks"])
     with pytest.raises(ValueError, match="no suite"):
-        validate_frames({"mystery": frames["sms_spam"]}, SUITES, tmp_path, PARAMS)
+        validate_frames({"mystery": frames["classification"]}, SUITES, tmp_path, PARAMS)
 
 
 def test_no_network_access(

@@ -48,3 +48,40 @@ def test_a_folder_of_text_files_pretrains_and_evaluates_with_only_its_source_blo
     evaluate = json.loads((root / "reports/metrics/evaluate.json").read_text())
     assert set(evaluate["language_modeling"]) == {"speeches_val"}, "no test member: no test split to score"
     assert sh(root, "scratchlm", "audit", check=False).returncode == 0
+
+
+WORDS = {"praise": ["great", "lovely", "superb", "moving", "brilliant", "charming"],
+         "pan": ["dull", "tedious", "awful", "clumsy", "boring", "flat"],
+         "shrug": ["average", "fine", "passable", "ordinary", "decent", "okay"]}
+
+
+def test_a_three_class_labelled_set_with_other_names_trains_and_evaluates(
+        debug_dag: tuple[Path, Path], tmp_path: Path) -> None:
+    """The README's recipe for one's own labelled set: its source block, `positive_label: null` (more than two
+    classes) and no share bounds for labels the set does not have; nothing else."""
+    root = Path(shutil.copytree(debug_dag[1], tmp_path / "repo", symlinks=True))
+    rows = [{"review": f"the film was {' '.join(WORDS[label][(i + k) % 6] for k in range(5))}", "verdict": label}
+            for i in range(60) for label in WORDS]
+    (root / "reviews.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    del params["download"]["sources"]["sms_spam"]
+    params["download"]["sources"]["reviews"] = {
+        "kind": "local", "format": "labelled", "role": "classification", "licence": "own",
+        "text_field": "review", "label_field": "verdict", "members": {"data": "reviews.jsonl"}}
+    params["finetune_classifier"]["positive_label"] = None
+    params["validate"]["label_shares"] = {}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    sh(root, "dvc", "repro")
+
+    tuned = json.loads((root / "reports/metrics/finetune_classifier.json").read_text())
+    assert set(tuned["test"]["per_class"]) == {"pan", "praise", "shrug"}
+    assert json.loads((root / "models/classifier/config.json").read_text())["head"]["labels"] == [
+        "pan", "praise", "shrug"]
+    scored = json.loads((root / "reports/metrics/evaluate.json").read_text())["classifier"]
+    assert {"majority", "tfidf_logreg"} <= set(scored["baselines"]) and "macro_f1" in scored
+    assert sum(c["support"] for c in scored["per_class"].values()) == scored["items"] == tuned["split_sizes"]["test"]
+    assert (root / "reports/plots/classifier_confusion.csv").read_text().startswith("actual,predicted\n")
+    card = (root / "reports/model_card/model_card.md").read_text()
+    assert "classes pan, praise, shrug" in card
+    assert sh(root, "scratchlm", "audit", check=False).returncode == 0

@@ -151,17 +151,19 @@ def test_failed_critical_expectation_stops_the_dag(repo: Path) -> None:
     original = params.read_text()
     try:
         validated_before = (repo / "reports/data_validation/manifest.json").read_text()
-        params.write_text(original.replace("spam_fraction_max: 0.5", "spam_fraction_max: 0.01", 1))
+        assert "label_shares: {spam: [0.05, 0.5]}" in original
+        params.write_text(original.replace("label_shares: {spam: [0.05, 0.5]}", "label_shares: {spam: [0.0, 0.01]}", 1))
         params.write_text(params.read_text().replace("max_steps: 20", "max_steps: 22", 1))
         result = sh(repo, "dvc", "repro", check=False)
         assert result.returncode != 0
-        assert "error: validate: sms_spam:" in result.stderr + result.stdout
+        assert ("error: validate: label_shares: expect_column_pair_values_a_to_be_greater_than_b(max_share, share) "
+                "failed") in result.stderr + result.stdout
         assert "Traceback" not in result.stderr
         assert "Running stage 'pretrain'" not in result.stdout, "nothing after validate may run"
         assert "(the rejected output is in reports/data_validation.failed/; the previous output is kept)" in \
             result.stderr
         rejected = json.loads((repo / "reports/data_validation.failed/results.json").read_text())
-        assert rejected["params"]["spam_fraction_max"] == 0.01, "the report that explains the failure is kept"
+        assert rejected["params"]["label_shares"] == {"spam": [0.0, 0.01]}, "the report explaining the failure is kept"
         assert (repo / "reports/data_validation/manifest.json").read_text() == validated_before
     finally:
         params.write_text(original)
@@ -240,11 +242,25 @@ def test_experiment_is_compared_by_metrics_diff_exp_show_and_mlflow_tags(repo: P
         tagged = db.execute("select r.name from runs r join tags t on t.run_uuid = r.run_uuid "
                             "where t.key = 'dvc_exp' and t.value = 'fewer-items'").fetchall()
     assert sorted(name for (name,) in tagged) == ["evaluate", "report"]
-    # a second experiment that retrains: compared with the first by exp diff and plots diff, then kept
-    sh(repo, "dvc", "exp", "run", "-n", "more-steps", "-S", "pretrain.max_steps=24")
+    # the README's loop for independent experiments: queued, each from the committed params plus its own change
+    sh(repo, "git", "checkout", "--", "params.yaml")
+    sh(repo, "dvc", "exp", "run", "--queue", "-n", "queued-items", "-S", "evaluate.max_items=12")
+    sh(repo, "dvc", "exp", "run", "--queue", "-n", "more-steps", "-S", "pretrain.max_steps=24")
+    sh(repo, "dvc", "exp", "run", "--run-all")
+    for name, changed in (("queued-items", "evaluate.max_items"), ("more-steps", "pretrain.max_steps")):
+        against_baseline = json.loads(sh(repo, "dvc", "exp", "diff", "HEAD", name, "--json").stdout)
+        assert set(against_baseline["params"]["params.yaml"]) == {changed}, against_baseline["params"]
     exp_diff = json.loads(sh(repo, "dvc", "exp", "diff", "fewer-items", "more-steps", "--json").stdout)
     assert exp_diff["params"]["params.yaml"]["pretrain.max_steps"] == {"old": 20, "new": 24, "diff": 4}
+    assert exp_diff["params"]["params.yaml"]["evaluate.max_items"] == {"old": 10, "new": 20, "diff": 10}
     assert "reports/metrics/pretrain.json" in exp_diff["metrics"]
+    table = sh(repo, "dvc", "exp", "show", "--no-pager", "--csv", "--drop", ".*", "--keep",
+               r"Experiment|pretrain\.max_steps|evaluate\.max_items").stdout
+    header, *rows = table.splitlines()
+    assert sorted(header.split(",")) == ["Experiment", "evaluate.max_items", "pretrain.max_steps"], table
+    assert {"more-steps", "queued-items", "fewer-items"} <= {row.split(",")[0] for row in rows}, table
+    assert len(sh(repo, "dvc", "exp", "show", "--no-pager", "--csv", "--only-changed").stdout.splitlines()[0].split(
+        ",")) < 120
     plots = json.loads(sh(repo, "dvc", "plots", "diff", "fewer-items", "more-steps", "--json").stdout)
     curves = plots["data"]["reports/plots/pretrain_loss.csv"]
     revisions = {rev for entry in curves for rev in entry.get("revisions", [])}

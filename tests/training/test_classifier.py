@@ -54,7 +54,7 @@ def test_learns_a_separable_set_and_beats_the_majority_baseline(pretrained: Path
     out = tmp_path / "out"
     out.mkdir()
     logged = []
-    metrics = finetune_classifier(tmp_path / "data.jsonl", pretrained, out, tmp_path / "ckpt", params(),
+    metrics = finetune_classifier([tmp_path / "data.jsonl"], pretrained, out, tmp_path / "ckpt", params(),
                                   lambda m, step: logged.append((m, step)))
     assert metrics["test"]["accuracy"] >= 0.95 and metrics["test"]["f1"] >= 0.9
     assert metrics["baselines"]["majority"]["f1"] == 0.0
@@ -90,4 +90,35 @@ def test_a_label_outside_the_set_names_the_record(pretrained: Path, tmp_path: Pa
     records[7]["label"] = "phishing"
     write_jsonl(tmp_path / "data.jsonl", records)
     with pytest.raises(DataFormatError, match=r"record 8 \(sms/0007\): label 'phishing' is not one of"):
-        finetune_classifier(tmp_path / "data.jsonl", pretrained, tmp_path, tmp_path / "ckpt", params())
+        finetune_classifier([tmp_path / "data.jsonl"], pretrained, tmp_path, tmp_path / "ckpt",
+                            params(labels=["ham", "spam"]))
+    # labels: null takes the data's own labels, and a positive label for two classes then no longer fits
+    with pytest.raises(DataFormatError, match=r"positive_label 'spam' is for two classes; the data has 3 "
+                                              r"\(\['ham', 'phishing', 'spam'\]\): set it to null"):
+        finetune_classifier([tmp_path / "data.jsonl"], pretrained, tmp_path, tmp_path / "ckpt", params())
+
+
+SPORT = ["goal", "match", "team", "score", "league", "coach", "player", "season", "final", "cup", "pitch"]
+
+
+def test_three_classes_with_other_names_train_with_macro_and_per_class_metrics(pretrained: Path,
+                                                                               tmp_path: Path) -> None:
+    rng = random.Random(3)
+    words = {"chat": HAM, "offer": SPAM, "sport": SPORT}
+    records = [{"id": f"r/{i:04d}", "label": label, "text": " ".join(rng.choice(words[label]) for _ in range(8))}
+               for i, label in enumerate(["chat", "offer", "sport"] * 50)]
+    write_jsonl(tmp_path / "a.jsonl", records[:90])
+    write_jsonl(tmp_path / "b.jsonl", records[90:])  # a set of several files reads as one
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = finetune_classifier([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], pretrained, out, tmp_path / "ckpt",
+                                  params(positive_label=None, epochs=6))
+    assert metrics["labels"] == ["chat", "offer", "sport"]
+    test = metrics["test"]
+    assert set(test["per_class"]) == {"chat", "offer", "sport"}
+    assert sum(c["support"] for c in test["per_class"].values()) == metrics["split_sizes"]["test"] == 30
+    assert test["f1"] == pytest.approx(sum(c["f1"] for c in test["per_class"].values()) / 3) == test["macro_f1"]
+    assert test["accuracy"] >= 0.9, test
+    assert metrics["baselines"]["majority"]["macro_f1"] < 0.25 and "per_class" in metrics["baselines"]["tfidf_logreg"]
+    assert len(metrics["confusion"]) == 3 and json.loads((out / "config.json").read_text())["head"]["labels"] == [
+        "chat", "offer", "sport"]

@@ -44,18 +44,18 @@ def pretrained(root: Path, texts: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def instruct_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def instruct_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path]:
     root = tmp_path_factory.mktemp("instruct")
     # every example distinct, so a batch order that differs cannot go unnoticed by the weights
     records = [{"id": f"qa/{i:03d}", "instruction": f"{PAIRS[i % 4][0]} {'please ' * (i % 3)}#{i}", "input": "",
                 "output": PAIRS[i % 4][1]} for i in range(40)]
     write_jsonl(root / "data.jsonl", records)
     texts = [format_prompt(TEMPLATE, "", r["instruction"]) + r["output"] for r in records]
-    return root / "data.jsonl", pretrained(root / "pre", texts)
+    return [root / "data.jsonl"], pretrained(root / "pre", texts)
 
 
 @pytest.fixture(scope="module")
-def classifier_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def classifier_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path]:
     root = tmp_path_factory.mktemp("classifier")
     records = []
     for i in range(80):
@@ -63,7 +63,7 @@ def classifier_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
         records.append({"id": f"sms/{i:03d}", "text": " ".join(words[(i + k) % len(words)] for k in range(6)),
                         "label": "spam" if i % 4 == 0 else "ham"})
     write_jsonl(root / "data.jsonl", records)
-    return root / "data.jsonl", pretrained(root / "pre", [r["text"] for r in records])
+    return [root / "data.jsonl"], pretrained(root / "pre", [r["text"] for r in records])
 
 
 def instruct_params(**overrides: Any) -> FinetuneInstructParams:
@@ -199,8 +199,8 @@ def test_fingerprint_follows_params_data_and_pretrained_model(instruct_inputs, t
     assert base == fingerprint(instruct_params(), data, pre)
     assert base != fingerprint(instruct_params(seed=1), data, pre)
     copy = tmp_path / "data.jsonl"
-    copy.write_bytes(data.read_bytes() + b"\n")
-    assert base != fingerprint(instruct_params(), copy, pre)
+    copy.write_bytes(data[0].read_bytes() + b"\n")
+    assert base != fingerprint(instruct_params(), [copy], pre)
     other = tmp_path / "pre"
     other.mkdir()
     for name in ("model.safetensors", "config.json", "tokenizer.json"):

@@ -116,7 +116,7 @@ def test_tiny_model_learns_answers_and_stops(tmp_path: Path) -> None:
     params = FinetuneInstructParams(epochs=12, batch_size=8, lr=3e-3, warmup_steps=2, max_length=64,
                                     max_new_tokens=8, precision="32-true", accelerator="cpu", num_threads=1,
                                     split={"train": 0.8, "val": 0.1, "test": 0.1}, eval_items=8)
-    metrics = finetune_instruct(tmp_path / "data.jsonl", pretrained, out, tmp_path / "ckpt", params)
+    metrics = finetune_instruct([tmp_path / "data.jsonl"], pretrained, out, tmp_path / "ckpt", params)
     assert metrics["exact_match"] == 1.0 and metrics["rouge_l"] == 1.0
     assert metrics["dropped_too_long"] == {"train": 0, "val": 0, "test": 0}
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
@@ -137,7 +137,7 @@ def test_empty_output_names_the_record(tmp_path: Path) -> None:
     bad[3]["output"] = " "
     write_jsonl(tmp_path / "data.jsonl", bad)
     with pytest.raises(DataFormatError, match=r"record 4 \(qa/0003\): missing or empty 'output'"):
-        finetune_instruct(tmp_path / "data.jsonl", tmp_path, tmp_path, tmp_path / "ckpt", FinetuneInstructParams())
+        finetune_instruct([tmp_path / "data.jsonl"], tmp_path, tmp_path, tmp_path / "ckpt", FinetuneInstructParams())
 
 
 @pytest.mark.slow
@@ -158,6 +158,6 @@ def test_examples_without_room_for_a_response_are_dropped_not_nan(tmp_path: Path
     params = FinetuneInstructParams(epochs=1, batch_size=4, max_length=64, max_new_tokens=4, precision="32-true",
                                     accelerator="cpu", num_threads=1, eval_items=2,
                                     split={"train": 0.6, "val": 0.2, "test": 0.2})
-    metrics = finetune_instruct(tmp_path / "data.jsonl", pretrained, out, tmp_path / "ckpt", params)
+    metrics = finetune_instruct([tmp_path / "data.jsonl"], pretrained, out, tmp_path / "ckpt", params)
     assert sum(metrics["dropped_too_long"].values()) == 20
     assert metrics["val_loss"] == metrics["val_loss"], "finite, not NaN"

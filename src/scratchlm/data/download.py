@@ -47,7 +47,9 @@ def write_source(name: str, spec: SourceSpec, files: dict[str, list[Path]], dest
     counts: dict[str, int] = {}
     ids = ids if ids is not None else IdLedger()
     for member in sorted(files):
-        records = read_member(fmt, name, member, files[member], spec.limit, ids)
+        fields = ({"text_field": spec.text_field, "label_field": spec.label_field, "id_field": spec.id_field}
+                  if fmt == "labelled" else None)
+        records = read_member(fmt, name, member, files[member], spec.limit, ids, fields)
         if spec.role == "pretrain":
             counts[member] = _count(records, lambda rs, m=member: write_sharded(dest, m, rs, shard_docs))
         else:

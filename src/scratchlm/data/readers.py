@@ -14,6 +14,7 @@ DataFormatError that names the file and the line or record.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -160,6 +161,52 @@ def read_instruct_jsonl(name: str, member: str, path: Path, rel: str | None) -> 
                "category": str(record.get("category", ""))}
 
 
+def read_labelled(name: str, member: str, path: Path, rel: str | None, *, text_field: str = "text",
+                  label_field: str = "label", id_field: str = "id") -> Iterator[dict[str, Any]]:
+    """A labelled set in JSONL (`.jsonl`, `.jsonl.gz`), CSV or parquet → `{id, text, label}`; the label is
+    kept as text (`1` and `positive` alike), any number of classes."""
+    for number, record in _table_rows(path):
+        text, label = record.get(text_field), record.get(label_field)
+        if not isinstance(text, str) or not text.strip():
+            raise DataFormatError(f"{path}:{number}: missing or empty text field {text_field!r}")
+        if label is None or isinstance(label, (dict, list)) or not str(label).strip():
+            raise DataFormatError(f"{path}:{number}: missing or empty label field {label_field!r}")
+        record_id = record.get(id_field)
+        yield {"id": str(record_id) if record_id not in (None, "") else f"{name}/{member}/{_within(rel)}{number:06d}",
+               "text": text, "label": str(label).strip()}
+
+
+def _table_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line or row number, record) of a JSONL, CSV or parquet file, chosen by its suffix."""
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise DataFormatError(f"{path}: not a readable parquet file ({_first(error)})") from None
+        yield from enumerate(rows, start=1)
+    elif suffixes.endswith((".csv", ".csv.gz")):
+        yield from enumerate(csv.DictReader(io.StringIO(read_text(path))), start=2)
+    elif suffixes.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+        for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataFormatError(f"{path}:{lineno}: not valid JSON ({error.msg})") from None
+                if not isinstance(record, dict):
+                    raise DataFormatError(f"{path}:{lineno}: not a JSON object")
+                yield lineno, record
+    else:
+        raise DataFormatError(f"{path}: a labelled set must be .jsonl, .csv or .parquet (optionally .gz but parquet)")
+
+
+def _first(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 # ------------------------------------------------------------------------------ benchmarks
 
 
@@ -202,18 +249,19 @@ READERS = {
     "sms_spam": read_sms_spam,
     "chatterbot": read_chatterbot,
     "instruct_jsonl": read_instruct_jsonl,
+    "labelled": read_labelled,
     "olmo_requests": read_olmo_requests,
 }
 
 
 def read_member(fmt: str, name: str, member: str, paths: list[Path], limit: int | None,
-                ids: IdLedger | None = None) -> Iterator[dict[str, Any]]:
+                ids: IdLedger | None = None, fields: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
     """All records of one member (over its files, in order), at most `limit` of them; with `ids`, every
     record's id is checked unique across everything the ledger has seen.
 
     Ids that come from a file's name or position carry its path under the member's folder when the
     member has several files (`a/001.txt` and `b/001.txt` are two documents, not one id twice)."""
-    reader = READERS[fmt]
+    reader = functools.partial(READERS[fmt], **(fields or {}))  # `fields`: the labelled format's field names
     rels = relative_names(paths)
     records = ((path, number, record) for path, rel in zip(paths, rels, strict=True)
                for number, record in enumerate(reader(name, member, path, rel), start=1))

@@ -11,7 +11,9 @@ expectation off while that params field is empty (e.g. no `allowed_sources` conf
 Frames (built by `load_validation_frames`; derived columns in brackets):
 
 - `raw_documents`, `clean_documents`, `dedup_documents`: `id, text, source, meta` [`split`]
-- `sms_spam`: `id, text, label, source` [`is_spam`: 1 for spam, 0 for ham]
+- `classification`: `id, text, label, source`
+- `label_shares`: one row per label of the classification set (and per label `label_shares` bounds):
+  `label, share, min_share, max_share` (bounds from `params.validate.label_shares`, else 0 and 1)
 - `instructions`: `id, instruction, input, output, category, source`
 - `benchmarks`: `id, task, query, gold, source` [`n_choices`, `n_requests`, `min_choice_chars`]
 
@@ -60,7 +62,8 @@ from scratchlm.config import ValidateParams  # noqa: E402
 from scratchlm.io import ROLE_FRAMES, atomic_write_json, read_jsonl, source_roles  # noqa: E402
 
 #: Every frame a suite may exist for, in report order.
-FRAMES = ("raw_documents", "clean_documents", "dedup_documents", "sms_spam", "instructions", "benchmarks")
+FRAMES = ("raw_documents", "clean_documents", "dedup_documents", "classification", "label_shares", "instructions",
+          "benchmarks")
 SPLITS = ("train", "val", "test")
 EXAMPLES = 5  # offending values kept per expectation (GX's partial_unexpected_count)
 MAX_VALUE_CHARS = 120  # long texts are cut in results.json
@@ -80,7 +83,8 @@ class DataValidationError(Exception):
 # ------------------------------------------------------------------------------------- loading
 
 
-def load_validation_frames(raw_dir: Path, clean_dir: Path, dedup_dir: Path) -> dict[str, pd.DataFrame]:
+def load_validation_frames(raw_dir: Path, clean_dir: Path, dedup_dir: Path,
+                           label_shares: dict[str, tuple[float, float]] | None = None) -> dict[str, pd.DataFrame]:
     """One DataFrame per suite, from the on-disk outputs of download, clean and dedup.
 
     Only frames whose files exist are returned (a disabled fine-tune set or benchmark source simply
@@ -100,12 +104,14 @@ def load_validation_frames(raw_dir: Path, clean_dir: Path, dedup_dir: Path) -> d
     if docs := [(path, split) for split in SPLITS for path in sorted((dedup_dir / split).glob("*.parquet"))]:
         frames["dedup_documents"] = _documents(docs)
     for role, build in (
-        ("classification", _sms_frame),
+        ("classification", _classification_frame),
         ("instruction", _instruction_frame),
         ("benchmark", _benchmark_frame),
     ):
         if records := _jsonl_records(by_role.get(role, [])):
             frames[ROLE_FRAMES[role]] = build(records)
+    if "classification" in frames:
+        frames["label_shares"] = label_share_frame(frames["classification"], label_shares or {})
     return frames
 
 
@@ -150,10 +156,19 @@ def _jsonl_records(folders: list[Path]) -> list[dict[str, Any]]:
     ]
 
 
-def _sms_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(records)
-    frame["is_spam"] = frame["label"].eq("spam").astype(int) if "label" in frame else 0
-    return frame
+def _classification_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame.from_records(records)
+
+
+def label_share_frame(classification: pd.DataFrame, bounds: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """Each label's share of the set beside its [min, max] bounds: a label named in the bounds and absent
+    from the data has share 0, so a set without it fails its minimum."""
+    labels = classification["label"].dropna().astype(str) if "label" in classification else pd.Series([], dtype=str)
+    shares = labels.value_counts(normalize=True) if len(labels) else pd.Series(dtype=float)
+    names = sorted(set(shares.index) | set(bounds))
+    return pd.DataFrame({"label": names, "share": [float(shares.get(name, 0.0)) for name in names],
+                         "min_share": [float(bounds.get(name, (0.0, 1.0))[0]) for name in names],
+                         "max_share": [float(bounds.get(name, (0.0, 1.0))[1]) for name in names]})
 
 
 def _instruction_frame(records: list[dict[str, Any]]) -> pd.DataFrame:

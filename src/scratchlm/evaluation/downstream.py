@@ -14,20 +14,21 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from scratchlm.io import DataFormatError, read_jsonl, read_records
+from scratchlm.io import DataFormatError, read_jsonl, read_set
 from scratchlm.lineage import read_manifest
 from scratchlm.tokenizer import load_tokenizer
 
 
-def split_records(data_file: Path, model_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """The data file's records grouped by the split the fine-tune stored; a missing record is an error."""
+def split_records(data_files: list[Path], model_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """The set's records grouped by the split the fine-tune stored; a missing record is an error."""
     assigned = {row["id"]: row["split"] for row in read_jsonl(model_dir / "split.jsonl")}
     splits: dict[str, list[dict[str, Any]]] = {}
-    for record in read_records(data_file):
+    for record in read_set(data_files):
         if record.get("id") in assigned:
             splits.setdefault(assigned.pop(record["id"]), []).append(record)
     if assigned:
-        raise DataFormatError(f"{data_file}: record {next(iter(assigned))} of {model_dir / 'split.jsonl'} is missing "
+        shown = ", ".join(str(path) for path in data_files)
+        raise DataFormatError(f"{shown}: record {next(iter(assigned))} of {model_dir / 'split.jsonl'} is missing "
                               "(the data changed since fine-tuning)")
     if not splits.get("test"):
         raise DataFormatError(f"{model_dir / 'split.jsonl'}: no test records")
@@ -41,26 +42,27 @@ def training_params(model_dir: Path) -> dict[str, Any]:
     return manifest["params"]
 
 
-def evaluate_classifier(data_file: Path, model_dir: Path, batch_size: int = 64) -> tuple[dict[str, Any],
-                                                                                        list[dict[str, Any]]]:
-    """Test-split accuracy, precision/recall/F1, confusion matrix, next to the two baselines."""
-    from scratchlm.training.classifier import EncodedDataset, binary_metrics, encode, load_classifier, trim_to_longest
+def evaluate_classifier(data_files: list[Path], model_dir: Path, batch_size: int = 64
+                        ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Test-split accuracy, precision/recall/F1 (macro-F1 and per class), confusion matrix, next to the two
+    baselines."""
+    from scratchlm.training.classifier import EncodedDataset, class_metrics, encode, load_classifier, trim_to_longest
     from scratchlm.training.finetune import baselines, confusion, predict
 
     model, labels = load_classifier(model_dir)
     params = training_params(model_dir)
-    positive = params["positive_label"]
+    positive = params.get("positive_label")
     tokenizer = load_tokenizer(model_dir / "tokenizer.json")
-    splits = split_records(data_file, model_dir)
+    splits = split_records(data_files, model_dir)
     test = splits["test"]
     data = encode([r["text"] for r in test], [labels.index(r["label"]) for r in test],
                   lambda t: tokenizer.encode(t).ids, params["max_length"], tokenizer.token_to_id("<|pad|>"))
     pred, true = predict(model, DataLoader(EncodedDataset(data), batch_size=batch_size, collate_fn=trim_to_longest))
     matrix = confusion(pred, true, len(labels))
-    metrics = {**binary_metrics(pred, true, positive=labels.index(positive)), "items": len(test),
+    metrics = {**class_metrics(pred, true, labels, positive), "items": len(test),
                "confusion": {f"actual_{a}": {f"predicted_{p}": matrix[i][j] for j, p in enumerate(labels)}
                              for i, a in enumerate(labels)},
-               "baselines": baselines(splits, positive)}
+               "baselines": baselines(splits, labels, positive)}
     rows = [{"id": r["id"], "label": r["label"], "predicted": labels[int(p)], "correct": bool(p == t)}
             for r, p, t in zip(test, pred.tolist(), true.tolist(), strict=True)]
     return metrics, rows
@@ -82,7 +84,7 @@ def instruct_loss(model: Any, examples: list[tuple[list[int], list[int]]], pad: 
     return total / max(1, count)
 
 
-def evaluate_instruct(data_file: Path, model_dir: Path, max_items: int | None, batch_size: int = 16
+def evaluate_instruct(data_files: list[Path], model_dir: Path, max_items: int | None, batch_size: int = 16
                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Test-split response loss, and greedy answers scored by ROUGE-L and exact match."""
     from scratchlm.model.gpt import load_model
@@ -93,7 +95,7 @@ def evaluate_instruct(data_file: Path, model_dir: Path, max_items: int | None, b
     model, params = load_model(model_dir), training_params(model_dir)
     template = json.loads((model_dir / "template.json").read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(model_dir / "tokenizer.json")
-    test = split_records(data_file, model_dir)["test"]
+    test = split_records(data_files, model_dir)["test"]
     prompts = [format_prompt(template["prompt_template"], template["input_template"], r["instruction"],
                              r.get("input", "")) for r in test]
     encode = lambda t: tokenizer.encode(t).ids  # noqa: E731

@@ -34,9 +34,9 @@ class EvalInputs:
     dedup: Path
     pretrain: Path
     classifier: Path
-    classifier_data: Path
+    classifier_data: list[Path]
     instruct: Path
-    instruct_data: Path
+    instruct_data: list[Path]
 
 
 def load_task(benchmarks_dir: Path, task: str, limit: int | None) -> list[dict[str, Any]]:

@@ -99,21 +99,26 @@ def outputs_digest(manifest: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ sections
 
 
+def class_labels(classifier: dict[str, Any]) -> list[str]:
+    """The classifier's labels in head order, as its confusion matrix names them (`actual_<label>`)."""
+    return [key.removeprefix("actual_") for key in classifier.get("confusion", {})]
+
+
 def section_summary(run: CardInputs) -> list[str]:
     pre, ev = run.metrics["pretrain"], run.metrics["evaluate"]
     mean = ev.get("benchmark_mean", {})
     cls = ev["classifier"]
     lines = ["## Summary", "",
              f"A {pre['params_with_embeddings']:,}-parameter GPT trained from scratch on "
-             f"{pre['tokens_seen']:,} tokens, then fine-tuned into a spam "
-             "classifier and an instruction follower. Every figure below comes from this run's metrics files.", ""]
+             f"{pre['tokens_seen']:,} tokens, then fine-tuned into a classifier ({', '.join(class_labels(cls))}) "
+             "and an instruction follower. Every figure below comes from this run's metrics files.", ""]
     rows = [["pretrain val loss (nats/token)", pre["val_loss"], f"unigram baseline {pre['unigram_val_loss']:.3f}"]]
     rows += [[f"{name} word-level perplexity", m["word_ppl"], f"bits per byte {m['bpb']:.3f}"]
              for name, m in ev["language_modeling"].items()]
     if mean:
         rows.append([f"benchmark mean acc_norm ({mean['tasks']} tasks)", mean["acc_norm"],
                      f"chance {mean['chance']:.3f}"])
-    rows.append(["spam classifier test accuracy", cls["accuracy"],
+    rows.append(["classifier test accuracy", cls["accuracy"],
                  f"TF-IDF {cls['baselines']['tfidf_logreg']['accuracy']:.4f}, "
                  f"majority {cls['baselines']['majority']['accuracy']:.4f}"])
     rows.append(["instruction ROUGE-L (test)", ev["instruct"]["rouge_l"],
@@ -187,11 +192,18 @@ def section_evaluation(run: CardInputs) -> list[str]:
     if "benchmarks" in run.figures:
         lines += ["", f"![Benchmarks]({run.figures['benchmarks']})"]
     cls = ev["classifier"]
-    lines += ["", "### Spam classifier (test split)", ""]
-    lines += table(["model", "accuracy", "precision", "recall", "F1"], [
-        [name, m["accuracy"], m["precision"], m["recall"], m["f1"]] for name, m in
+    labels = class_labels(cls)
+    lines += ["", f"### Classifier (test split; classes {', '.join(labels)})", "",
+              "Precision, recall and F1 are the positive class's for two classes with `positive_label` set, "
+              "else macro averages over the classes.", ""]
+    lines += table(["model", "accuracy", "precision", "recall", "F1", "macro F1"], [
+        [name, m["accuracy"], m["precision"], m["recall"], m["f1"], m.get("macro_f1", "")] for name, m in
         [("fine-tuned GPT", cls), ("TF-IDF + logistic regression", cls["baselines"]["tfidf_logreg"]),
          ("majority class", cls["baselines"]["majority"])]])
+    if "per_class" in cls:
+        lines += ["", *table(["class", "precision", "recall", "F1", "test items"],
+                             [[label, m["precision"], m["recall"], m["f1"], m["support"]]
+                              for label, m in cls["per_class"].items()])]
     if "confusion" in run.figures:
         lines += ["", f"![Confusion matrix]({run.figures['confusion']})"]
     ins = ev["instruct"]
@@ -225,7 +237,8 @@ def section_limitations(run: CardInputs) -> list[str]:
             "standard errors say how far apart two runs must be to differ.",
             "- WikiText-2 is scored after cleaning (tokenisation artefacts undone), so word-level perplexity "
             "is close to, not identical with, the figure on the raw published text.",
-            "- The spam data are English SMS from 2011; the instruction data are chatterbot's small Q→A corpus.",
+            *(["- The spam data are English SMS from 2011; the instruction data are chatterbot's small Q→A "
+               "corpus."] if {"sms_spam", "chatterbot"} <= set(run.metrics["download"]) else []),
             "- Not evaluated for bias, toxicity or factuality; not for production use.", ""]
 
 

@@ -18,7 +18,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 from torchmetrics import MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryF1Score, BinaryPrecision, BinaryRecall
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryF1Score,
+    BinaryPrecision,
+    BinaryRecall,
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
 
 from scratchlm.io import DataFormatError
 from scratchlm.model.gpt import GPT
@@ -131,7 +140,7 @@ class ClassifierModule(GPTModule):
         self.pad_id = pad_id
         self.register_buffer("weights", weights if weights is not None else torch.ones(model.head.out_features))
         self.predictions: dict[str, list[torch.Tensor]] = {"val": []}
-        self.train_scores = train_scores()
+        self.train_scores = train_scores(len(hp.labels), hp.positive_index)
         object.__setattr__(self, "_forward", torch.compile(model) if hp.compile else model)
 
     def compute_loss(self, batch: Any) -> torch.Tensor:
@@ -140,7 +149,10 @@ class ClassifierModule(GPTModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, logits = self.loss_and_logits(batch)
         positive = self.hp.positive_index
-        self.train_scores.update((logits.argmax(-1) == positive).long(), (batch[2] == positive).long())
+        if positive is None:
+            self.train_scores.update(logits.argmax(-1), batch[2])
+        else:
+            self.train_scores.update((logits.argmax(-1) == positive).long(), (batch[2] == positive).long())
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=batch[0].size(0))
         # reduced before any `on_train_epoch_end` hook runs: the epoch log records this epoch's values
         self.log_dict(self.train_scores, on_step=False, on_epoch=True)
@@ -173,23 +185,32 @@ class ClassifierModule(GPTModule):
             return
         pred, true = torch.cat(self.predictions[split], dim=1)
         self.predictions[split].clear()
-        for name, value in binary_metrics(pred, true, positive=self.hp.positive_index).items():
-            self.log(f"{split}_{name}", value)
+        positive = None if self.hp.positive_index is None else self.hp.labels[self.hp.positive_index]
+        for name, value in class_metrics(pred, true, self.hp.labels, positive).items():
+            if not isinstance(value, dict):  # the per-class table goes to the metrics file, not the epoch log
+                self.log(f"{split}_{name}", value)
 
     def trained_module(self) -> nn.Module:
         return self.classifier
 
 
-def train_scores() -> MetricCollection:
-    """Train accuracy/precision/recall/F1 as torchmetrics objects that Lightning reduces at the epoch's end.
+def train_scores(n_classes: int, positive: int | None) -> MetricCollection:
+    """Train accuracy/precision/recall/F1 as torchmetrics objects that Lightning reduces at the epoch's end:
+    of the positive class with one, else macro averages over the classes (as `class_metrics`).
 
     Logged from `training_step`, their epoch values reach `callback_metrics` before the callbacks'
     `on_train_epoch_end` (a value logged in the module's own `on_train_epoch_end` would come after
     them, so an epoch log would record the previous epoch's, and none after a resume). Their state is
     not persistent: checkpoints and exports keep the same keys.
     """
-    return MetricCollection({"accuracy": BinaryAccuracy(), "precision": BinaryPrecision(), "recall": BinaryRecall(),
-                             "f1": BinaryF1Score()}, prefix="train_")
+    if positive is not None:
+        return MetricCollection({"accuracy": BinaryAccuracy(), "precision": BinaryPrecision(),
+                                 "recall": BinaryRecall(), "f1": BinaryF1Score()}, prefix="train_")
+    n = n_classes
+    return MetricCollection({"accuracy": MulticlassAccuracy(n, average="micro"),
+                             "precision": MulticlassPrecision(n, average="macro"),
+                             "recall": MulticlassRecall(n, average="macro"),
+                             "f1": MulticlassF1Score(n, average="macro")}, prefix="train_")
 
 
 def binary_metrics(pred: torch.Tensor, true: torch.Tensor, positive: int = 1) -> dict[str, float]:
@@ -204,6 +225,35 @@ def binary_metrics(pred: torch.Tensor, true: torch.Tensor, positive: int = 1) ->
     p, t = (pred == positive).long(), (true == positive).long()
     return {"accuracy": float(binary_accuracy(p, t)), "precision": float(binary_precision(p, t)),
             "recall": float(binary_recall(p, t)), "f1": float(binary_f1_score(p, t))}
+
+
+def class_metrics(pred: torch.Tensor, true: torch.Tensor, labels: Sequence[str], positive: str | None
+                  ) -> dict[str, Any]:
+    """Accuracy; precision/recall/F1 of `positive` (two classes, as the book scores spam), else their macro
+    averages (every class counts the same, whatever its size); `macro_f1` always; with more than two
+    classes, `per_class`: each label's precision, recall, F1 and support."""
+    from torchmetrics.functional.classification import (
+        multiclass_f1_score,
+        multiclass_precision,
+        multiclass_recall,
+    )
+
+    n = len(labels)
+    per = {name: [float(v) for v in fn(pred, true, num_classes=n, average="none")]
+           for name, fn in (("precision", multiclass_precision), ("recall", multiclass_recall),
+                            ("f1", multiclass_f1_score))}
+    macro = {name: sum(values) / n for name, values in per.items()}
+    if positive is not None:
+        out: dict[str, Any] = binary_metrics(pred, true, positive=list(labels).index(positive))
+    else:
+        out = {"accuracy": float((pred == true).float().mean()) if len(true) else 0.0, **macro}
+    out["macro_f1"] = macro["f1"]
+    if n > 2:
+        support = torch.bincount(true, minlength=n).tolist()
+        out["per_class"] = {label: {"precision": per["precision"][i], "recall": per["recall"][i],
+                                    "f1": per["f1"][i], "support": int(support[i])}
+                            for i, label in enumerate(labels)}
+    return out
 
 
 def load_classifier(model_dir: Any) -> tuple[GPTClassifier, list[str]]:

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, DistributedSampler
 
-from scratchlm.io import DataFormatError, read_records, sha256_file, write_jsonl
+from scratchlm.io import DataFormatError, read_set, sha256_file, write_jsonl
 from scratchlm.model.gpt import load_model, save_model
 from scratchlm.tokenizer import EOT, PAD, load_tokenizer
 from scratchlm.training.callbacks import CheckpointOnInterrupt, LogFn
@@ -34,8 +34,8 @@ from scratchlm.training.classifier import (
     ClassifierModule,
     EncodedDataset,
     GPTClassifier,
-    binary_metrics,
     check_labels,
+    class_metrics,
     class_weights,
     encode,
     set_trainable,
@@ -62,29 +62,47 @@ from scratchlm.training.pretrain import CODE, LAST, resume_path
 PRETRAINED_FILES = ("model.safetensors", "config.json", "tokenizer.json")
 
 
-def load_labelled(path: Path, labels: list[str]) -> list[dict[str, Any]]:
-    records = read_records(path)
+def load_labelled(paths: list[Path], labels: list[str] | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of the classification set's files, and the class labels in head order (`labels`, or the
+    data's own labels sorted when null); an unknown label or an empty set is named."""
+    records = read_set(paths)
+    shown = ", ".join(str(path) for path in paths) or "no file"
     if not records:
-        raise DataFormatError(f"{path}: no records")
-    check_labels(records, labels, str(path))
-    return records
+        raise DataFormatError(f"{shown}: no records")
+    labels = list(labels) if labels else sorted({str(r.get("label")) for r in records if r.get("label") is not None})
+    if len(labels) < 2:
+        raise DataFormatError(f"{shown}: only one label ({labels}): a classifier needs two or more")
+    check_labels(records, labels, shown)
+    return records, labels
 
 
-def baselines(splits: dict[str, list[dict[str, Any]]], positive: str) -> dict[str, dict[str, float]]:
-    """Majority class and TF-IDF + logistic regression, trained on train, scored on test."""
+def positive_label(positive: str | None, labels: list[str], where: str) -> str | None:
+    """The class precision/recall/F1 are reported for, checked against the labels the data has."""
+    if positive is not None and positive not in labels:
+        raise DataFormatError(f"{where}: finetune_classifier.positive_label {positive!r} is not one of the labels "
+                              f"{labels} (set it to one of them, or null for macro averages)")
+    if positive is not None and len(labels) > 2:
+        raise DataFormatError(f"{where}: finetune_classifier.positive_label {positive!r} is for two classes; the "
+                              f"data has {len(labels)} ({labels}): set it to null (macro averages)")
+    return positive
+
+
+def baselines(splits: dict[str, list[dict[str, Any]]], labels: list[str], positive: str | None
+              ) -> dict[str, dict[str, Any]]:
+    """Majority class and TF-IDF + logistic regression, trained on train, scored on test like the model."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     train, test = splits["train"], splits["test"]
-    true = torch.tensor([r["label"] == positive for r in test]).long()
-    majority = max({r["label"] for r in train}, key=[r["label"] for r in train].count)
+    true = torch.tensor([labels.index(r["label"]) for r in test]).long()
+    majority = max(sorted({r["label"] for r in train}), key=[r["label"] for r in train].count)
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
     features = vectorizer.fit_transform([r["text"] for r in train])
     model = LogisticRegression(max_iter=2000, class_weight="balanced", random_state=0)
-    model.fit(features, [r["label"] == positive for r in train])
+    model.fit(features, [labels.index(r["label"]) for r in train])
     tfidf = torch.tensor(model.predict(vectorizer.transform([r["text"] for r in test]))).long()
-    return {"majority": binary_metrics(torch.full_like(true, int(majority == positive)), true),
-            "tfidf_logreg": binary_metrics(tfidf, true)}
+    return {"majority": class_metrics(torch.full_like(true, labels.index(majority)), true, labels, positive),
+            "tfidf_logreg": class_metrics(tfidf, true, labels, positive)}
 
 
 def loaders(splits: dict[str, list[dict[str, Any]]], tokenizer: Tokenizer, labels: list[str], max_length: int,
@@ -129,14 +147,15 @@ class EpochLog(L.Callback):
         self.history = list(state.get("history", []))
 
 
-def fingerprint(params: Any, data_file: Path, pretrain_dir: Path) -> str:
+def fingerprint(params: Any, data_files: list[Path], pretrain_dir: Path) -> str:
     """What a fine-tune checkpoint must match to be resumed: params, data, pretrained model, training code.
 
     The pretrained files count because a new pretraining re-runs the stage: resuming would continue
     from the old body. The code counts for the reason pretraining's fingerprint gives.
     """
     parts = [type(params).__name__, json.dumps(params.model_dump(mode="json"), sort_keys=True),
-             sha256_file(data_file), *(sha256_file(pretrain_dir / name) for name in PRETRAINED_FILES)]
+             *(sha256_file(path) for path in data_files),
+             *(sha256_file(pretrain_dir / name) for name in PRETRAINED_FILES)]
     parts += [sha256_file(p) for folder in CODE for p in sorted(folder.glob("*.py"))]
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
@@ -229,34 +248,36 @@ def trainer_for(params: Any, callbacks: list[L.Callback], **overrides: Any) -> L
                      num_sanity_val_steps=0, callbacks=callbacks, enable_model_summary=False, **overrides)
 
 
-def finetune_classifier(data_file: Path, pretrain_dir: Path, out_dir: Path, ckpt_dir: Path, params: Any,
+def finetune_classifier(data_files: list[Path], pretrain_dir: Path, out_dir: Path, ckpt_dir: Path, params: Any,
                         log_fn: LogFn | None = None, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Fine-tune, pick the best epoch by validation F1, score test, export; returns the metrics.
 
     `ckpt_dir` holds `last.ckpt` and the best epoch's checkpoint across runs (resumed when the
     fingerprint matches); `callbacks` are added to the Trainer's own (fault injection in tests).
     """
-    labels, positive = list(params.labels), params.positive_label
-    splits = stratified_split(load_labelled(data_file, labels), params.split, params.seed)
+    records, labels = load_labelled(data_files, params.labels)
+    positive = positive_label(params.positive_label, labels, str(data_files[0].parent))
+    splits = stratified_split(records, params.split, params.seed)
     tokenizer, body = prepare("finetune_classifier", params, splits, pretrain_dir, out_dir)
     model = GPTClassifier(body, len(labels))
     set_trainable(model, params.trainable, params.last_n_blocks)
     data = loaders(splits, tokenizer, labels, params.max_length, params.batch_size, params.seed)
     weights = class_weights(data["train"].dataset.data.labels, len(labels)) if params.class_weighting else None
-    hp = SimpleNamespace(**params.model_dump(), max_steps=params.epochs * len(data["train"]),
-                         positive_index=labels.index(positive))
+    hp = SimpleNamespace(**{**params.model_dump(), "labels": labels}, max_steps=params.epochs * len(data["train"]),
+                         positive_index=None if positive is None else labels.index(positive))
     module = ClassifierModule(model, hp, weights, tokenizer.token_to_id(PAD))
     epochs = EpochLog(log_fn)
     best = best_checkpoint(ckpt_dir, "val_f1")
     trainer = trainer_for(params, [epochs, best, *checkpointing(ckpt_dir), *(callbacks or [])])
-    fit(trainer, module, data, ckpt_dir, fingerprint(params, data_file, pretrain_dir))
+    fit(trainer, module, data, ckpt_dir, fingerprint(params, data_files, pretrain_dir))
     module.load_state_dict(torch.load(best.best_model_path, weights_only=True, map_location="cpu")["state_dict"])
     pred, true = predict(model, data["test"])
     val_pred, val_true = predict(model, data["val"])
     export_classifier(model, labels, tokenizer, pretrain_dir, out_dir)
-    return {"test": binary_metrics(pred, true, positive=labels.index(positive)),
+    return {"labels": labels, "test": class_metrics(pred, true, labels, positive),
             "confusion": confusion(pred, true, len(labels)),
-            "val_confusion": confusion(val_pred, val_true, len(labels)), "baselines": baselines(splits, positive),
+            "val_confusion": confusion(val_pred, val_true, len(labels)),
+            "baselines": baselines(splits, labels, positive),
             "best_epoch": int(max(epochs.history, key=lambda h: h.get("val_f1", -1))["epoch"]),
             "split_sizes": {k: len(v) for k, v in splits.items()}, "epochs": epochs.history}
 
@@ -332,15 +353,15 @@ def export_instruct(body: Any, tokenizer: Tokenizer, params: Any, items: list[di
                                                        "input_template": params.input_template}, indent=2) + "\n")
 
 
-def finetune_instruct(data_file: Path, pretrain_dir: Path, out_dir: Path, ckpt_dir: Path, params: Any,
+def finetune_instruct(data_files: list[Path], pretrain_dir: Path, out_dir: Path, ckpt_dir: Path, params: Any,
                       log_fn: LogFn | None = None, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Fine-tune on prompt → response pairs, loss on responses only; score val answers by ROUGE-L.
 
     `ckpt_dir` holds `last.ckpt` across runs (resumed when the fingerprint matches); `callbacks` are
     added to the Trainer's own (fault injection in tests).
     """
-    records = read_records(data_file)
-    check_records(records, str(data_file))
+    records = read_set(data_files)
+    check_records(records, ", ".join(str(path) for path in data_files))
     splits = split_by_hash(records, params.split, params.seed)
     tokenizer, body = prepare("finetune_instruct", params, splits, pretrain_dir, out_dir)
     prompts, examples, too_long = instruct_examples(params, splits, tokenizer)
@@ -349,7 +370,7 @@ def finetune_instruct(data_file: Path, pretrain_dir: Path, out_dir: Path, ckpt_d
     module = InstructModule(body.config, hp, model=body)
     epochs = EpochLog(log_fn)
     trainer = trainer_for(params, [epochs, *checkpointing(ckpt_dir), *(callbacks or [])])
-    fit(trainer, module, data, ckpt_dir, fingerprint(params, data_file, pretrain_dir))
+    fit(trainer, module, data, ckpt_dir, fingerprint(params, data_files, pretrain_dir))
     items = splits["val"][: params.eval_items]
     answers = generate_answers(body, tokenizer, prompts["val"][: params.eval_items], params.max_new_tokens)
     references = [r["output"] for r in items]
