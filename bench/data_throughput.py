@@ -32,7 +32,8 @@ from scratchlm.data.clean import clean_corpus
 from scratchlm.data.dedup import candidate_pairs, dedup_corpus, exact_edges, sign_corpus
 from scratchlm.data.filters import words_of
 from scratchlm.data.parallel import LocalExecutor
-from scratchlm.io import document_shards, read_documents, source_roles, write_documents
+from scratchlm.data.roles import source_dirs
+from scratchlm.io import document_shards, read_documents, write_documents
 from scratchlm.tokenizer import EOT, batched, split_texts, timed, to_tiktoken
 from scratchlm.tokens import TokenWriter, encode_documents, token_dtype, tokenize_splits
 
@@ -40,7 +41,8 @@ MB = 1e6
 
 
 def clean_figures(raw: Path, params: CleanParams) -> list[Figure]:
-    sources = [name for name, role in source_roles(raw).items() if role == "pretrain"]
+    """`raw`: the download output's pretraining sources (data/raw/pretrain)."""
+    sources = list(source_dirs(raw))
     rates = {}
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as out:
@@ -108,7 +110,7 @@ def scaled_corpus(raw: Path, dest: Path, scale: int) -> float:
     import random
 
     size, rng = 0, random.Random(0)
-    pretrain = [name for name, role in source_roles(raw).items() if role == "pretrain"]
+    pretrain = list(source_dirs(raw))
     for name in pretrain:
         (dest / name).mkdir(parents=True, exist_ok=True)
         shutil.copy(raw / name / "source.json", dest / name / "source.json")
@@ -140,15 +142,14 @@ def memory_child(kind: str, args: list[str]) -> None:
     started = time.perf_counter()
     if kind == "clean":
         source, out = map(Path, args)
-        sources = [name for name, role in source_roles(source).items() if role == "pretrain"]
-        metrics = clean_corpus(source, out, CleanParams(**raw["clean"]), sources)
+        metrics = clean_corpus(source, out, CleanParams(**raw["clean"]), list(source_dirs(source)))
         size = metrics["bytes_in"]
     elif kind == "dedup":
         clean, raw_dir, out = map(Path, args)
-        evaluation = {n: r for n, r in source_roles(raw_dir).items() if r != "pretrain"}
+        evaluation = [raw_dir / "benchmark", raw_dir / "instruction"]  # as dvc.yaml's dedup decontaminates
         size = sum(len(d["text"].encode("utf-8")) for p in document_shards(clean) for d in read_documents(p))
         started = time.perf_counter()
-        metrics = dedup_corpus(clean, raw_dir, out, DedupParams(**raw["dedup"]), evaluation)
+        metrics = dedup_corpus(clean, evaluation, out, DedupParams(**raw["dedup"]))
     else:
         dedup, tokenizer_dir, out = map(Path, args)
         metrics = tokenize_splits(dedup, tokenizer_dir, out, TokenizeParams(**raw["tokenize"]))
@@ -174,7 +175,7 @@ def scale_figures(raw: Path, tokenizer_dir: Path, scale: int, base: dict[str, fl
              "tokenize": params["tokenize"]["num_threads"]}
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         root = Path(tmp)
-        size = scaled_corpus(raw, root / "raw", scale)
+        size = scaled_corpus(raw / "pretrain", root / "raw", scale)
         figures = []
         for kind, args in (("clean", [root / "raw", root / "clean"]), ("dedup", [root / "clean", raw, root / "dedup"]),
                            ("tokenize", [root / "dedup", tokenizer_dir, root / "tokens"])):
@@ -210,7 +211,7 @@ def main() -> None:
         return
     raw = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
     data = Path("data")
-    clean = clean_figures(data / "raw", CleanParams(**raw["clean"]))
+    clean = clean_figures(data / "raw" / "pretrain", CleanParams(**raw["clean"]))
     dedup = dedup_figures(data / "clean", DedupParams(**raw["dedup"]))
     tokenize = tokenize_figures(data / "dedup", Path("models/tokenizer"), TokenizeParams(**raw["tokenize"]))
     base: dict[str, float] = {}

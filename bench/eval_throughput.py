@@ -29,7 +29,7 @@ from scratchlm.tokenizer import EOT
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="models/pretrain")
-    parser.add_argument("--task", default="data/raw/benchmarks/hellaswag.jsonl")
+    parser.add_argument("--task", default="data/raw/benchmark/benchmarks/hellaswag.jsonl")
     parser.add_argument("--items", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3, help="each way is timed this often; the fastest counts")
     parser.add_argument("--out", default="reports/bench/eval_throughput.json")

@@ -5,12 +5,12 @@ from pathlib import Path
 
 from pipelines._stage import run_stage
 from scratchlm.data.clean import clean_corpus
-from scratchlm.io import source_roles
+from scratchlm.data.roles import source_roles
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("raw", help="download output, e.g. data/raw")
+    parser.add_argument("raw", help="the pretraining sources of the download output, e.g. data/raw/pretrain")
     parser.add_argument("output", help="folder for the clean shards, e.g. data/clean")
     args = parser.parse_args()
     raw = Path(args.raw)

@@ -1,4 +1,4 @@
-"""download: fetch every configured source into data/raw/<source>/ (see scratchlm.data.download)."""
+"""download: fetch every configured source into data/raw/<role>/<source>/ (see scratchlm.data.download)."""
 
 import argparse
 from pathlib import Path

@@ -4,7 +4,8 @@ import argparse
 from pathlib import Path
 
 from pipelines._stage import run_stage
-from scratchlm.io import atomic_write_json, role_files
+from scratchlm.data.roles import role_files
+from scratchlm.io import atomic_write_json
 
 
 def confusion_rows(matrix: list[list[int]], labels: list[str]) -> str:
@@ -18,8 +19,8 @@ def confusion_rows(matrix: list[list[int]], labels: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("data", help="the download output (its one classification source is read), a source's "
-                                     "folder or a labelled JSONL file (id, text, label), e.g. data/raw")
+    parser.add_argument("data", help="the classification sources of the download output (exactly one), a source's "
+                                     "folder or a labelled JSONL file (id, text, label), e.g. data/raw/classification")
     parser.add_argument("pretrained", help="pretrain output, e.g. models/pretrain")
     parser.add_argument("output", help="folder for the classifier, e.g. models/classifier")
     parser.add_argument("--checkpoints", default="checkpoints/finetune_classifier",

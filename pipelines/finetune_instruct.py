@@ -4,13 +4,13 @@ import argparse
 from pathlib import Path
 
 from pipelines._stage import run_stage
-from scratchlm.io import role_files
+from scratchlm.data.roles import role_files
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("data", help="the download output (its one instruction source is read), a source's "
-                                     "folder or a JSONL file (instruction, input, output), e.g. data/raw")
+    parser.add_argument("data", help="the instruction sources of the download output (exactly one), a source's "
+                                     "folder or a JSONL file (instruction, input, output), e.g. data/raw/instruction")
     parser.add_argument("pretrained", help="pretrain output, e.g. models/pretrain")
     parser.add_argument("output", help="folder for the instruction model, e.g. models/instruct")
     parser.add_argument("--checkpoints", default="checkpoints/finetune_instruct",

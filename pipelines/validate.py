@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from pipelines._stage import run_stage
-from scratchlm.io import ROLE_FRAMES, source_roles
+from scratchlm.data.roles import ROLE_FRAMES, source_roles
 
 
 def required_frames(roles: dict[str, str]) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from scratchlm.data.clean import clean_corpus
 from scratchlm.data.dedup import dedup_corpus
 from scratchlm.data.parallel import LocalExecutor
 from scratchlm.io import make_document, sha256_file, write_jsonl, write_sharded
+from scratchlm.runrecord import split_timing
 from scratchlm.tokenizer import train_tokenizer
 from scratchlm.tokens import tokenize_splits
 
@@ -45,7 +46,7 @@ def wikitext(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def raw(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+def raw(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     """Two pretraining sources (one WikiText-formatted) of several shards each, with exact and near
     copies across sources, documents every filter drops, and a classification set to decontaminate against."""
     rng = random.Random(7)
@@ -74,7 +75,7 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]
     (root / "sms").mkdir()
     write_jsonl(root / "sms" / "data.jsonl", [{"text": text, "label": "ham"} for text in [*leaked, "hello there"]])
     (root / "sms" / "source.json").write_text(json.dumps({"name": "sms", "role": "classification"}))
-    return root, {"sms": "classification"}
+    return root, [root / "sms"]
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -95,8 +96,8 @@ def stages(raw, tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[Pat
         dedup_dir.mkdir()
         clean_metrics = clean_corpus(raw_dir, clean_dir, CleanParams(num_proc=workers, dropped_samples_per_reason=3),
                                      ["sum", "wiki"])
-        dedup_metrics = dedup_corpus(clean_dir, raw_dir, dedup_dir,
-                                     DedupParams(num_proc=workers, val_fraction=0.1, shard_docs=40), evaluation)
+        dedup_metrics = dedup_corpus(clean_dir, evaluation, dedup_dir,
+                                     DedupParams(num_proc=workers, val_fraction=0.1, shard_docs=40))
         runs[workers] = clean_dir, dedup_dir, clean_metrics, dedup_metrics
     return runs
 
@@ -111,7 +112,7 @@ def test_clean_outputs_do_not_depend_on_worker_count(stages) -> None:
 
 def test_dedup_outputs_do_not_depend_on_worker_count(stages) -> None:
     (_, one, _, m1), (_, two, _, m2) = stages[1], stages[2]
-    assert m1 == m2
+    assert split_timing(m1)[0] == split_timing(m2)[0], "every figure but the phases' seconds (the machine's)"
     assert m1["exact_duplicates_removed"] > 0 and m1["near_duplicates_removed"] > 0 and m1["decontaminated"] > 0
     assert digests(one) == digests(two)
 

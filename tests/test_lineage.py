@@ -60,6 +60,26 @@ def test_inputs_record_content_producer_manifest_and_dvc_hash(workdir: Path) -> 
     assert file_entry["kind"] == "file" and file_entry["producer_stage"] == "download"
 
 
+def test_a_part_of_an_output_records_the_producer_entries_for_that_part(workdir: Path) -> None:
+    """A stage reading data/raw/src alone must not change when another part of data/raw does (another role's
+    source), and must still see its own part's manifest entries re-hashed (a forgery)."""
+    from scratchlm.audit.checks import part_problems
+
+    write_raw({"p": 1})
+    entry = describe_input("data/raw/src")
+    assert "producer_manifest" not in entry and entry["producer_stage"] == "download"
+    (workdir / "data/raw/b.txt").write_text("B, another role's data")
+    write_raw({"p": 2})  # the producer re-ran: another manifest, the same entries under src/
+    assert describe_input("data/raw/src") == entry
+    assert part_problems("data/raw/src", workdir / "data/raw/src", workdir, entry["producer_part"]) == []
+    manifest = json.loads(Path("data/raw/manifest.json").read_text())
+    manifest["outputs"]["src/a.txt"]["sha256"] = "0" * 64  # an entry of the part, re-hashed by hand
+    Path("data/raw/manifest.json").write_text(json.dumps(manifest))
+    assert describe_input("data/raw/src")["producer_part"] != entry["producer_part"]
+    (line,) = part_problems("data/raw/src", workdir / "data/raw/src", workdir, entry["producer_part"])
+    assert line.startswith("data/raw/src: its entries in data/raw/manifest.json are not the ones the stage read")
+
+
 def test_folder_md5_is_the_one_dvc_records(workdir: Path) -> None:
     """`dvc add` of the same folder, by the real DVC: the .dvc file's md5 is ours."""
     write_raw({"p": 1})

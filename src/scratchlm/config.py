@@ -55,7 +55,7 @@ SourceFormat = Literal[
     "labelled",
 ]
 SourceRole = Literal["pretrain", "classification", "instruction", "benchmark"]
-#: Source and member names become folder and file names (`data/raw/<source>/<member>.jsonl`): plain names only.
+#: Source and member names become folder and file names (`data/raw/<role>/<source>/<member>.jsonl`): plain names only.
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 

@@ -7,9 +7,11 @@ built the same data have the same `dvc.lock`. The facts of one execution (MLflow
 machine) live in the stage's run record instead (`scratchlm.runrecord`).
 
 Each input is recorded with the digest of its content (sha256, and the md5 DVC records for it) and
-the sha256 of its producer's manifest. That chains the manifests: a forged output whose manifest
-entry was re-hashed has a new manifest digest, which every consumer (and the producer's run record
-and MLflow run) still holds the old value of.
+the sha256 of its producer's manifest, or, for an input that is a part of a producer's output
+(`data/raw/pretrain` of `data/raw`), the digest of the producer's entries for that part. That chains
+the manifests: a forged output whose manifest entry was re-hashed has a new manifest (or part)
+digest, which every consumer (and the producer's run record and MLflow run) still holds the old
+value of.
 """
 
 from __future__ import annotations
@@ -89,8 +91,25 @@ def describe_input(path: str | Path) -> dict[str, Any]:
     if folder is not None:
         producer = read_manifest(folder) or {}
         entry["producer_stage"] = producer.get("stage")
-        entry["producer_manifest"] = manifest_sha256(folder)
+        if Path(os.path.abspath(path)) == folder:
+            entry["producer_manifest"] = manifest_sha256(folder)
+        else:  # a part of an output (data/raw/pretrain): the producer's entries for that part, not all of it
+            entry["producer_part"] = part_sha256(producer, Path(os.path.abspath(path)).relative_to(folder))
     return entry
+
+
+def part_sha256(manifest: dict[str, Any], part: Path) -> str:
+    """sha256 of a producer manifest's stage and its `relpath sha256` output lines under `part`.
+
+    What a stage reading one part of another's output (a role's folder of the download, validate's
+    corpus.json) records of its producer: re-hashing a file of that part in the producer's manifest
+    changes it, as the whole manifest's digest would, but a change elsewhere in the producer's output
+    (another role's source) does not, so the stage's own manifest and output stay as they were.
+    """
+    prefix = part.as_posix()
+    lines = [f"{rel} {entry.get('sha256')}\n" for rel, entry in sorted((manifest.get("outputs") or {}).items())
+             if rel == prefix or rel.startswith(prefix + "/")]
+    return hashlib.sha256(f"{manifest.get('stage')}\n{''.join(lines)}".encode()).hexdigest()
 
 
 def describe_code(files: list[str], root: Path) -> dict[str, dict[str, str]]:

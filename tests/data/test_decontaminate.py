@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 from scratchlm.data.decontaminate import ContaminationIndex, evaluation_texts, ngram_hashes
@@ -18,7 +19,9 @@ def test_index_matches_shared_long_ngrams_only(tmp_path: Path) -> None:
          "requests": [{"context": "Question: ", "continuation": "tortoise"}]}])
     (tmp_path / "sms").mkdir()
     write_jsonl(tmp_path / "sms" / "data.jsonl", [{"id": "s1", "text": "short message", "label": "ham"}])
-    items = list(evaluation_texts(tmp_path, {"bench": "benchmark", "sms": "classification"}))
+    for name, role in (("bench", "benchmark"), ("sms", "classification")):
+        (tmp_path / name / "source.json").write_text(json.dumps({"name": name, "role": role}))
+    items = list(evaluation_texts([tmp_path]))
     assert ("arc_easy", QUESTION) in items and ("sms", "short message") in items
     index = ContaminationIndex.build(items, n=13)
     assert index.matches(f"Some article text. {QUESTION.upper()}! And more.") == ["arc_easy"]

@@ -71,7 +71,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
 def flagged_by(clean_dir: Path, out: Path, params: DedupParams, executor=None) -> tuple[dict[str, tuple[int, str]],
                                                                                   dict]:
     """({document id: (cluster number, kind)} of every document in a duplicate cluster, the metrics)."""
-    metrics = dedup_corpus(clean_dir, clean_dir, out, params, {}, executor)
+    metrics = dedup_corpus(clean_dir, [], out, params, executor)
     clusters = [json.loads(line) for line in (out / "clusters.jsonl").read_text().splitlines()]
     return {i: (n, c["kind"]) for n, c in enumerate(clusters) for i in [c["kept"], *c["removed"]]}, metrics
 
@@ -146,7 +146,8 @@ def test_dedup_corpus_keeps_held_out_copy_and_decontaminates(tmp_path: Path) -> 
     item = {"id": "piqa/0", "task": "piqa", "query": "Q", "choices": ["x"], "gold": 0,
             "requests": [{"context": "Goal: " + leaked[:40], "continuation": leaked[40:]}]}
     write_jsonl(raw / "bench" / "piqa.jsonl", [item])
-    metrics = dedup_corpus(clean, raw, out, DedupParams(num_proc=1, val_fraction=0.0), {"bench": "benchmark"})
+    (raw / "bench" / "source.json").write_text(json.dumps({"name": "bench", "role": "benchmark"}))
+    metrics = dedup_corpus(clean, [raw], out, DedupParams(num_proc=1, val_fraction=0.0))
     kept = {d["id"] for split in ("train", "val", "test") for p in (out / split).glob("*.parquet")
             for d in read_documents(p)}
     assert kept == {"a/test/1", "b/2"}

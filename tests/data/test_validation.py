@@ -49,13 +49,14 @@ def write_layout(root: Path) -> tuple[Path, Path, Path]:
     raw, clean, dedup = root / "raw", root / "clean", root / "dedup"
     wikitext = _docs("wikitext2", ["train", "val", "test"], TEXTS[:3])
     summaries = _docs("wiki_summaries", ["train"], TEXTS[3:])
-    for base in (raw, clean):
+    for base in (raw / "pretrain", clean):
         for name, docs in (("wikitext2", wikitext), ("wiki_summaries", summaries)):
             (base / name).mkdir(parents=True)
             write_documents(base / name / "train-00000.parquet", docs)
+            if base != clean:
+                (base / name / "source.json").write_text(json.dumps({"name": name, "role": "pretrain"}))
+    for base in (raw, clean):
         (base / "manifest.json").write_text("{}")
-    (raw / "wikitext2" / "source.json").write_text(json.dumps({"name": "wikitext2", "role": "pretrain"}))
-    # wiki_summaries has no source.json: its role is inferred from the parquet shards
     for split, docs in (
         ("train", [wikitext[0], summaries[0]]),
         ("val", [wikitext[1]]),
@@ -100,10 +101,10 @@ def write_layout(root: Path) -> tuple[Path, Path, Path]:
         ),
     }
     for name, (role, members) in sets.items():
-        (raw / name).mkdir()
-        (raw / name / "source.json").write_text(json.dumps({"name": name, "role": role}))
+        (raw / role / name).mkdir(parents=True)
+        (raw / role / name / "source.json").write_text(json.dumps({"name": name, "role": role}))
         for member, records in members.items():
-            write_jsonl(raw / name / f"{member}.jsonl", records)
+            write_jsonl(raw / role / name / f"{member}.jsonl", records)
     return raw, clean, dedup
 
 
@@ -173,10 +174,10 @@ def test_loader_reads_the_on_disk_layout(frames: dict[str, pd.DataFrame]) -> Non
 
 
 def test_loader_skips_absent_sets(tmp_path: Path) -> None:
-    (tmp_path / "raw" / "wikitext2").mkdir(parents=True)
-    write_documents(
-        tmp_path / "raw" / "wikitext2" / "train-00000.parquet", _docs("wikitext2", ["train"], TEXTS[:1])
-    )
+    source = tmp_path / "raw" / "pretrain" / "wikitext2"
+    source.mkdir(parents=True)
+    write_documents(source / "train-00000.parquet", _docs("wikitext2", ["train"], TEXTS[:1]))
+    (source / "source.json").write_text(json.dumps({"name": "wikitext2", "role": "pretrain"}))
     assert list(load_validation_frames(tmp_path / "raw", tmp_path / "clean", tmp_path / "dedup")) == [
         "raw_documents"
     ]

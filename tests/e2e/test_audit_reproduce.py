@@ -80,11 +80,11 @@ def test_tampered_record_fails_naming_the_file(repo: Path, tmp_path: Path, tampe
 
 def test_changed_input_stops_before_the_rerun(repo: Path, tmp_path: Path) -> None:
     root = copy_of(repo, tmp_path)
-    shard = sorted((root / "data/raw").rglob("*.parquet"))[0]
+    shard = sorted((root / "data/raw/pretrain").rglob("*.parquet"))[0]
     shard.write_bytes(shard.read_bytes() + b"\0")
     code, out, _ = reproduce(root, "clean")
     assert code == 1, out
-    assert "✗ input  data/raw: input changed since the stage read it" in out
+    assert "✗ input  data/raw/pretrain: input changed since the stage read it" in out
     assert "a re-run would prove nothing" in out and "✓" not in out
     assert "NOT reproduced: clean, not compared (1 input(s) changed)" in out
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from repo_shell import sh
 
-from scratchlm.lineage import manifest_sha256
+from scratchlm.lineage import manifest_sha256, part_sha256
 from scratchlm.reporting.model_card import outputs_digest
 from scratchlm.runrecord import is_timing
 from scratchlm.tracking import flatten_metrics
@@ -38,9 +38,12 @@ def test_outputs_manifests_and_metrics(repo: Path) -> None:
         assert metrics, f"{stage} wrote no metrics"
         assert not [key for key in flatten_metrics(metrics) if is_timing(key)], f"{stage}: timing in a DVC output"
     clean = json.loads((repo / "data/clean/manifest.json").read_text())
-    assert clean["inputs"]["data/raw"]["producer_manifest"] == manifest_sha256(repo / "data/raw")
-    for source in ("wikitext2", "wiki_summaries", "sms_spam", "chatterbot", "benchmarks"):
-        origin = json.loads((repo / "data/raw" / source / "source.json").read_text())["origin"]
+    assert set(clean["inputs"]) == {"data/raw/pretrain"}, "a stage reads (and records) the roles it uses"
+    assert clean["inputs"]["data/raw/pretrain"]["producer_part"] == part_sha256(
+        json.loads((repo / "data/raw/manifest.json").read_text()), Path("pretrain"))
+    for role, source in (("pretrain", "wikitext2"), ("pretrain", "wiki_summaries"), ("classification", "sms_spam"),
+                         ("instruction", "chatterbot"), ("benchmark", "benchmarks")):
+        origin = json.loads((repo / "data/raw" / role / source / "source.json").read_text())["origin"]
         assert len(origin["sha256"]) == 64
     assert (repo / "reports/data_validation/data_docs/index.html").is_file()
     counts = json.loads((repo / "reports/metrics/dedup.json").read_text())["docs_out"]

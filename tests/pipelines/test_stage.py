@@ -25,9 +25,9 @@ def test_missing_input_is_one_line_and_nothing_is_written(workdir: Path) -> None
 
 
 def test_empty_pretraining_corpus_is_refused(workdir: Path) -> None:
-    (workdir / "data" / "raw" / "sms").mkdir(parents=True)
-    (workdir / "data" / "raw" / "sms" / "source.json").write_text('{"role": "classification"}')
-    result = run_stage(workdir, "pipelines.clean", "data/raw", "data/clean")
+    (workdir / "data" / "raw" / "pretrain").mkdir(parents=True)  # a role folder without sources
+    (workdir / "data" / "raw" / "pretrain" / "sources.json").write_text('{"role": "pretrain", "sources": []}')
+    result = run_stage(workdir, "pipelines.clean", "data/raw/pretrain", "data/clean")
     assert result.returncode == 1 and "no document shards of a pretraining source" in result.stderr
     assert "Traceback" not in result.stderr and not (workdir / "data" / "clean").exists()
 
@@ -39,7 +39,7 @@ def test_empty_train_split_stops_the_tokenizer(workdir: Path) -> None:
         docs = [] if split == "train" else [make_document("v", "some text", "s", {"split": "val"})]
         write_sharded(workdir / "data" / "dedup" / split, "part", iter(docs), shard_docs=10)
     (workdir / "reports" / "data_validation").mkdir(parents=True)
-    (workdir / "reports" / "data_validation" / "results.json").write_text("{}")
+    (workdir / "reports" / "data_validation" / "corpus.json").write_text("{}")
     result = run_stage(workdir, "pipelines.tokenizer", "data/dedup", "models/tokenizer")
     assert result.returncode == 1 and "no documents in the train split" in result.stderr
     assert not (workdir / "models" / "tokenizer").exists()

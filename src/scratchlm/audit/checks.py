@@ -29,8 +29,8 @@ from scratchlm import tracking
 from scratchlm.audit.model import FAIL, INFO, OK, SKIP, WARN, Check
 from scratchlm.audit.walk import Context, Subject, data_deps
 from scratchlm.config import SECTIONS, ConfigError, parse_section
-from scratchlm.io import dvc_dir_md5, list_files
-from scratchlm.lineage import FORMAT, MANIFEST, manifest_folder, manifest_sha256
+from scratchlm.io import DataFormatError, dvc_dir_md5, list_files
+from scratchlm.lineage import FORMAT, MANIFEST, manifest_folder, manifest_sha256, part_sha256, read_manifest
 from scratchlm.runrecord import record_path
 
 METRICS_DIR = Path("reports/metrics")
@@ -84,6 +84,8 @@ def input_problems(recorded: dict[str, Any], root: Path, content: Callable[[Path
             continue
         if content(path) != entry.get("sha256"):
             problems.append(f"{rel}: input changed since the stage read it (sha256 differs)")
+        if then := entry.get("producer_part"):
+            problems += part_problems(rel, path, root, then)
         if then := entry.get("producer_manifest"):
             folder = manifest_folder(path, root)
             now = manifest_sha256(folder) if folder else None
@@ -92,6 +94,21 @@ def input_problems(recorded: dict[str, Any], root: Path, content: Callable[[Path
                 problems.append(f"{rel}: {where} is not the one the stage read (sha256 {str(now)[:12]} now, "
                                 f"{then[:12]} then): its output was re-made or its manifest rewritten")
     return problems
+
+
+def part_problems(rel: str, path: Path, root: Path, then: str) -> list[str]:
+    """An input that is a part of a producer's output: the producer's manifest entries for it are the ones
+    the stage read."""
+    folder = manifest_folder(path, root)
+    try:
+        now = part_sha256(read_manifest(folder) or {}, path.relative_to(folder)) if folder else None
+    except DataFormatError:
+        now = None
+    if now == then:
+        return []
+    where = f"{folder.relative_to(root).as_posix()}/{MANIFEST}" if folder else "its producer's manifest"
+    return [f"{rel}: its entries in {where} are not the ones the stage read (sha256 {str(now)[:12]} now, "
+            f"{then[:12]} then): its producer's output was re-made or its manifest rewritten"]
 
 
 def check_inputs(subject: Subject, ctx: Context) -> Check:

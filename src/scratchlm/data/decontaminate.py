@@ -2,8 +2,11 @@
 
 As in GPT-3 and lm-evaluation-harness, an n-gram of 13 lower-cased words is long enough that a
 shared one means the item's text is in the document, not a common phrase. The evaluation items are
-the benchmark questions with every answer choice, and the fine-tune sets (whose test splits are
-drawn later, so all of their items count).
+those of the sets the dedup stage is given: by default the benchmark questions with every answer
+choice, and the instruction set (whose test split is drawn later, so all of its items count). The
+classification set is not among them: a labelled set can then change without re-making the corpus,
+the tokenizer and the language model (the classifier is judged against baselines trained on the same
+split, not against its pretraining).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 import xxhash
 
 from scratchlm.data.filters import words_of
+from scratchlm.data.roles import role_of, source_dirs
 from scratchlm.io import read_jsonl
 
 
@@ -24,13 +28,13 @@ def ngram_hashes(text: str, n: int) -> set[int]:
     return {xxhash.xxh64_intdigest(" ".join(words[i : i + n]).encode("utf-8")) for i in range(len(words) - n + 1)}
 
 
-def evaluation_texts(raw_dir: Path, sources: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """(group, text) for every evaluation item; group is the benchmark task or the fine-tune source.
-
-    `sources` maps each downloaded source name to its role.
-    """
-    for name, role in sorted(sources.items()):
-        for path in sorted((raw_dir / name).glob("*.jsonl")):
+def evaluation_texts(folders: list[Path]) -> Iterator[tuple[str, str]]:
+    """(group, text) for every item of the sources under `folders` (role folders of the download output,
+    or source folders); group is the benchmark task or the fine-tune source."""
+    sources = {name: folder for root in folders for name, folder in source_dirs(root).items()}
+    for name, folder in sorted(sources.items()):
+        role = role_of(folder)
+        for path in sorted(folder.glob("*.jsonl")):
             for record in read_jsonl(path):
                 if role == "benchmark":
                     group = record["task"]

@@ -405,8 +405,8 @@ def write_splits(corpus: Corpus, removed: set[str], contaminated: dict[str, list
     return writer
 
 
-def dedup_corpus(clean_dir: Path, raw_dir: Path, out_dir: Path, params: DedupParams,
-                 eval_sources: dict[str, str], executor: Executor | None = None) -> dict[str, Any]:
+def dedup_corpus(clean_dir: Path, evaluation: list[Path], out_dir: Path, params: DedupParams,
+                 executor: Executor | None = None) -> dict[str, Any]:
     """Exact + near dedup, decontamination and the split; writes `out_dir/{train,val,test}/` shards,
     `clusters.jsonl`, `decontamination.json` and `cluster_sizes.csv`; returns the stage metrics.
 
@@ -422,7 +422,7 @@ def dedup_corpus(clean_dir: Path, raw_dir: Path, out_dir: Path, params: DedupPar
     clusters = clock("clusters", lambda: choose_survivors(corpus, clusters_of(np.concatenate([copies, near])), groups,
                                                           params.source_priority))
     removed = {doc_id for cluster in clusters for doc_id in cluster["removed"]}
-    index = clock("decontaminate", ContaminationIndex.build, evaluation_texts(raw_dir, eval_sources),
+    index = clock("decontaminate", ContaminationIndex.build, evaluation_texts(evaluation),
                   params.decontaminate_ngram)
     index.save(work / "contamination.npz")
     jobs = [(shard.absolute(), (work / "contamination.npz").absolute(), params.val_fraction) for shard in corpus.shards]

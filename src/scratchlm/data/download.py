@@ -1,4 +1,4 @@
-"""The `download` stage: fetch every configured source and normalise it into `data/raw/<source>/`.
+"""The `download` stage: fetch every configured source and normalise it into `data/raw/<role>/<source>/`.
 
 Pretraining sources become document shards (`<member>-00000.parquet`, the member being a split);
 the other roles become one `<member>.jsonl` per member (`data.jsonl` for the fine-tune sets, one
@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from scratchlm.config import DownloadParams, SourceSpec
 from scratchlm.data.readers import IdLedger, read_member
+from scratchlm.data.roles import ROLE_INDEX, ROLES, source_dir
 from scratchlm.data.sources import fetch_source
 from scratchlm.io import DataFormatError, atomic_write_json, write_jsonl, write_sharded
 
@@ -30,10 +31,15 @@ def download_all(params: DownloadParams, out_dir: Path) -> dict[str, Any]:
             spec = params.sources[name]
             fetched = fetch_source(name, spec, Path(work), timeout_s=params.timeout_s, retries=params.retries,
                                    max_member_bytes=params.max_member_bytes)
-            counts = write_source(name, spec, fetched.files, out_dir / name, params.shard_docs,
+            dest = source_dir(out_dir, spec.role, name)
+            counts = write_source(name, spec, fetched.files, dest, params.shard_docs,
                                   ledgers.setdefault(spec.role, IdLedger()))
-            atomic_write_json(out_dir / name / "source.json", source_record(name, spec, fetched.provenance, counts))
+            atomic_write_json(dest / "source.json", source_record(name, spec, fetched.provenance, counts))
             metrics[name] = {"records": sum(counts.values()), **{f"records_{k}": v for k, v in counts.items()}}
+    for role in ROLES:  # every role's folder exists (a DVC dep of the stages reading it), with or without sources
+        names = sorted(name for name, spec in params.sources.items() if spec.role == role)
+        (out_dir / role).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out_dir / role / ROLE_INDEX, {"role": role, "sources": names})
     return metrics
 
 

@@ -59,11 +59,14 @@ from great_expectations.data_context.types.base import (  # noqa: E402
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # noqa: E402
 
 from scratchlm.config import ValidateParams  # noqa: E402
-from scratchlm.io import ROLE_FRAMES, atomic_write_json, read_jsonl, source_roles  # noqa: E402
+from scratchlm.data.roles import ROLE_FRAMES, source_dirs, source_roles  # noqa: E402
+from scratchlm.io import atomic_write_json, read_jsonl  # noqa: E402
 
 #: Every frame a suite may exist for, in report order.
 FRAMES = ("raw_documents", "clean_documents", "dedup_documents", "classification", "label_shares", "instructions",
           "benchmarks")
+#: The frames of the pretraining corpus (what the tokenizer and the language model learn from).
+CORPUS_FRAMES = ("raw_documents", "clean_documents", "dedup_documents")
 SPLITS = ("train", "val", "test")
 EXAMPLES = 5  # offending values kept per expectation (GX's partial_unexpected_count)
 MAX_VALUE_CHARS = 120  # long texts are cut in results.json
@@ -93,8 +96,9 @@ def load_validation_frames(raw_dir: Path, clean_dir: Path, dedup_dir: Path,
     """
     frames: dict[str, pd.DataFrame] = {}
     by_role: dict[str, list[Path]] = {}
+    folders = source_dirs(Path(raw_dir))
     for name, role in source_roles(Path(raw_dir)).items():
-        by_role.setdefault(role, []).append(Path(raw_dir) / name)
+        by_role.setdefault(role, []).append(folders[name])
     if docs := _document_files(by_role.get("pretrain", [])):
         frames["raw_documents"] = _documents(docs)
     clean_dir = Path(clean_dir)
@@ -268,7 +272,11 @@ def validate_frames(
     *,
     required: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Run each frame's suite; write `results.json` and `data_docs/` into out_dir; return a summary.
+    """Run each frame's suite; write `results.json`, `corpus.json` and `data_docs/` into out_dir; return a
+    summary.
+
+    `corpus.json` holds the corpus suites' reports alone (raw, clean and dedup documents): the gate the
+    tokenizer trains behind, whose bytes a change to a fine-tune or benchmark set does not touch.
 
     Frames without a suite are a programming error (ValueError). Frames named in `required` that are
     missing raise DataValidationError before anything runs (there is nothing to report on). Failed
@@ -299,6 +307,9 @@ def validate_frames(
             "suites": reports,
         },
     )
+    corpus = {name: report for name, report in reports.items() if name in CORPUS_FRAMES}
+    atomic_write_json(out_dir / "corpus.json", {"great_expectations_version": gx.__version__, "suites": corpus,
+                                                "success": _summarise(corpus)["success"]})
     return _summarise(reports)
 
 

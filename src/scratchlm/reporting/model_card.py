@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scratchlm.data.roles import source_dirs
 from scratchlm.io import DataFormatError, read_jsonl
 from scratchlm.lineage import code_sha256, read_manifest
 
@@ -56,7 +57,9 @@ def load_manifests(outputs: dict[str, Path]) -> dict[str, dict[str, Any]]:
 
 
 def load_sources(raw_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(raw_dir.glob("*/source.json"))]
+    """Each source's `source.json`, by source name."""
+    return [json.loads((folder / "source.json").read_text(encoding="utf-8"))
+            for folder in source_dirs(raw_dir).values()]
 
 
 def last_samples(samples_file: Path, count: int) -> list[str]:
