@@ -1,11 +1,10 @@
 """report: the model card and figures, and the models registered in MLflow (see scratchlm.reporting)."""
 
 import argparse
-import json
 from pathlib import Path
 
 from pipelines._stage import run_stage
-from scratchlm.reporting.registry import REGISTERED, register_models
+from scratchlm.reporting.registry import REGISTERED, register_evaluated
 from scratchlm.reporting.report import METRIC_STAGES, build_report
 
 
@@ -31,15 +30,9 @@ def main() -> None:
     def work(params, out, stage):
         metrics = build_report(Path(args.metrics), Path(args.loss_curve), outputs, out, params)
         stage.run.log_artifact(out, artifact_path="model_card")
-        if params.register_models:
-            evaluation = json.loads((Path(args.metrics) / "evaluate.json").read_text(encoding="utf-8"))
-
-            def register() -> None:
-                versions = register_models(stage.run, outputs, out / "model_card.md", evaluation,
-                                           params.registry_prefix)
-                print("registered " + ", ".join(f"{name} version {version}" for name, version in versions.items()))
-
-            stage.publish.append(register)  # after every check has passed, before the run ends
+        if params.register_models:  # after every check has passed, before the run ends
+            stage.publish.append(lambda: print(register_evaluated(stage.run, Path(args.metrics), outputs,
+                                                                  out / "model_card.md", params.registry_prefix)))
             metrics["registered_models"] = len(REGISTERED)
         return metrics
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,3 +37,13 @@ def register_models(run: Registrar, outputs: dict[str, Path], card: Path, evalua
         name = f"{prefix}-{stage.removeprefix('finetune_')}"
         versions[name] = run.register_model(name, outputs[stage], card, registry_tags(evaluation, keys, trained_by))
     return versions
+
+
+def register_evaluated(run: Registrar, metrics_dir: Path, outputs: dict[str, Path], card: Path, prefix: str) -> str:
+    """Register every model with the figures `evaluate` measured for it; returns the line the stage prints.
+
+    The report stage calls this only after every check of its run has passed (a version must never point at
+    an output that was not swapped in)."""
+    evaluation = json.loads((metrics_dir / "evaluate.json").read_text(encoding="utf-8"))
+    versions = register_models(run, outputs, card, evaluation, prefix)
+    return "registered " + ", ".join(f"{name} version {version}" for name, version in versions.items())
