@@ -137,3 +137,9 @@ def test_a_bad_labelled_record_names_the_file_and_line(tmp_path: Path, name: str
     with pytest.raises(DataFormatError, match=error):
         list(read_member("labelled", "reviews", "data", [tmp_path / name], None,
                          fields={"text_field": "review", "label_field": "stars", "id_field": "rid"}))
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_field_name(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufefftext,label\nfine film,good\n".encode())
+    assert list(read_member("labelled", "x", "data", [path], None))[0]["text"] == "fine film"

@@ -42,7 +42,7 @@ def read_text(path: Path) -> str:
     except (OSError, EOFError) as error:
         raise DataFormatError(f"{path}: corrupt or truncated gzip ({error})") from None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark is never content (CSV headers)
     except UnicodeDecodeError as error:
         raise DataFormatError(f"{path}: not UTF-8 at byte {error.start} ({error.reason})") from None
 

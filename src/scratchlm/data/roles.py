@@ -72,13 +72,17 @@ def role_folder(path: Path, role: str) -> Path:
 
 
 def role_files(path: Path, role: str) -> list[Path]:
-    """The JSONL files of a fine-tune or evaluation set: `path` is a JSONL file, or holds exactly one source
-    of `role` (a download output, the role's folder, the source's folder)."""
+    """The JSONL files of a fine-tune set, read as one: `path` is a JSONL file, or holds the sources of `role`
+    (a download output, the role's folder, one source's folder); several sources of the role are merged
+    in name order (download keeps their ids unique across them)."""
     path = Path(path)
     if path.is_file():
         return [path]
-    folder = role_folder(path, role)
-    files = sorted(folder.glob("*.jsonl"))
+    folders = [path] if (path / "source.json").is_file() else [
+        folder for name, folder in source_dirs(path).items() if role_of(folder) == role]
+    if not folders:
+        raise DataFormatError(f"{path}: no source with role {role!r} (download.sources needs one)")
+    files = [file for folder in folders for file in sorted(folder.glob("*.jsonl"))]
     if not files:
-        raise DataFormatError(f"{folder}: no .jsonl records of role {role!r}")
+        raise DataFormatError(f"{', '.join(map(str, folders))}: no .jsonl records of role {role!r}")
     return files

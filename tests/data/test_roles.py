@@ -1,0 +1,48 @@
+"""The download output's layout by role: what each stage finds under `data/raw/<role>/<source>/`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scratchlm.data.roles import role_files, role_folder, source_dirs, source_roles
+from scratchlm.io import DataFormatError, write_jsonl
+
+
+def add_source(raw: Path, role: str, name: str, records: list[dict]) -> Path:
+    folder = raw / role / name
+    folder.mkdir(parents=True)
+    (folder / "source.json").write_text(json.dumps({"name": name, "role": role}))
+    write_jsonl(folder / "data.jsonl", records)
+    return folder
+
+
+def test_sources_are_found_from_the_output_a_role_folder_or_the_source(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    sms = add_source(raw, "classification", "sms", [{"id": "s1"}])
+    add_source(raw, "classification", "reviews", [{"id": "r1"}])
+    add_source(raw, "benchmark", "bench", [{"id": "b1"}])
+    assert source_roles(raw) == {"bench": "benchmark", "reviews": "classification", "sms": "classification"}
+    assert list(source_dirs(raw / "classification")) == ["reviews", "sms"]
+    assert source_dirs(sms) == {"sms": sms}
+    # a fine-tune reads every source of its role as one set, in name order
+    assert role_files(raw / "classification", "classification") == [
+        raw / "classification/reviews/data.jsonl", raw / "classification/sms/data.jsonl"]
+    assert role_files(raw, "classification") == role_files(raw / "classification", "classification")
+    assert role_folder(raw, "benchmark") == raw / "benchmark" / "bench"
+
+
+def test_a_missing_role_and_an_ambiguous_benchmark_folder_are_one_line(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    (raw / "instruction").mkdir(parents=True)
+    with pytest.raises(DataFormatError, match=r"raw/instruction: no source with role 'instruction'"):
+        role_files(raw / "instruction", "instruction")
+    add_source(raw, "benchmark", "a", [])
+    add_source(raw, "benchmark", "b", [])
+    with pytest.raises(DataFormatError, match=r"2 sources with role 'benchmark' \(a, b\)"):
+        role_folder(raw, "benchmark")
+    (raw / "benchmark" / "a" / "source.json").write_text("{}")
+    with pytest.raises(DataFormatError, match=r"a/source.json: not a source description"):
+        source_roles(raw)
