@@ -61,6 +61,18 @@ def test_record_round_trip_and_upstream_ids(git_repo: Path) -> None:
               "data/other": {"producer_stage": "clean", "producer_manifest": "x" * 64}}
     assert upstream_run_ids({"data/clean": inputs["data/clean"]}) == {"clean": "r1"}
     assert upstream_run_ids({"data/other": inputs["data/other"]}) == {}, "a record of another output is not upstream"
+    # a consumer of a part of the output (data/raw/pretrain) recorded the producer's entries for that part
+    from scratchlm.lineage import describe_code, describe_input, manifest_sha256, write_manifest
+
+    Path("data/raw/pretrain").mkdir(parents=True)
+    Path("data/raw/pretrain/a.txt").write_text("a")
+    write_manifest(Path("data/raw"), stage="download", params={}, inputs={}, code=describe_code([], Path(".")))
+    write_run_record("download", output="data/raw", manifest_sha256=manifest_sha256("data/raw"), run_id="d1",
+                     experiment="e", started="t0", seconds=1.0, timing={}, dvc_exp=None, commit="c", dirty=False)
+    part = {"data/raw/pretrain": describe_input("data/raw/pretrain")}
+    assert "producer_part" in part["data/raw/pretrain"] and upstream_run_ids(part) == {"download": "d1"}
+    part["data/raw/pretrain"]["producer_part"] = "0" * 64
+    assert upstream_run_ids(part) == {}, "entries other than the ones read: not that run's"
     Path("reports/runs/clean.json").write_text("[1, 2]")
     with pytest.raises(DataFormatError, match=r"reports/runs/clean.json: corrupt run record \(not an object\)"):
         read_run_record("clean")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from scratchlm.io import DataFormatError, atomic_write_json
+from scratchlm.lineage import manifest_folder, manifest_sha256, part_sha256, read_manifest
 
 RUNS_DIR = Path("reports/runs")
 #: What stages rewrite themselves: left out of the dirty check, or every stage after the first of one
@@ -152,16 +153,28 @@ def read_run_record(stage: str, root: Path = Path(".")) -> dict[str, Any] | None
 
 
 def upstream_run_ids(inputs: Mapping[str, Mapping[str, Any]], root: Path = Path(".")) -> dict[str, str]:
-    """`{producer stage: MLflow run id}` of the inputs whose producer's run record matches their manifest."""
+    """`{producer stage: MLflow run id}` of the inputs whose producer's run record matches the manifest they
+    read: the whole manifest, or for a part of an output (`data/raw/pretrain`) the manifest now in place
+    when its entries for that part are the ones read."""
     ids = {}
-    for entry in inputs.values():
+    for path, entry in inputs.items():
         stage = entry.get("producer_stage")
         if not stage:
             continue
         try:
             record = read_run_record(stage, root) or {}
+            read = entry.get("producer_manifest") or _part_manifest(root, path, entry.get("producer_part"))
         except DataFormatError:
             continue
-        if record.get("mlflow_run_id") and record.get("manifest_sha256") == entry.get("producer_manifest"):
+        if record.get("mlflow_run_id") and read and record.get("manifest_sha256") == read:
             ids[stage] = record["mlflow_run_id"]
     return ids
+
+
+def _part_manifest(root: Path, path: str, part: str | None) -> str | None:
+    """sha256 of the manifest above `path` if its entries for `path` digest to `part`, else None."""
+    folder = manifest_folder(root / path, root)
+    if part is None or folder is None:
+        return None
+    here = Path(os.path.abspath(root / path)).relative_to(folder)
+    return manifest_sha256(folder) if part_sha256(read_manifest(folder) or {}, here) == part else None
