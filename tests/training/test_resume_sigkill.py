@@ -84,7 +84,7 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(out / "model.safetensors")
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.1])  # dropout draws from the restored RNG: masks must match too
+@pytest.mark.parametrize("dropout", [0.1])  # dropout draws from the restored RNG: masks must match too (0 is the easy case)
 def test_sigkilled_run_resumes_to_bit_identical_weights(data, tmp_path: Path, dropout: float) -> None:
     started = time.perf_counter()
     params = {**PARAMS, "model": {**PARAMS["model"], "dropout": dropout}}
