@@ -262,27 +262,17 @@ def test_experiment_is_compared_by_metrics_diff_exp_show_and_mlflow_tags(repo: P
     assert {"fewer-items", "more-steps"} <= revisions, curves
     sh(repo, "dvc", "exp", "apply", "fewer-items")
     assert "max_items: 10" in (repo / "params.yaml").read_text() and "max_steps: 20" in (repo / "params.yaml").read_text()
+    # queued experiments ran in `.dvc/tmp/exps/<tmp>`, deleted since: their MLflow runs landed in the repository's
+    # own mlflow.db, so the applied experiment audits
+    record = json.loads((repo / "reports/runs/evaluate.json").read_text())
+    assert record["dvc_exp"] == "fewer-items"
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        found = db.execute("select status from runs where run_uuid = ?", (record["mlflow_run_id"],)).fetchall()
+    assert found == [("FINISHED",)]
+    result = sh(repo, "scratchlm", "audit", check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "HEAD", "--json").stdout)
     assert diff["reports/metrics/evaluate.json"]["benchmarks.hellaswag.items"] == {"old": 20, "new": 10, "diff": -10}
     sh(repo, "dvc", "exp", "branch", "more-steps", "keep-more-steps")
     assert "keep-more-steps" in sh(repo, "git", "branch", "--list").stdout
 
-
-def test_an_experiment_in_a_temporary_workspace_logs_to_the_main_database_and_audits(repo: Path,
-                                                                                    tmp_path: Path) -> None:
-    """`dvc exp run --temp` (and queued experiments) run in `.dvc/tmp/exps/<tmp>`, which is deleted afterwards:
-    their MLflow runs must land in the repository's own mlflow.db, so the applied experiment audits."""
-    import shutil
-
-    root = Path(shutil.copytree(repo, tmp_path / "r", symlinks=True))
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "commit", "-qm", "baseline run")
-    sh(root, "dvc", "exp", "run", "--temp", "-n", "in-temp", "-S", "evaluate.max_items=9")
-    sh(root, "dvc", "exp", "apply", "in-temp")
-    record = json.loads((root / "reports/runs/evaluate.json").read_text())
-    assert record["dvc_exp"] == "in-temp"
-    with sqlite3.connect(root / "mlflow.db") as db:
-        found = db.execute("select status from runs where run_uuid = ?", (record["mlflow_run_id"],)).fetchall()
-    assert found == [("FINISHED",)]
-    result = sh(root, "scratchlm", "audit", check=False)
-    assert result.returncode == 0, result.stdout[-3000:]
