@@ -281,12 +281,19 @@ class ModelParams(Section):
     n_embd: int = Field(default=256, ge=1)
     block_size: int = Field(default=256, ge=2, le=1 << 16)
     dropout: float = Field(default=0.0, ge=0, lt=1)
-    bias: bool = False
+    bias: bool = Field(default=False, description="gpt2 only: modern has no biases")
+    architecture: Literal["gpt2", "modern"] = Field(
+        default="gpt2", description="gpt2: the book's (learned positions, LayerNorm, GELU); modern: rotary "
+                                    "positions, RMSNorm, QK-norm, SwiGLU, no biases")
+    rope_theta: float = Field(default=10000.0, gt=0, description="modern: the rotary embeddings' base")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelParams:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.architecture == "modern" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"modern: rotary embeddings need an even head size (n_embd / n_head = "
+                             f"{self.n_embd // self.n_head})")
         return self
 
 

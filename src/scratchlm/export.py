@@ -47,7 +47,8 @@ SUPPORTED: dict[str, tuple[Any, tuple[Any, ...]]] = {
 
 
 def export_hf(model_dir: Path, out_dir: Path) -> None:
-    """Write `out_dir` as a `transformers` GPT-2 checkpoint (`GPT2LMHeadModel` + fast tokenizer).
+    """Write `out_dir` as a `transformers` checkpoint (`GPT2LMHeadModel`, or `Qwen3ForCausalLM` for the modern
+    architecture, + fast tokenizer).
 
     It loads with `AutoModelForCausalLM.from_pretrained(out_dir)` / `AutoTokenizer.from_pretrained(out_dir)`
     and gives our logits. A classifier export (config.json with a "head" key) is refused: GPT-2 has no
@@ -56,13 +57,21 @@ def export_hf(model_dir: Path, out_dir: Path) -> None:
     guard_out_dir(out_dir, [model_dir], "export")
     model, tokenizer = _load_language_model(model_dir)
     transformers = _transformers()
-    hf_model = transformers.GPT2LMHeadModel(hf_config(model, tokenizer)).eval()
-    hf_model.load_state_dict(to_hf_state(model), strict=True)
+    if model.config.architecture == "modern":  # the Llama family's layout with QK-norm: Qwen3
+        from scratchlm.export_modern import ARCHITECTURE, qwen3_config, to_qwen3_state
+
+        hf_model = transformers.Qwen3ForCausalLM(qwen3_config(model, tokenizer, transformers)).eval()
+        hf_model.load_state_dict(to_qwen3_state(model), strict=True)
+        kind = ARCHITECTURE
+    else:
+        hf_model = transformers.GPT2LMHeadModel(hf_config(model, tokenizer)).eval()
+        hf_model.load_state_dict(to_hf_state(model), strict=True)
+        kind = "GPT2LMHeadModel"
     with atomic_output_dir(out_dir) as tmp:
         hf_model.save_pretrained(tmp)
         hf_tokenizer(model_dir / "tokenizer.json", model.config.block_size).save_pretrained(tmp)
         portable_tokenizer_class(tmp / "tokenizer_config.json")
-        write_marker(tmp, "export", model_dir, {"format": "hf (GPT2LMHeadModel)"})
+        write_marker(tmp, "export", model_dir, {"format": f"hf ({kind})"})
 
 
 def _load_language_model(model_dir: Path) -> tuple[GPT, Tokenizer]:

@@ -8,15 +8,15 @@ from scratchlm.model.gpt import GPT, GPTConfig, KVCache, load_model, save_model
 TINY = dict(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
 
 
-@pytest.fixture
-def model() -> GPT:
+@pytest.fixture(params=["gpt2", "modern"])
+def model(request: pytest.FixtureRequest) -> GPT:
     torch.manual_seed(0)
-    return GPT(GPTConfig(**TINY)).eval()
+    return GPT(GPTConfig(**TINY, architecture=request.param)).eval()
 
 
 def test_shapes_and_loss(model: GPT) -> None:
-    idx = torch.randint(0, 97, (3, 16))
-    logits, loss = model(idx, idx)
+    idx, targets = torch.randint(0, 97, (2, 3, 16))  # next tokens unrelated to the inputs: chance is ln(97)
+    logits, loss = model(idx, targets)
     assert logits.shape == (3, 16, 97)
     assert loss is not None and abs(loss.item() - torch.log(torch.tensor(97.0)).item()) < 0.5
 
@@ -115,3 +115,32 @@ def test_tiny_model_overfits_a_tiny_batch() -> None:
 
 def test_flops_per_token(model: GPT) -> None:
     assert model.flops_per_token(16) == 6 * model.num_params() + 12 * 2 * 16 * 32
+
+
+def test_modern_has_rotary_rmsnorm_qk_norm_swiglu_and_no_position_table_or_bias() -> None:
+    model = GPT(GPTConfig(**TINY, architecture="modern"))
+    names = dict(model.named_parameters())
+    assert model.wpe is None and not any(name.endswith(".bias") for name in names)
+    assert isinstance(model.ln_f, torch.nn.RMSNorm) and names["h.0.attn.q_norm.weight"].shape == (8,)
+    assert names["h.0.mlp.c_fc.weight"].shape == (2 * 96, 32)  # gate | up, 8/3 of 32 rounded up to 32s
+    assert model.lm_head.weight is model.wte.weight
+    with pytest.raises(ValueError, match="architecture: 'llama' is not one of"):
+        GPTConfig(**TINY, architecture="llama")
+    with pytest.raises(ValueError, match="rotary embeddings need an even head size, got 3"):
+        GPTConfig(**{**TINY, "n_embd": 12}, architecture="modern")
+
+
+def test_modern_scores_packed_continuations_as_it_scores_each_alone() -> None:
+    """Rotary positions per row: a continuation packed after a shared context, at the positions it would have
+    alone, gets the logits it gets alone (what the multiple-choice scorer relies on)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY, architecture="modern")).eval()
+    context, first, second = [5, 6, 7], [8, 9], [10, 11, 12]
+    tokens = torch.tensor([context + first + second])
+    positions = torch.tensor([[0, 1, 2, 3, 4, 3, 4, 5]])
+    segment = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    causal = torch.ones(8, 8, dtype=torch.bool).tril()
+    mask = (causal & ((segment[None, :] == 0) | (segment[:, None] == segment[None, :])))[None]
+    packed = model.hidden_states(tokens, positions=positions, mask=mask)
+    alone = model.hidden_states(torch.tensor([context + second]))
+    torch.testing.assert_close(packed[0, 5:], alone[0, 3:], rtol=1e-5, atol=1e-5)

@@ -1,10 +1,17 @@
-"""A GPT in one file of pure PyTorch (after nanoGPT and GPT-2).
+"""A GPT in one file of pure PyTorch (after nanoGPT and GPT-2), in two architectures.
 
-Token + learned position embeddings, `n_layer` pre-LayerNorm blocks of causal multi-head
-self-attention (`F.scaled_dot_product_attention`, flash/SDPA kernels where available) and a GELU MLP,
-a final LayerNorm and an LM head tied to the token embedding. GPT-2 initialisation: N(0, 0.02), with
-the residual projections scaled by 1/sqrt(2 * n_layer) so the residual stream's variance does not
-grow with depth. Imports neither Lightning nor MLflow.
+`gpt2` (the book's): token + learned position embeddings, `n_layer` pre-LayerNorm blocks of causal
+multi-head self-attention (`F.scaled_dot_product_attention`, flash/SDPA kernels where available) and a
+tanh-GELU MLP, a final LayerNorm and an LM head tied to the token embedding.
+
+`modern` (the recipe of the GPT-2 speedrun line of work and of Llama/Qwen3): no position table but
+rotary embeddings on queries and keys (the Llama "rotate half" layout), RMSNorm everywhere, an
+RMSNorm on each head's queries and keys before the rotation (QK-norm, as Qwen3), a SwiGLU MLP, no
+biases; the head is still tied.
+
+Both use GPT-2's initialisation: N(0, 0.02), with the residual projections scaled by
+1/sqrt(2 * n_layer) so the residual stream's variance does not grow with depth. Imports neither
+Lightning nor MLflow.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 MAX_BLOCK_SIZE = 1 << 16
+ARCHITECTURES = ("gpt2", "modern")
+NORM_EPS = 1e-6  # RMSNorm's epsilon (`modern`), as Llama and Qwen3 set rms_norm_eps
 
 
 @dataclass
@@ -35,7 +44,10 @@ class GPTConfig:
         n_embd: width of the residual stream.
         dropout: dropout on attention weights, residual branches and embeddings (0 for pretraining
             on small data is rarely right; 0.0-0.2 is usual).
-        bias: biases in Linear layers and LayerNorms (GPT-2: True; a little faster without).
+        bias: biases in Linear layers and LayerNorms (GPT-2: True; a little faster without); `modern`
+            has none.
+        architecture: `gpt2` or `modern` (see the module's docstring).
+        rope_theta: the rotary embeddings' base (`modern`; Llama's 10000).
     """
 
     vocab_size: int = 50304
@@ -45,6 +57,8 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True
+    architecture: str = "gpt2"
+    rope_theta: float = 10000.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -59,6 +73,10 @@ class GPTConfig:
             (self.n_embd >= 1 and self.n_embd % max(1, self.n_head) == 0,
              f"n_embd: {self.n_embd} is not divisible by n_head {self.n_head}"),
             (0.0 <= self.dropout < 1.0, "dropout: must be in [0, 1)"),
+            (self.architecture in ARCHITECTURES, f"architecture: {self.architecture!r} is not one of {ARCHITECTURES}"),
+            (self.architecture != "modern" or (self.n_embd // max(1, self.n_head)) % 2 == 0,
+             f"n_embd / n_head: rotary embeddings need an even head size, got {self.n_embd // max(1, self.n_head)}"),
+            (self.rope_theta > 0, "rope_theta: must be > 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -80,27 +98,58 @@ class GPTConfig:
         if unknown:
             raise ValueError(f"unknown field(s) {sorted(unknown)}")
         for name, value in fields.items():
-            kind = {"dropout": (int, float), "bias": (bool,)}.get(name, (int,))
+            kind = {"dropout": (int, float), "rope_theta": (int, float), "bias": (bool,),
+                    "architecture": (str,)}.get(name, (int,))
             if not isinstance(value, kind) or (name != "bias" and isinstance(value, bool)):
                 raise ValueError(f"{name}: {value!r} is not a valid {kind[-1].__name__}")
         return cls(**fields)
+
+
+def norm(config: GPTConfig, size: int) -> nn.Module:
+    """LayerNorm (`gpt2`) or RMSNorm with a learned gain (`modern`)."""
+    if config.architecture == "modern":
+        return nn.RMSNorm(size, eps=NORM_EPS)
+    return nn.LayerNorm(size, bias=config.bias)
+
+
+def rotary(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of each position's angles, `(..., time, head_dim)` in Llama's layout (both halves the same)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = positions.float()[..., None] * inv_freq
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of `(batch, head, time, head_dim)` queries or keys ("rotate half", as Llama)."""
+    half = x.size(-1) // 2
+    turned = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x.float() * cos + turned.float() * sin).type_as(x)
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        modern = config.architecture == "modern"
+        bias = config.bias and not modern
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=bias)
         self.c_proj.residual_scale = True  # type: ignore[attr-defined]
+        head_dim = config.n_embd // config.n_head
+        self.q_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if modern else None
+        self.k_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if modern else None
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         batch, time, channels = x.shape
         q, k, v = self.c_attn(x).split(channels, dim=2)
         q, k, v = (t.view(batch, time, self.n_head, channels // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.q_norm is not None and self.k_norm is not None and rope is not None:
+            q, k = rotate(self.q_norm(q), *rope), rotate(self.k_norm(k), *rope)
         if cache is not None:
             k, v = cache.append(layer, k, v)
         # With a cache the new queries sit at the end of the keys: a causal mask aligned to the
@@ -117,29 +166,41 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
+def swiglu_width(n_embd: int) -> int:
+    """The SwiGLU hidden width: 8/3 of the model's (the parameters of a 4x GELU MLP), up to a multiple of 32."""
+    return -(-8 * n_embd // 3 // 32) * 32
+
+
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.gated = config.architecture == "modern"
+        hidden = swiglu_width(config.n_embd) if self.gated else 4 * config.n_embd
+        bias = config.bias and not self.gated
+        self.c_fc = nn.Linear(config.n_embd, 2 * hidden if self.gated else hidden, bias=bias)  # gate | up
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=bias)
         self.c_proj.residual_scale = True  # type: ignore[attr-defined]
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            gate, up = self.c_fc(x).chunk(2, dim=-1)
+            return self.dropout(self.c_proj(F.silu(gate) * up))
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = norm(config, config.n_embd)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = norm(config, config.n_embd)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer, mask)
+                mask: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, mask, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -168,10 +229,11 @@ class GPT(nn.Module):
         config.validate()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        # `modern` has no position table: rotary embeddings carry the positions
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.architecture == "gpt2" else None
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = norm(config, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying (GPT-2, Press & Wolf 2017)
         self.apply(self._init_weights)
@@ -188,7 +250,7 @@ class GPT(nn.Module):
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; by default without the position table (the token table is the tied head)."""
         total = sum(p.numel() for p in self.parameters())
-        return total - self.wpe.weight.numel() if non_embedding else total
+        return total - self.wpe.weight.numel() if non_embedding and self.wpe is not None else total
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token (forward + backward): 6N + 12·L·T·d for attention (PaLM appendix B)."""
@@ -211,9 +273,14 @@ class GPT(nn.Module):
             positions = torch.arange(start, start + idx.size(1), device=idx.device)
         elif positions.numel() and int(positions.max()) >= self.config.block_size:
             raise ValueError(f"position {int(positions.max())} exceeds block_size {self.config.block_size}")
-        x = self.drop(self.wte(idx) + self.wpe(positions))
+        if self.wpe is not None:
+            x, rope = self.drop(self.wte(idx) + self.wpe(positions)), None
+        else:  # (batch, 1, time, head_dim) for per-row positions, (time, head_dim) for shared ones
+            rope = rotary(positions[:, None] if positions.dim() == 2 else positions,
+                          self.config.n_embd // self.config.n_head, self.config.rope_theta)
+            x = self.drop(self.wte(idx))
         for layer, block in enumerate(self.h):
-            x = block(x, cache, layer, mask)
+            x = block(x, cache, layer, mask, rope)
         return self.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
