@@ -315,6 +315,8 @@ class PretrainParams(Section):
     grad_clip: float = Field(default=1.0, ge=0, description="0 turns clipping off")
     precision: Precision = "bf16-mixed"
     compile: bool = False
+    optimizer: Literal["adamw", "muon"] = Field(
+        default="adamw", description="muon: Muon for the blocks' matrices, AdamW for embeddings, head and gains")
     fused_adamw: bool = True
     deterministic: bool = False
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
@@ -362,6 +364,7 @@ class FinetuneOptimParams(Section):
     grad_clip: float = Field(default=1.0, ge=0)
     precision: Precision = "bf16-mixed"
     compile: bool = False
+    optimizer: Literal["adamw", "muon"] = Field(default="adamw", description="as pretrain.optimizer")
     fused_adamw: bool = True
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     num_threads: int | None = Field(default=None, ge=1)

@@ -60,14 +60,17 @@ class Crash(L.Callback):
             raise RuntimeError("simulated crash")
 
 
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(data, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("architecture", "optimizer"), [("gpt2", "adamw"), ("modern", "muon")])
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(data, tmp_path: Path, architecture: str,
+                                                                 optimizer: str) -> None:
+    recipe = {"model": {**TINY["model"], "architecture": architecture}, "optimizer": optimizer}
     torch.use_deterministic_algorithms(True)
     try:
-        full, *_ , full_out = run(data, tmp_path, "full")
+        full, *_ , full_out = run(data, tmp_path, "full", **recipe)
         with pytest.raises(RuntimeError, match="simulated crash"):
-            run(data, tmp_path, "resumed", callbacks=[Crash(at=4)])
+            run(data, tmp_path, "resumed", callbacks=[Crash(at=4)], **recipe)
         assert (tmp_path / "resumed-ckpt" / "last.ckpt").is_file()
-        resumed, rows, logged, resumed_out = run(data, tmp_path, "resumed")
+        resumed, rows, logged, resumed_out = run(data, tmp_path, "resumed", **recipe)
     finally:
         torch.use_deterministic_algorithms(False)
     assert logged[0][1] > 4, "the second run must continue from step 4, not start over"

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 
 from scratchlm.model.gpt import GPT, GPTConfig
+from scratchlm.training.optim import build_optimizer
 
 
 def cpu_has_native_bf16() -> bool:
@@ -84,16 +85,6 @@ def lr_at(step: int, *, lr: float, min_lr: float, warmup: int, total: int) -> fl
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices (linear and embedding weights), not biases or LayerNorm gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    unique = list({id(p): p for p in params}.values())  # the tied head appears once
-    return [
-        {"params": [p for p in unique if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in unique if p.dim() < 2], "weight_decay": 0.0},
-    ]
-
-
 class GPTModule(L.LightningModule):
     """A GPT under Lightning; `hp` is the stage's validated params section."""
 
@@ -140,8 +131,8 @@ class GPTModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         # fp16 needs a loss scaler, which cannot unscale a fused optimizer's gradients before clipping
         fused = self.hp.fused_adamw and self.device.type in ("cpu", "cuda") and self.hp.precision != "16-mixed"
-        optimizer = torch.optim.AdamW(param_groups(self.trained_module(), self.hp.weight_decay), lr=self.hp.lr,
-                                      betas=(self.hp.beta1, self.hp.beta2), fused=fused or None)
+        optimizer = build_optimizer(self.trained_module(), self.hp.optimizer, self.hp.lr,
+                                    self.hp.weight_decay, (self.hp.beta1, self.hp.beta2), fused)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(
             step, lr=1.0, min_lr=self.hp.min_lr / self.hp.lr, warmup=self.hp.warmup_steps, total=self.hp.max_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
