@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, IterableDataset
 from scratchlm.config import PretrainParams
 from scratchlm.model.gpt import GPT, GPTConfig
 from scratchlm.training.callbacks import TrainingLog
-from scratchlm.training.module import PRECISION_DTYPES, GPTModule, effective_precision, matmul_tflops, param_groups
+from scratchlm.training.module import PRECISION_DTYPES, GPTModule, effective_precision, matmul_tflops
+from scratchlm.training.optim import build_optimizer
 
 
 class RandomTokens(IterableDataset):
@@ -48,8 +49,7 @@ def plain_loop(config: GPTConfig, hp: PretrainParams, bf16: bool, compile_: bool
     torch.manual_seed(0)
     model = GPT(config)
     forward = torch.compile(model) if compile_ else model
-    optimizer = torch.optim.AdamW(param_groups(model, hp.weight_decay), lr=hp.lr, betas=(hp.beta1, hp.beta2),
-                                  fused=True)
+    optimizer = build_optimizer(model, "adamw", hp.lr, hp.weight_decay, (hp.beta1, hp.beta2), fused=True)
     batches = iter(DataLoader(RandomTokens(config.vocab_size, config.block_size), batch_size=hp.batch_size))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     times = []
