@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -14,12 +15,12 @@ SAMPLE = "the dog sat on ünïcödé 漢字 🤖 mat<|endoftext|>the park"
 
 
 def make_model_dir(root: Path, bias: bool = True, specials: tuple[str, ...] = (EOT, PAD),
-                   architecture: str = "gpt2") -> Path:
+                   architecture: str = "gpt2", **fields: Any) -> Path:
     """A tiny random model (non-zero biases, so a lost bias would show) and a tiny trained tokenizer."""
     tokenizer = train_bpe(TEXTS, 300, 1, list(specials))
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tokenizer.get_vocab_size(), block_size=16, n_layer=2, n_head=2, n_embd=16,
-                          dropout=0.1, bias=bias, architecture=architecture))
+                          dropout=0.1, bias=bias, architecture=architecture, **fields))
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("bias") or "ln" in name:

@@ -148,7 +148,7 @@ def chat(
 def export(
     model: Path = typer.Option(Path("models/pretrain"), help="scratchlm model folder (not a classifier)"),
     out: Path = typer.Option(..., help="folder to write (replaced atomically if it exists)"),
-    fmt: str = typer.Option("hf", "--format", help="hf: a transformers GPT-2 checkpoint (needs transformers)"),
+    fmt: str = typer.Option("hf", "--format", help="hf: a transformers checkpoint, GPT-2 or Qwen3/Llama (needs transformers)"),
 ) -> None:
     """Export a model for other tools (hf: loads with AutoModelForCausalLM / AutoTokenizer)."""
     from scratchlm.export import export_hf
@@ -160,15 +160,15 @@ def export(
         export_hf(model, out)
     except (OSError, ValueError, ImportError) as error:
         fail(error)
-    typer.echo(f"exported {model} to {out} (transformers GPT-2)")
+    typer.echo(f"exported {model} to {out} (transformers)")
 
 
 @app.command("import-hf")
 def import_hf(
-    hf_dir: Path = typer.Argument(..., help="local Hugging Face GPT-2 folder (config.json + weights + tokenizer)"),
+    hf_dir: Path = typer.Argument(..., help="local Hugging Face GPT-2, Llama or Qwen3 folder (config.json + weights + tokenizer)"),
     out: Path = typer.Option(Path("models/gpt2"), help="scratchlm model folder to write"),
 ) -> None:
-    """Import GPT-2 weights as a scratchlm model, e.g. as the fine-tunes' pretrained model."""
+    """Import GPT-2, Llama or Qwen3 weights as a scratchlm model, e.g. as the fine-tunes' pretrained model."""
     from scratchlm.export import import_hf as convert
 
     try:

@@ -1,4 +1,7 @@
-"""Hugging Face interoperability: our checkpoints to `transformers` GPT-2 folders and back.
+"""Hugging Face interoperability: our checkpoints to `transformers` folders and back.
+
+The `gpt2` architecture is GPT-2's (this file); the `modern` one is the Llama family's, exported as
+Qwen3 or Llama and imported from either (`export_modern`).
 
 Our GPT is GPT-2's architecture (learned positions, pre-LayerNorm, tanh GELU, 1/sqrt(head_dim) attention
 scaling, LayerNorm eps 1e-5, tied head), so the conversion is a renaming plus two details: HF GPT-2 keeps
@@ -16,12 +19,14 @@ import dataclasses
 import json
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn as nn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from scratchlm.export_modern import MODEL_TYPES, from_modern_state, modern_config_from_hf, modern_hf_shapes, modern_names
 from scratchlm.guard import guard_out_dir, write_marker
 from scratchlm.io import atomic_output_dir
 from scratchlm.model.gpt import GPT, GPTConfig, expected_shapes, load_model, read_config, save_model
@@ -47,8 +52,8 @@ SUPPORTED: dict[str, tuple[Any, tuple[Any, ...]]] = {
 
 
 def export_hf(model_dir: Path, out_dir: Path) -> None:
-    """Write `out_dir` as a `transformers` checkpoint (`GPT2LMHeadModel`, or `Qwen3ForCausalLM` for the modern
-    architecture, + fast tokenizer).
+    """Write `out_dir` as a `transformers` checkpoint (`GPT2LMHeadModel`; for the modern architecture
+    `Qwen3ForCausalLM`, or `LlamaForCausalLM` without QK-norm; + fast tokenizer).
 
     It loads with `AutoModelForCausalLM.from_pretrained(out_dir)` / `AutoTokenizer.from_pretrained(out_dir)`
     and gives our logits. A classifier export (config.json with a "head" key) is refused: GPT-2 has no
@@ -57,12 +62,12 @@ def export_hf(model_dir: Path, out_dir: Path) -> None:
     guard_out_dir(out_dir, [model_dir], "export")
     model, tokenizer = _load_language_model(model_dir)
     transformers = _transformers()
-    if model.config.architecture == "modern":  # the Llama family's layout with QK-norm: Qwen3
-        from scratchlm.export_modern import ARCHITECTURE, qwen3_config, to_qwen3_state
+    if model.config.architecture == "modern":
+        from scratchlm.export_modern import hf_class, modern_hf_config, to_modern_state
 
-        hf_model = transformers.Qwen3ForCausalLM(qwen3_config(model, tokenizer, transformers)).eval()
-        hf_model.load_state_dict(to_qwen3_state(model), strict=True)
-        kind = ARCHITECTURE
+        kind = hf_class(model.config)
+        hf_model = getattr(transformers, kind)(modern_hf_config(model, tokenizer, transformers)).eval()
+        hf_model.load_state_dict(to_modern_state(model), strict=True)
     else:
         hf_model = transformers.GPT2LMHeadModel(hf_config(model, tokenizer)).eval()
         hf_model.load_state_dict(to_hf_state(model), strict=True)
@@ -81,7 +86,7 @@ def _load_language_model(model_dir: Path) -> tuple[GPT, Tokenizer]:
             raise FileNotFoundError(f"{model_dir}: missing {name} (not an exported scratchlm model)")
     if "head" in read_config(model_dir):
         raise ValueError(f"{model_dir / 'config.json'}: has a 'head' key (a classifier); only language models "
-                         "can be exported to GPT-2 (export the pretrained model it was fine-tuned from)")
+                         "can be exported (export the pretrained model it was fine-tuned from)")
     return load_model(model_dir).eval(), load_tokenizer(model_dir / "tokenizer.json")
 
 
@@ -142,21 +147,33 @@ def portable_tokenizer_class(config_file: Path) -> None:
 
 
 def import_hf(hf_dir: Path, out_dir: Path) -> None:
-    """Turn a local GPT-2-format checkpoint into a scratchlm model folder (the fine-tune stages' `pretrained`).
+    """Turn a local GPT-2, Llama or Qwen3 checkpoint into a scratchlm model folder (the fine-tunes' `pretrained`).
 
     Writes `model.safetensors` + `config.json` (via `save_model`) + `tokenizer.json`. The fine-tunes pad
     with `<|pad|>`, which GPT-2's tokenizer lacks: it is added as a special token and, if its id falls
     outside the embedding, the (tied) embedding grows by rows set to the mean embedding, so every other
     token's logits are unchanged and the new token starts as an average, unremarkable one.
-    Dropout becomes GPT-2's `resid_pdrop` (0.1 for the released models); biases are kept.
+    GPT-2: dropout becomes `resid_pdrop` (0.1 for the released models); biases are kept. Llama and Qwen3
+    become the `modern` architecture (see `export_modern` for what is refused).
     """
     guard_out_dir(out_dir, [hf_dir], "import-hf")
     config_file = hf_dir / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{hf_dir}: missing config.json (not a Hugging Face checkpoint)")
-    config = gpt_config_from_hf(read_config(hf_dir), config_file)
+    hf = read_config(hf_dir)
+    if hf.get("model_type") not in ("gpt2", *MODEL_TYPES):
+        raise ValueError(f"{config_file}: model_type is {hf.get('model_type')!r}; only {', '.join(['gpt2', *MODEL_TYPES])} "
+                         "checkpoints can be imported")
+    gpt2 = hf["model_type"] == "gpt2"
+    config = gpt_config_from_hf(hf, config_file) if gpt2 else modern_config_from_hf(hf, config_file)
     tokenizer = tokenizer_from_hf(hf_dir)
-    state = from_hf_state(read_hf_weights(hf_dir, expected_shapes(lambda: GPT(config))))
+    if gpt2:
+        expected = expected_shapes(lambda: GPT(config))
+        state = from_hf_state(read_hf_weights(hf_dir, lambda found: match_shapes(hf_dir, gpt2_names(found), expected)))
+    else:
+        expected = modern_hf_shapes(config)
+        state = from_modern_state(read_hf_weights(
+            hf_dir, lambda found: match_shapes(hf_dir, modern_names(found), expected)), config)
     model = load_state(GPT(config), state, hf_dir)
     model = grow_vocab(model, tokenizer.get_vocab_size(with_added_tokens=True), hf_dir)
     with atomic_output_dir(out_dir) as tmp:
@@ -167,8 +184,6 @@ def import_hf(hf_dir: Path, out_dir: Path) -> None:
 
 def gpt_config_from_hf(hf: dict[str, Any], source: Path) -> GPTConfig:
     """Our config from a GPT-2 config.json; anything our GPT would compute differently is refused by key."""
-    if hf.get("model_type") != "gpt2":
-        raise ValueError(f"{source}: model_type is {hf.get('model_type')!r}; only 'gpt2' checkpoints can be imported")
     for key, (default, allowed) in SUPPORTED.items():
         if hf.get(key, default) not in allowed:
             raise ValueError(f"{source}: {key}={hf[key]!r} is not supported (scratchlm's GPT computes {allowed[0]!r})")
@@ -185,10 +200,10 @@ def gpt_config_from_hf(hf: dict[str, Any], source: Path) -> GPTConfig:
         raise ValueError(f"{source}: {error}") from None
 
 
-def read_hf_weights(hf_dir: Path, expected: dict[str, list[int]]) -> dict[str, torch.Tensor]:
-    """model.safetensors (its header checked against `expected`, our names and shapes, before any tensor is
-    read), else pytorch_model.bin loaded with `weights_only=True`: a pickle holding anything but tensors is
-    refused and nothing in it runs."""
+def read_hf_weights(hf_dir: Path, check: Callable[[dict[str, list[int]]], None]) -> dict[str, torch.Tensor]:
+    """model.safetensors (`check` given the header's names and shapes before any tensor is read), else
+    pytorch_model.bin loaded with `weights_only=True`: a pickle holding anything but tensors is refused and
+    nothing in it runs."""
     import pickle
 
     from safetensors import SafetensorError, safe_open
@@ -197,7 +212,7 @@ def read_hf_weights(hf_dir: Path, expected: dict[str, list[int]]) -> dict[str, t
     if safetensors_file.is_file():
         try:
             with safe_open(str(safetensors_file), framework="pt") as handle:
-                check_hf_shapes(hf_dir, {n: list(handle.get_slice(n).get_shape()) for n in handle.keys()}, expected)  # noqa: SIM118
+                check({n: list(handle.get_slice(n).get_shape()) for n in handle.keys()})  # noqa: SIM118
                 return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
         except (SafetensorError, OSError) as error:
             raise ValueError(f"{safetensors_file}: unreadable weights ({str(error).splitlines()[0]})") from None
@@ -211,20 +226,25 @@ def read_hf_weights(hf_dir: Path, expected: dict[str, list[int]]) -> dict[str, t
             raise ValueError(f"{bin_file}: unreadable weights ({str(error).splitlines()[0]})") from None
         if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
             raise ValueError(f"{bin_file}: not a state dict of tensors")
-        check_hf_shapes(hf_dir, {name: list(t.shape) for name, t in state.items()}, expected)
+        check({name: list(t.shape) for name, t in state.items()})
         return state
     raise FileNotFoundError(f"{hf_dir}: no model.safetensors or pytorch_model.bin (sharded checkpoints are "
                             "not supported)")
 
 
-def check_hf_shapes(hf_dir: Path, found: dict[str, list[int]], expected: dict[str, list[int]]) -> None:
-    """HF GPT-2 tensor shapes (renamed, Conv1D transposed) against what config.json gives our GPT."""
+def gpt2_names(found: dict[str, list[int]]) -> dict[str, list[int]]:
+    """HF GPT-2 tensor shapes under our names (Conv1D transposed), without the tied head and mask buffers."""
     ours = {}
     for name, shape in found.items():
         name = name.removeprefix("transformer.")
         if name == "lm_head.weight" or MASK_BUFFER.match(name):
             continue
         ours[name] = shape[::-1] if name.endswith(CONV1D) else shape
+    return ours
+
+
+def match_shapes(hf_dir: Path, ours: dict[str, list[int]], expected: dict[str, list[int]]) -> None:
+    """The checkpoint's tensors against what config.json gives: the first difference is a one-line error."""
     for name in sorted(expected.keys() | ours.keys()):
         if expected.get(name) != ours.get(name):
             have = f"the weights have {ours[name]}" if name in ours else "the weights lack it"
@@ -246,7 +266,7 @@ def from_hf_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def load_state(model: GPT, state: dict[str, torch.Tensor], source: Path) -> GPT:
     """`model` with `state` loaded strictly (head tied to wte); a mismatch is a one-line error naming `source`."""
     if "wte.weight" not in state:
-        raise ValueError(f"{source}: the weights have no wte.weight (not a GPT-2 checkpoint)")
+        raise ValueError(f"{source}: the weights have no token embedding")
     try:
         model.load_state_dict({**state, "lm_head.weight": state["wte.weight"]}, strict=True)
     except RuntimeError as error:

@@ -1,10 +1,15 @@
-"""The `modern` GPT as a Hugging Face Qwen3 checkpoint: the Llama family's layout with QK-norm.
+"""The `modern` GPT and the Llama family on Hugging Face: Qwen3 (with QK-norm) and Llama (without), both ways.
 
-Our modern block is Qwen3's decoder layer: RMSNorm before attention and MLP, per-head RMSNorm of the
-queries and keys before the rotary embedding ("rotate half", as Llama), SwiGLU, no biases, a tied
-head. So `Qwen3ForCausalLM` computes our logits with our weights under its names: the fused
-`c_attn` split into `q_proj`, `k_proj`, `v_proj`, the fused gate | up of `c_fc` into `gate_proj` and
-`up_proj`. Plain Llama has no QK-norm, so it could not.
+Our modern block is the Llama/Qwen3 decoder layer: RMSNorm before attention and MLP, rotary embeddings
+in the "rotate half" layout, grouped-query attention, SwiGLU, no biases, a tied head; Qwen3 adds an
+RMSNorm on each head's queries and keys before the rotation, which `qk_norm` turns on. So
+`Qwen3ForCausalLM` or `LlamaForCausalLM` computes our logits with our weights under its names: the
+fused `c_attn` is `q_proj`, `k_proj`, `v_proj` stacked, the fused gate | up of `c_fc` is `gate_proj`
+and `up_proj` stacked.
+
+Importing reads a local folder's config.json and refuses, key by key, whatever would make our model
+compute something else (rope scaling, untied heads, biases, sliding windows, another activation); the weights' names and shapes are checked from the file header
+before a tensor is read.
 """
 
 from __future__ import annotations
@@ -14,45 +19,133 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from scratchlm.model.gpt import GPT, NORM_EPS, swiglu_width
+from scratchlm.model.gpt import GPT, MAX_BLOCK_SIZE, GPTConfig, mlp_hidden
 from scratchlm.tokenizer import EOT, PAD
 
-ARCHITECTURE = "Qwen3ForCausalLM"
+#: model_type → (transformers class, QK-norm)
+MODEL_TYPES = {"qwen3": ("Qwen3ForCausalLM", True), "llama": ("LlamaForCausalLM", False)}
+#: config.json keys whose value changes the function computed: (transformers' default, what we compute)
+SUPPORTED: dict[str, tuple[Any, Any]] = {
+    "hidden_act": ("silu", "silu"),
+    "tie_word_embeddings": (False, True),
+    "attention_bias": (False, False),
+    "mlp_bias": (False, False),
+    "use_sliding_window": (False, False),
+}
+REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+#: buffers some checkpoints carry that are not weights (rebuilt from the config)
+IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
 
-def qwen3_config(model: GPT, tokenizer: Tokenizer, transformers: Any) -> Any:
-    """A Qwen3Config computing exactly what the modern `model` computes (dropout matters only in training)."""
+def hf_class(config: GPTConfig) -> str:
+    return next(name for name, qk_norm in MODEL_TYPES.values() if qk_norm == config.qk_norm)
+
+
+def modern_hf_config(model: GPT, tokenizer: Tokenizer, transformers: Any) -> Any:
+    """A Qwen3Config (QK-norm) or LlamaConfig computing exactly what the modern `model` computes."""
     c = model.config
     eot, pad = tokenizer.token_to_id(EOT), tokenizer.token_to_id(PAD)
-    return transformers.Qwen3Config(
-        vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=swiglu_width(c.n_embd),
-        num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.n_head,
-        head_dim=c.n_embd // c.n_head, hidden_act="silu", max_position_embeddings=c.block_size,
-        rms_norm_eps=NORM_EPS, tie_word_embeddings=True, attention_bias=False, attention_dropout=c.dropout,
-        rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta}, use_sliding_window=False,
-        bos_token_id=eot, eos_token_id=eot, pad_token_id=pad, architectures=[ARCHITECTURE])
+    fields = dict(
+        vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=mlp_hidden(c),
+        num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head or c.n_head,
+        head_dim=c.head_size, hidden_act="silu", max_position_embeddings=c.block_size,
+        rms_norm_eps=c.norm_eps, tie_word_embeddings=True, attention_bias=False, attention_dropout=c.dropout,
+        rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
+        bos_token_id=eot, eos_token_id=eot, pad_token_id=pad, architectures=[hf_class(c)])
+    if c.qk_norm:
+        return transformers.Qwen3Config(**fields, use_sliding_window=False)
+    return transformers.LlamaConfig(**fields, mlp_bias=False)
 
 
-def to_qwen3_state(model: GPT) -> dict[str, torch.Tensor]:
-    """Our modern weights under Qwen3's names."""
-    ours = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+def to_modern_state(model: GPT) -> dict[str, torch.Tensor]:
+    """Our modern weights under the Llama family's names (Qwen3's q_norm/k_norm where `qk_norm`)."""
+    c = model.config
+    ours = {name: t.detach() for name, t in model.state_dict().items()}
+    kv_width = (c.n_kv_head or c.n_head) * c.head_size
     state = {"model.embed_tokens.weight": ours["wte.weight"], "model.norm.weight": ours["ln_f.weight"],
              "lm_head.weight": ours["wte.weight"]}
-    for i in range(model.config.n_layer):
+    for i in range(c.n_layer):
         block, layer = f"h.{i}", f"model.layers.{i}"
-        q, k, v = ours[f"{block}.attn.c_attn.weight"].chunk(3, dim=0)
+        q, k, v = ours[f"{block}.attn.c_attn.weight"].split([c.n_head * c.head_size, kv_width, kv_width], dim=0)
         gate, up = ours[f"{block}.mlp.c_fc.weight"].chunk(2, dim=0)
         state |= {
             f"{layer}.input_layernorm.weight": ours[f"{block}.ln_1.weight"],
-            f"{layer}.self_attn.q_proj.weight": q.contiguous(),
-            f"{layer}.self_attn.k_proj.weight": k.contiguous(),
-            f"{layer}.self_attn.v_proj.weight": v.contiguous(),
-            f"{layer}.self_attn.o_proj.weight": ours[f"{block}.attn.c_proj.weight"],
-            f"{layer}.self_attn.q_norm.weight": ours[f"{block}.attn.q_norm.weight"],
-            f"{layer}.self_attn.k_norm.weight": ours[f"{block}.attn.k_norm.weight"],
+            f"{layer}.self_attn.q_proj.weight": q, f"{layer}.self_attn.k_proj.weight": k,
+            f"{layer}.self_attn.v_proj.weight": v, f"{layer}.self_attn.o_proj.weight": ours[f"{block}.attn.c_proj.weight"],
             f"{layer}.post_attention_layernorm.weight": ours[f"{block}.ln_2.weight"],
-            f"{layer}.mlp.gate_proj.weight": gate.contiguous(),
-            f"{layer}.mlp.up_proj.weight": up.contiguous(),
+            f"{layer}.mlp.gate_proj.weight": gate, f"{layer}.mlp.up_proj.weight": up,
             f"{layer}.mlp.down_proj.weight": ours[f"{block}.mlp.c_proj.weight"],
         }
-    return state
+        if c.qk_norm:
+            state[f"{layer}.self_attn.q_norm.weight"] = ours[f"{block}.attn.q_norm.weight"]
+            state[f"{layer}.self_attn.k_norm.weight"] = ours[f"{block}.attn.k_norm.weight"]
+    return {name: t.contiguous() for name, t in state.items()}
+
+
+# ------------------------------------------------------------------------------------------ import
+
+
+def modern_config_from_hf(hf: dict[str, Any], source: Any) -> GPTConfig:
+    """Our config from a Llama or Qwen3 config.json; anything our model would compute differently is refused by key."""
+    kind = hf.get("model_type")
+    for key, (default, ours) in SUPPORTED.items():
+        if hf.get(key, default) != ours:
+            raise ValueError(f"{source}: {key}={hf.get(key, default)!r} is not supported (scratchlm's modern GPT "
+                             f"computes {ours!r})")
+    missing = [key for key in REQUIRED if key not in hf]
+    if missing:
+        raise ValueError(f"{source}: missing key {missing[0]}")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise ValueError(f"{source}: rope_type={rope_type!r} is not supported (scratchlm's rotary embeddings are "
+                         "unscaled: 'default')")
+    heads, width = hf["num_attention_heads"], hf["hidden_size"]
+    head_dim = hf.get("head_dim") or width // max(1, heads)  # transformers' own fallback
+    if any(layer != "full_attention" for layer in hf.get("layer_types") or []):
+        raise ValueError(f"{source}: layer_types has sliding-window layers (scratchlm attends over the full context)")
+    kv_heads = hf.get("num_key_value_heads") or heads
+    fields = {"vocab_size": hf["vocab_size"], "n_embd": width, "n_layer": hf["num_hidden_layers"], "n_head": heads,
+              "block_size": min(hf.get("max_position_embeddings", 2048), MAX_BLOCK_SIZE),
+              "dropout": hf.get("attention_dropout", 0.0), "bias": False, "architecture": "modern",
+              "rope_theta": rope.get("rope_theta", hf.get("rope_theta", 10000.0)),
+              "n_kv_head": None if kv_heads == heads else kv_heads, "mlp_width": hf["intermediate_size"],
+              "norm_eps": hf.get("rms_norm_eps", 1e-6), "qk_norm": MODEL_TYPES[kind][1],
+              "head_dim": None if heads * head_dim == width else head_dim}
+    try:
+        return GPTConfig.from_dict(fields)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+
+
+def modern_hf_shapes(config: GPTConfig) -> dict[str, list[int]]:
+    """The Llama-family tensor names and shapes a checkpoint of `config` holds (on the meta device: no memory)."""
+    with torch.device("meta"):
+        state = to_modern_state(GPT(config))
+    return {name: list(t.shape) for name, t in state.items() if name != "lm_head.weight"}
+
+
+def modern_names(found: dict[str, list[int]]) -> dict[str, list[int]]:
+    """A checkpoint's tensors without the tied head and the rotary buffers (what `modern_hf_shapes` lists)."""
+    return {name: shape for name, shape in found.items()
+            if name != "lm_head.weight" and not name.endswith(IGNORED_SUFFIXES)}
+
+
+def from_modern_state(state: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+    """Llama-family names to ours: q, k, v stacked into c_attn, gate and up into c_fc."""
+    hf = {name: t.float() for name, t in state.items()}
+    ours = {"wte.weight": hf["model.embed_tokens.weight"], "ln_f.weight": hf["model.norm.weight"]}
+    for i in range(config.n_layer):
+        block, layer = f"h.{i}", f"model.layers.{i}"
+        ours |= {
+            f"{block}.ln_1.weight": hf[f"{layer}.input_layernorm.weight"],
+            f"{block}.attn.c_attn.weight": torch.cat([hf[f"{layer}.self_attn.{p}_proj.weight"] for p in "qkv"]),
+            f"{block}.attn.c_proj.weight": hf[f"{layer}.self_attn.o_proj.weight"],
+            f"{block}.ln_2.weight": hf[f"{layer}.post_attention_layernorm.weight"],
+            f"{block}.mlp.c_fc.weight": torch.cat([hf[f"{layer}.mlp.{p}_proj.weight"] for p in ("gate", "up")]),
+            f"{block}.mlp.c_proj.weight": hf[f"{layer}.mlp.down_proj.weight"],
+        }
+        if config.qk_norm:
+            ours[f"{block}.attn.q_norm.weight"] = hf[f"{layer}.self_attn.q_norm.weight"]
+            ours[f"{block}.attn.k_norm.weight"] = hf[f"{layer}.self_attn.k_norm.weight"]
+    return {name: t.contiguous() for name, t in ours.items()}

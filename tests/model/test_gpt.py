@@ -8,10 +8,16 @@ from scratchlm.model.gpt import GPT, GPTConfig, KVCache, load_model, save_model
 TINY = dict(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
 
 
-@pytest.fixture(params=["gpt2", "modern"])
+#: the book's GPT-2; modern as we train it (Qwen3's layout); modern as Llama imports (grouped-query
+#: attention with two key/value heads for four query heads, no QK-norm, another MLP width and epsilon)
+VARIANTS = {"gpt2": {"architecture": "gpt2"}, "modern": {"architecture": "modern"},
+            "llama-gqa": {"architecture": "modern", "n_kv_head": 2, "qk_norm": False, "mlp_width": 40, "norm_eps": 1e-5}}
+
+
+@pytest.fixture(params=list(VARIANTS))
 def model(request: pytest.FixtureRequest) -> GPT:
     torch.manual_seed(0)
-    return GPT(GPTConfig(**TINY, architecture=request.param)).eval()
+    return GPT(GPTConfig(**TINY, **VARIANTS[request.param])).eval()
 
 
 def test_shapes_and_loss(model: GPT) -> None:
@@ -43,6 +49,9 @@ def test_lm_head_is_tied_and_residual_projections_are_scaled() -> None:
     ("n_embd", 30, "n_embd: 30 is not divisible by n_head 4"),
     ("block_size", 0, "block_size"),
     ("dropout", 1.0, "dropout"),
+    ("n_kv_head", 3, "n_kv_head: 3 must divide n_head 4"),
+    ("n_kv_head", 2, r"n_kv_head: 2 .*needs architecture modern"),
+    ("norm_eps", 0.0, "norm_eps: must be > 0"),
 ])
 def test_config_validation(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -128,6 +137,28 @@ def test_modern_has_rotary_rmsnorm_qk_norm_swiglu_and_no_position_table_or_bias(
         GPTConfig(**TINY, architecture="llama")
     with pytest.raises(ValueError, match="rotary embeddings need an even head size, got 3"):
         GPTConfig(**{**TINY, "n_embd": 12}, architecture="modern")
+
+
+def test_grouped_query_attention_shares_key_value_heads_and_caches_only_them() -> None:
+    """Two key/value heads for four query heads: query heads 0-1 read kv head 0, 2-3 kv head 1 (Llama's
+    repeat_kv); the cache holds two heads; no QK-norm when it is off."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY, **VARIANTS["llama-gqa"])).eval()
+    assert model.h[0].attn.c_attn.weight.shape == (32 + 2 * 2 * 8, 32) and model.h[0].attn.q_norm is None
+    assert model.h[0].mlp.c_fc.weight.shape == (80, 32) and model.ln_f.eps == 1e-5
+    cache = KVCache(2)
+    model(torch.randint(0, 97, (1, 5)), cache=cache)
+    assert cache.keys[0] is not None and cache.keys[0].shape == (1, 2, 5, 8)
+    grouped = GPTConfig(**TINY, **VARIANTS["llama-gqa"])
+    full = GPT(GPTConfig(**TINY, architecture="modern", qk_norm=False, mlp_width=40, norm_eps=1e-5)).eval()
+    state = model.state_dict()
+    for i in range(grouped.n_layer):  # the same model with each key/value head copied for its query heads
+        q, k, v = state[f"h.{i}.attn.c_attn.weight"].split([32, 16, 16])
+        expand = lambda t: t.view(2, 8, 32).repeat_interleave(2, dim=0).reshape(32, 32)  # noqa: E731
+        state[f"h.{i}.attn.c_attn.weight"] = torch.cat([q, expand(k), expand(v)])
+    full.load_state_dict(state)
+    idx = torch.randint(0, 97, (2, 12))
+    torch.testing.assert_close(model(idx)[0], full(idx)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_modern_scores_packed_continuations_as_it_scores_each_alone() -> None:

@@ -6,8 +6,9 @@ tanh-GELU MLP, a final LayerNorm and an LM head tied to the token embedding.
 
 `modern` (the recipe of the GPT-2 speedrun line of work and of Llama/Qwen3): no position table but
 rotary embeddings on queries and keys (the Llama "rotate half" layout), RMSNorm everywhere, an
-RMSNorm on each head's queries and keys before the rotation (QK-norm, as Qwen3), a SwiGLU MLP, no
-biases; the head is still tied.
+RMSNorm on each head's queries and keys before the rotation (QK-norm, as Qwen3; off for Llama), a
+SwiGLU MLP, no biases; the head is still tied. Grouped-query attention (fewer key/value heads than
+query heads) and the MLP width exist so that small open Llama/Qwen3 models import exactly.
 
 Both use GPT-2's initialisation: N(0, 0.02), with the residual projections scaled by
 1/sqrt(2 * n_layer) so the residual stream's variance does not grow with depth. Imports neither
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 
 MAX_BLOCK_SIZE = 1 << 16
 ARCHITECTURES = ("gpt2", "modern")
-NORM_EPS = 1e-6  # RMSNorm's epsilon (`modern`), as Llama and Qwen3 set rms_norm_eps
+NORM_EPS = 1e-6  # RMSNorm's default epsilon (`modern`), as Qwen3 sets rms_norm_eps
 
 
 @dataclass
@@ -48,6 +49,15 @@ class GPTConfig:
             has none.
         architecture: `gpt2` or `modern` (see the module's docstring).
         rope_theta: the rotary embeddings' base (`modern`; Llama's 10000).
+        n_kv_head: key/value heads (`modern`; null: n_head). Fewer than n_head is grouped-query
+            attention: each key/value head serves n_head / n_kv_head query heads, a smaller KV cache.
+        mlp_width: the MLP's hidden width (null: 4 * n_embd for `gpt2`, 8/3 * n_embd up to a multiple
+            of 32 for `modern`, the same parameters).
+        norm_eps: RMSNorm's epsilon (`modern`; Qwen3 1e-6, Llama 1e-5). `gpt2`'s LayerNorm keeps 1e-5.
+        qk_norm: RMSNorm on each head's queries and keys before the rotation (`modern`; Qwen3 has it,
+            Llama does not).
+        head_dim: the size of each attention head (`modern`; null: n_embd / n_head). Qwen3's heads are
+            wider than that, so its attention projects to n_head * head_dim and back.
     """
 
     vocab_size: int = 50304
@@ -59,6 +69,11 @@ class GPTConfig:
     bias: bool = True
     architecture: str = "gpt2"
     rope_theta: float = 10000.0
+    n_kv_head: int | None = None
+    mlp_width: int | None = None
+    norm_eps: float = NORM_EPS
+    qk_norm: bool = True
+    head_dim: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -70,17 +85,29 @@ class GPTConfig:
             (1 <= self.block_size <= MAX_BLOCK_SIZE, f"block_size: must be in [1, {MAX_BLOCK_SIZE}]"),
             (self.n_layer >= 1, "n_layer: must be ≥ 1"),
             (self.n_head >= 1, "n_head: must be ≥ 1"),
-            (self.n_embd >= 1 and self.n_embd % max(1, self.n_head) == 0,
+            (self.n_embd >= 1 and (self.head_dim is not None or self.n_embd % max(1, self.n_head) == 0),
              f"n_embd: {self.n_embd} is not divisible by n_head {self.n_head}"),
+            (self.head_dim is None or (self.architecture == "modern" and self.head_dim >= 1),
+             f"head_dim: {self.head_dim} must be ≥ 1 (and needs architecture modern)"),
             (0.0 <= self.dropout < 1.0, "dropout: must be in [0, 1)"),
             (self.architecture in ARCHITECTURES, f"architecture: {self.architecture!r} is not one of {ARCHITECTURES}"),
-            (self.architecture != "modern" or (self.n_embd // max(1, self.n_head)) % 2 == 0,
-             f"n_embd / n_head: rotary embeddings need an even head size, got {self.n_embd // max(1, self.n_head)}"),
+            (self.architecture != "modern" or self.head_size % 2 == 0,
+             f"n_embd / n_head: rotary embeddings need an even head size, got {self.head_size}"),
             (self.rope_theta > 0, "rope_theta: must be > 0"),
+            (self.n_kv_head is None or (self.architecture == "modern" and self.n_kv_head >= 1
+                                        and self.n_head % self.n_kv_head == 0),
+             f"n_kv_head: {self.n_kv_head} must divide n_head {self.n_head} (and needs architecture modern)"),
+            (self.mlp_width is None or self.mlp_width >= 1, "mlp_width: must be ≥ 1"),
+            (self.norm_eps > 0, "norm_eps: must be > 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    @property
+    def head_size(self) -> int:
+        """Each attention head's width: `head_dim`, else n_embd / n_head."""
+        return self.head_dim or self.n_embd // max(1, self.n_head)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -98,9 +125,10 @@ class GPTConfig:
         if unknown:
             raise ValueError(f"unknown field(s) {sorted(unknown)}")
         for name, value in fields.items():
-            kind = {"dropout": (int, float), "rope_theta": (int, float), "bias": (bool,),
-                    "architecture": (str,)}.get(name, (int,))
-            if not isinstance(value, kind) or (name != "bias" and isinstance(value, bool)):
+            kind = {"dropout": (int, float), "rope_theta": (int, float), "norm_eps": (int, float), "bias": (bool,),
+                    "qk_norm": (bool,), "architecture": (str,), "n_kv_head": (type(None), int),
+                    "mlp_width": (type(None), int), "head_dim": (type(None), int)}.get(name, (int,))
+            if not isinstance(value, kind) or (name not in ("bias", "qk_norm") and isinstance(value, bool)):
                 raise ValueError(f"{name}: {value!r} is not a valid {kind[-1].__name__}")
         return cls(**fields)
 
@@ -108,7 +136,7 @@ class GPTConfig:
 def norm(config: GPTConfig, size: int) -> nn.Module:
     """LayerNorm (`gpt2`) or RMSNorm with a learned gain (`modern`)."""
     if config.architecture == "modern":
-        return nn.RMSNorm(size, eps=NORM_EPS)
+        return nn.RMSNorm(size, eps=config.norm_eps)
     return nn.LayerNorm(size, bias=config.bias)
 
 
@@ -130,15 +158,16 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.n_head = config.n_head
+        self.n_head, self.n_kv_head = config.n_head, config.n_kv_head or config.n_head
         modern = config.architecture == "modern"
         bias = config.bias and not modern
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=bias)
+        self.head_dim = config.head_size
+        self.c_attn = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=bias)
+        self.c_proj = nn.Linear(self.n_head * self.head_dim, config.n_embd, bias=bias)
         self.c_proj.residual_scale = True  # type: ignore[attr-defined]
-        head_dim = config.n_embd // config.n_head
-        self.q_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if modern else None
-        self.k_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if modern else None
+        qk_norm = modern and config.qk_norm
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=config.norm_eps) if qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=config.norm_eps) if qk_norm else None
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -146,12 +175,18 @@ class CausalSelfAttention(nn.Module):
                 mask: torch.Tensor | None = None,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         batch, time, channels = x.shape
-        q, k, v = self.c_attn(x).split(channels, dim=2)
-        q, k, v = (t.view(batch, time, self.n_head, channels // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if self.q_norm is not None and self.k_norm is not None and rope is not None:
-            q, k = rotate(self.q_norm(q), *rope), rotate(self.k_norm(k), *rope)
+        kv_width = self.n_kv_head * self.head_dim
+        q, k, v = self.c_attn(x).split([self.n_head * self.head_dim, kv_width, kv_width], dim=2)
+        q = q.view(batch, time, self.n_head, self.head_dim).transpose(1, 2)
+        k, v = (t.view(batch, time, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
         if cache is not None:
-            k, v = cache.append(layer, k, v)
+            k, v = cache.append(layer, k, v)  # the cache keeps the n_kv_head heads: the point of grouping
+        if self.n_kv_head != self.n_head:  # each key/value head serves a group of consecutive query heads
+            k, v = (t.repeat_interleave(self.n_head // self.n_kv_head, dim=1) for t in (k, v))
         # With a cache the new queries sit at the end of the keys: a causal mask aligned to the
         # bottom-right. SDPA's is_causal aligns top-left, so build the mask when lengths differ.
         if mask is not None:  # (batch, time, time): which keys each query sees (packed sequences)
@@ -162,7 +197,7 @@ class CausalSelfAttention(nn.Module):
         else:
             mask = torch.ones(time, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - time)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        y = y.transpose(1, 2).contiguous().view(batch, time, channels)
+        y = y.transpose(1, 2).contiguous().view(batch, time, self.n_head * self.head_dim)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -171,11 +206,16 @@ def swiglu_width(n_embd: int) -> int:
     return -(-8 * n_embd // 3 // 32) * 32
 
 
+def mlp_hidden(config: GPTConfig) -> int:
+    """The MLP's hidden width: `mlp_width`, else 4x (`gpt2`) or the SwiGLU width (`modern`)."""
+    return config.mlp_width or (swiglu_width(config.n_embd) if config.architecture == "modern" else 4 * config.n_embd)
+
+
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.gated = config.architecture == "modern"
-        hidden = swiglu_width(config.n_embd) if self.gated else 4 * config.n_embd
+        hidden = mlp_hidden(config)
         bias = config.bias and not self.gated
         self.c_fc = nn.Linear(config.n_embd, 2 * hidden if self.gated else hidden, bias=bias)  # gate | up
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=bias)
@@ -277,7 +317,7 @@ class GPT(nn.Module):
             x, rope = self.drop(self.wte(idx) + self.wpe(positions)), None
         else:  # (batch, 1, time, head_dim) for per-row positions, (time, head_dim) for shared ones
             rope = rotary(positions[:, None] if positions.dim() == 2 else positions,
-                          self.config.n_embd // self.config.n_head, self.config.rope_theta)
+                          self.config.head_size, self.config.rope_theta)
             x = self.drop(self.wte(idx))
         for layer, block in enumerate(self.h):
             x = block(x, cache, layer, mask, rope)

@@ -111,8 +111,10 @@ def section_summary(run: CardInputs) -> list[str]:
     pre, ev = run.metrics["pretrain"], run.metrics["evaluate"]
     mean = ev.get("benchmark_mean", {})
     cls = ev["classifier"]
+    params = run.manifests["pretrain"]["params"]
+    recipe = f"{params['model'].get('architecture', 'gpt2')} architecture, {params.get('optimizer', 'adamw')} optimizer"
     lines = ["## Summary", "",
-             f"A {pre['params_with_embeddings']:,}-parameter GPT trained from scratch on "
+             f"A {pre['params_with_embeddings']:,}-parameter GPT ({recipe}) trained from scratch on "
              f"{pre['tokens_seen']:,} tokens, then fine-tuned into a classifier ({', '.join(class_labels(cls))}) "
              "and an instruction follower. Every figure below comes from this run's metrics files.", ""]
     rows = [["pretrain val loss (nats/token)", pre["val_loss"], f"unigram baseline {pre['unigram_val_loss']:.3f}"]]
@@ -167,7 +169,7 @@ def section_model(run: CardInputs) -> list[str]:
              f"{tok['bytes_per_token']:.2f} bytes/token and {tok['tokens_per_word']:.2f} tokens/word on validation "
              f"text, {pct(tok['byte_token_share'])} of tokens are lone bytes.", "", "## Model and training", ""]
     lines += table(["setting", "value"], [[key, json.dumps(value)] for key, value in sorted(params["model"].items())]
-                   + [[key, json.dumps(params[key])] for key in ("max_steps", "batch_size", "grad_accum", "lr",
+                   + [[key, json.dumps(params[key])] for key in ("optimizer", "max_steps", "batch_size", "grad_accum", "lr",
                                                                  "min_lr", "warmup_steps", "weight_decay",
                                                                  "precision", "compile", "seed") if key in params])
     flops = pre["flops_per_token"] * pre["tokens_seen"]
