@@ -104,13 +104,24 @@ class Settings:
     params: Section
     tracking: TrackingParams
     executor: ExecutorParams
-    raw: Any
+    raw: dict[str, Any]
 
 
-def load_params(section: str, path: Path = PARAMS_FILE) -> Settings:
+def load_params(stage: str, path: Path = PARAMS_FILE) -> Settings:
+    """The stage's section; for a member of a stage family (`scaling@<rung>`, a dvc.yaml `foreach`), the
+    family's section asked for that member, which may read other sections too (a rung reads `pretrain`)."""
     raw = read_params_file(path)
     tracking, executor = (parse_section(name, raw.get(name)) for name in ("tracking", "executor"))
-    return Settings(parse_section(section, raw.get(section)), tracking, executor, raw.get(section))  # type: ignore[arg-type]
+    family, _, member = stage.partition("@")
+    params = parse_section(family, raw.get(family))
+    reads = [family]
+    if member:
+        params, also = params.member(member, raw)  # type: ignore[attr-defined]
+        reads += also
+    elif hasattr(params, "joined"):  # a stage that reads other sections too (scaling_fit: scaling, pretrain)
+        params, also = params.joined(raw)
+        reads += also
+    return Settings(params, tracking, executor, {name: raw.get(name) for name in reads})  # type: ignore[arg-type]
 
 
 def seed_everything(seed: int) -> None:
@@ -170,7 +181,9 @@ def stage_code(stage: str, root: Path = CODE_ROOT) -> list[str]:
         stages = (yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages") or {}
     except (OSError, yaml.YAMLError):
         return []
-    deps = stages.get(stage, {}).get("deps") or []
+    family, _, member = stage.partition("@")
+    spec = stages.get(family, {})
+    deps = (spec.get("do", {}) if member else spec).get("deps") or []  # a family's code deps are not templated
     return sorted(p for p in (next(iter(d)) if isinstance(d, dict) else str(d) for d in deps) if p.endswith(".py"))
 
 
@@ -181,24 +194,25 @@ class Watch:
     says it was made from, so it is not swapped in."""
 
     stage: str
-    section: Any
+    sections: dict[str, Any]
     roots: list[Path]
     files: dict[str, tuple[int, int, int]]
 
     @classmethod
-    def start(cls, stage: str, section: Any, roots: list[Path]) -> Watch:
-        return cls(stage, section, roots, _stats(roots))
+    def start(cls, stage: str, sections: dict[str, Any], roots: list[Path]) -> Watch:
+        return cls(stage, sections, roots, _stats(roots))
 
     def check(self) -> None:
         why = "another `dvc exp run` or an edit in this workspace?"
         advice = "the output was not replaced; run experiments side by side with `dvc exp run --queue`"
         try:
-            section = read_params_file(PARAMS_FILE).get(self.stage)
+            raw = read_params_file(PARAMS_FILE)
         except ConfigError:
-            section = "unreadable"
-        if section != self.section:
-            raise StageConflict(f"{PARAMS_FILE}: the {self.stage} section changed while the stage ran ({why}); "
-                                f"{advice}")
+            raw = {}
+        for name, section in self.sections.items():
+            if raw.get(name, "unreadable") != section:
+                raise StageConflict(f"{PARAMS_FILE}: the {name} section changed while the stage ran ({why}); "
+                                    f"{advice}")
         now = _stats(self.roots)
         changed = sorted(path for path in set(self.files) | set(now) if now.get(path) != self.files.get(path))
         if changed:

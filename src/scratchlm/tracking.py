@@ -215,6 +215,19 @@ class StageRun:
             return str(version.version)
         return None
 
+    def adopt(self, run_ids: list[str | None]) -> None:
+        """Nest these runs under this one (MLflow's parent tag): the UI shows them as its children, side by
+        side in the compare view. A run id that is None (a record without MLflow) is skipped."""
+        if not self.enabled:
+            return
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        for run_id in run_ids:
+            if run_id:
+                with self._logging(f"nest run {run_id}"):
+                    client.set_tag(run_id, "mlflow.parentRunId", str(self.run_id))
+
     def log_inputs(self, inputs: Mapping[str, Mapping[str, Any]]) -> None:
         """Each input as an MLflow dataset named by its path, with its digest, in sorted order."""
         if not self.enabled:

@@ -28,7 +28,7 @@ from typing import Any
 from scratchlm import tracking
 from scratchlm.audit.model import FAIL, INFO, OK, SKIP, WARN, Check
 from scratchlm.audit.walk import Context, Subject, data_deps
-from scratchlm.config import SECTIONS, ConfigError, parse_section
+from scratchlm.config import SECTIONS, ConfigError, nested_params, parse_section
 from scratchlm.io import DataFormatError, dvc_dir_md5, list_files
 from scratchlm.lineage import FORMAT, MANIFEST, manifest_folder, manifest_sha256, part_sha256, read_manifest
 from scratchlm.runrecord import record_path
@@ -149,6 +149,8 @@ def check_lock(subject: Subject, ctx: Context) -> Check:
 def param_disagreements(subject: Subject, entry: dict[str, Any]) -> list[str]:
     """Params dvc.lock records for the stage that are not the ones its output was made with, key by key."""
     locked = (entry.get("params") or {}).get("params.yaml") or {}
+    if nested_params(subject.stage):
+        return nested_param_disagreements(subject, locked)
     if subject.stage not in locked:
         return []
     raw = locked[subject.stage]
@@ -159,6 +161,27 @@ def param_disagreements(subject: Subject, entry: dict[str, Any]) -> list[str]:
     lock, made = tracking.flatten(expected), tracking.flatten(subject.manifest.get("params") or {})
     return [f"param {subject.stage}.{key}: dvc.lock has {lock.get(key)!r}, the output was made with "
             f"{made.get(key)!r}" for key in sorted(lock.keys() | made.keys()) if lock.get(key) != made.get(key)]
+
+
+def nested_param_disagreements(subject: Subject, locked: dict[str, Any]) -> list[str]:
+    """A stage that reads several sections (a rung reads `scaling.rungs.<rung>`, `pretrain`, …): each of
+    dvc.lock's param keys is a path in the manifest's params, nested by section."""
+    made, problems = subject.manifest.get("params") or {}, []
+    for key, raw in sorted(locked.items()):
+        section, *path = key.split(".")
+        value: Any = made
+        for part in (section, *path):
+            value = value.get(part, "<absent>") if isinstance(value, dict) else "<absent>"
+        try:
+            expected = parse_section(section, raw).output_params() if not path and section in SECTIONS else raw
+        except ConfigError as error:
+            problems.append(f"params: dvc.lock's {key} is not valid ({error})")
+            continue
+        lock = tracking.flatten({key: expected}) if isinstance(expected, dict) else {key: str(expected)}
+        have = tracking.flatten({key: value}) if isinstance(value, dict) else {key: str(value)}
+        problems += [f"param {name}: dvc.lock has {lock.get(name)!r}, the output was made with {have.get(name)!r}"
+                     for name in sorted(lock.keys() | have.keys()) if lock.get(name) != have.get(name)]
+    return problems
 
 
 def dep_disagreements(subject: Subject, entry: dict[str, Any], warnings: list[str]) -> list[str]:

@@ -27,6 +27,7 @@ from scratchlm import tracking
 from scratchlm.audit.checks import METRICS_DIR, _same, input_problems
 from scratchlm.audit.model import MARKS, OK, AuditError
 from scratchlm.audit.walk import load_stages, stage_folder
+from scratchlm.config import nested_params
 from scratchlm.io import list_files, sha256_file, tree_sha256
 from scratchlm.lineage import MANIFEST, manifest_folder, read_manifest
 from scratchlm.runrecord import is_timing
@@ -39,11 +40,16 @@ NOT_REPRODUCIBLE = {"download": "download fetches its sources from the network: 
                                 "data/raw`)"}
 #: Training stages: bf16 autocast, torch.compile and GPU kernels are not bit-exact from run to run, so
 #: their weights may differ; their verdict rests on the metrics, floats within TRAIN_REL_TOL.
-TRAINING = ("pretrain", "finetune_classifier", "finetune_instruct")
+TRAINING = ("pretrain", "finetune_classifier", "finetune_instruct", "scaling")
 TRAIN_REL_TOL = 0.02
 EXACT_MODE = "exact (every output file's sha256; metrics exact, timing not compared)"
 TRAINING_MODE = (f"files exact, weights may differ; metrics within {TRAIN_REL_TOL:.0%} (counts exact, "
                  "timing not compared)")
+
+
+def training(stage: str) -> bool:
+    """A training stage, or a member of a training family (`scaling@<rung>`)."""
+    return stage.partition("@")[0] in TRAINING
 
 
 @dataclass
@@ -88,7 +94,7 @@ def reproduce_stage(stage: str, repo_root: str | Path = ".") -> ReproduceReport:
     root = Path(repo_root).resolve()
     folder, manifest = _reproducible(stage, root)
     report = ReproduceReport(stage, folder.relative_to(root).as_posix(),
-                             TRAINING_MODE if stage in TRAINING else EXACT_MODE)
+                             TRAINING_MODE if training(stage) else EXACT_MODE)
     report.inputs = changed_inputs(manifest, root)
     if not report.inputs:
         with tempfile.TemporaryDirectory(prefix=f"scratchlm-reproduce-{stage}-") as scratch:
@@ -165,8 +171,8 @@ def write_rerun_params(stage: str, params: dict[str, Any], root: Path, dest: Pat
     except (OSError, yaml.YAMLError):
         current = {}
     tracking_section = {**(current.get("tracking") or {}), "required": False}
-    dest.write_text(yaml.safe_dump({stage: params, "tracking": tracking_section}, sort_keys=False),
-                    encoding="utf-8")
+    sections = params if nested_params(stage) else {stage: params}  # a stage reading several: nested already
+    dest.write_text(yaml.safe_dump({**sections, "tracking": tracking_section}, sort_keys=False), encoding="utf-8")
 
 
 def compare_outputs(manifest: dict[str, Any], scratch: Path, folder: str, stage: str, root: Path) -> list[Row]:
@@ -192,7 +198,7 @@ def file_row(stage: str, folder: str, rel: str, recorded: str | None, path: Path
         return Row(name, SAME)
     if not path.is_file():
         return Row(name, DIFF, "the re-run did not write it")
-    if stage in TRAINING:
+    if training(stage):
         return Row(name, EXPECTED, "training is not bit-exact everywhere (bf16, torch.compile, GPU kernels): "
                                    "judged on its metrics")
     return Row(name, DIFF, "sha256 differs from the manifest")
@@ -225,7 +231,7 @@ def metric_row(name: str, stage: str, was: float | None, now: float | None) -> R
         return Row(name, SAME)
     counts = was.is_integer() and now.is_integer()
     a, b = (math.log(was), math.log(now)) if leaf.endswith("ppl") and min(was, now) > 0 else (was, now)
-    if stage in TRAINING and not counts and math.isclose(a, b, rel_tol=TRAIN_REL_TOL, abs_tol=TRAIN_REL_TOL):
+    if training(stage) and not counts and math.isclose(a, b, rel_tol=TRAIN_REL_TOL, abs_tol=TRAIN_REL_TOL):
         return Row(name, CLOSE, f"recorded {was:.6g}, re-run {now:.6g} (tolerance {TRAIN_REL_TOL:.0%})")
     return Row(name, DIFF, f"recorded {was!r}, re-run {now!r}")
 

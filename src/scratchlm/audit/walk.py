@@ -156,14 +156,45 @@ def upstream_of(subject: Subject, ctx: Context) -> list[str]:
 
 
 def load_stages(root: Path) -> dict[str, dict[str, Any]]:
-    """dvc.yaml's stages (empty without a dvc.yaml): they map metrics files and plain outs to stages."""
+    """dvc.yaml's stages (empty without a dvc.yaml), families expanded: they map metrics files and plain outs
+    to stages."""
     path = root / "dvc.yaml"
     if not path.is_file():
         return {}
     try:
-        return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages") or {}
+        stages = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages") or {}
+        params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) if any(
+            "foreach" in spec for spec in stages.values()) else {}
     except yaml.YAMLError as error:
         raise AuditError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    return expand_families(stages, params or {})
+
+
+def expand_families(stages: dict[str, Any], params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A `foreach` stage as DVC names its members (`<family>@<key>`), `${key}` filled into each. Only what
+    this project's dvc.yaml uses is expanded: a foreach over a params.yaml mapping or list (`${a.b}`)."""
+    expanded = {}
+    for name, spec in stages.items():
+        if "foreach" not in spec:
+            expanded[name] = spec
+            continue
+        items: Any = spec["foreach"]
+        if isinstance(items, str) and items.startswith("${") and items.endswith("}"):
+            for part in items[2:-1].split("."):
+                items = items.get(part) if isinstance(items, dict) else None
+        for key in (list(items) if isinstance(items, dict | list) else []):
+            expanded[f"{name}@{key}"] = _fill(spec.get("do") or {}, str(key))
+    return expanded
+
+
+def _fill(node: Any, key: str) -> Any:
+    if isinstance(node, str):
+        return node.replace("${key}", key)
+    if isinstance(node, dict):
+        return {_fill(k, key): _fill(v, key) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fill(item, key) for item in node]
+    return node
 
 
 def load_lock(root: Path) -> dict[str, Any] | None:

@@ -90,3 +90,26 @@ def data_funnel(stages: Sequence[tuple[str, int]], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set(xlabel="pretraining documents", title="Data funnel", xlim=(0, max(counts) * 1.25 or 1))
     return _save(fig, path)
+
+
+def scaling_law(rungs: Sequence[tuple[float, float]], curve: Sequence[dict[str, float]],
+                predicted: tuple[float, float, float, float], measured: float | None, path: Path) -> Path:
+    """Log-log: the rungs' (FLOPs, val loss), the fitted law with its bootstrap band, the prediction for
+    pretrain (FLOPs, loss, low, high) with its interval, and pretrain's measured loss where there is one."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    xs = [p["flops"] for p in curve]
+    ax.fill_between(xs, [p["low"] for p in curve], [p["high"] for p in curve], alpha=0.2, label="interval")
+    ax.plot(xs, [p["loss"] for p in curve], label="fitted law")
+    ax.scatter(*zip(*rungs, strict=True), zorder=3, label="ladder rungs")
+    flops, loss, low, high = predicted
+    ax.errorbar([flops], [loss], yerr=[[loss - low], [high - loss]], fmt="s", capsize=4, zorder=4,
+                label="predicted pretrain")
+    if measured is not None:
+        ax.scatter([flops], [measured], marker="*", s=160, zorder=5, label="measured pretrain")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("final val loss (nats/token)")
+    ax.set_title("Predictable scaling: the ladder, the fit, pretrain")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

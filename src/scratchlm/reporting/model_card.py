@@ -33,6 +33,8 @@ class CardInputs:
     pretrain_samples: list[str] = field(default_factory=list)
     instruct_samples: list[dict[str, Any]] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
+    scaling: dict[str, Any] = field(default_factory=dict)
+    """scaling_fit's law.json: the ladder, the fit, the prediction (empty for a run without the ladder)."""
 
 
 def load_metrics(metrics_dir: Path, stages: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -247,6 +249,60 @@ def section_limitations(run: CardInputs) -> list[str]:
             "- Not evaluated for bias, toxicity or factuality; not for production use.", ""]
 
 
+def section_scaling(run: CardInputs) -> list[str]:
+    """The ladder, the law fitted to it, and its prediction of pretrain's loss beside what pretrain measured."""
+    if not run.scaling:
+        return []
+    law, pre = run.scaling, run.metrics["pretrain"]
+    p, cost, fit = law["prediction"], law["cost"], law["law"]
+    check = scaling_check(law, pre["val_loss"])
+    lines = ["## Predictable scaling", "",
+             f"A ladder of {len(law['rungs'])} small runs of the same recipe at the same tokens per parameter "
+             f"(`scaling@<rung>`), fitted as loss = {law_formula(fit)} in training FLOPs C (rms error "
+             f"{fit['rmse']:.3f}; {law_choice(fit)}), predicted pretrain's final val loss before it ran. The ladder "
+             f"cost {pct(cost['share_of_pretrain_flops'])} of pretrain's FLOPs; pretrain is "
+             f"{cost['extrapolation']:.1f}× the largest rung.", ""]
+    if "scaling_law" in run.figures:
+        lines += [f"![scaling law]({run.figures['scaling_law']})", ""]
+    lines += table(["rung", "layers × width", "parameters", "tokens", "FLOPs", "val loss", "fitted"],
+                   [[r["rung"], f"{r['n_layer']} × {r['n_embd']}", r["params"], r["tokens"], r["flops"],
+                     r["val_loss"], r["fitted"]] for r in law["rungs"]])
+    lines += ["", *table(["pretrain val loss", "value"], [
+        ["predicted", f"{p['pretrain_val_loss']:.3f} ({pct(p['confidence'])} interval {p['low']:.3f}–{p['high']:.3f})"],
+        ["measured", f"{pre['val_loss']:.3f}"],
+        ["error", f"{pct(check['relative_error'])} ({'inside' if check['inside_interval'] else 'outside'} the interval)"],
+    ]), ""]
+    tasks = law.get("tasks") or {}
+    if tasks:
+        lines += ["Task-level: does each benchmark's accuracy follow the ladder's loss?", ""]
+        lines += table(["task", "chance", *[r["rung"] for r in law["rungs"]], "change across ladder", "trend"],
+                       [[task, t["chance"], *[t["acc"].get(r["rung"], "") for r in law["rungs"]],
+                         t["change_across_ladder"], t["trend"]] for task, t in tasks.items()])
+        lines += [""]
+    return lines
+
+
+def law_formula(fit: dict[str, Any]) -> str:
+    power = f"{fit['A']:.3f} · (C / {fit['C0']:.3g})^-{fit['alpha']:.4f}"
+    return power if fit["form"] == "power" else f"{fit['E']:.3f} + {power}"
+
+
+def law_choice(fit: dict[str, Any]) -> str:
+    """Why this form: each form's miss on the largest rung when fitted to the others."""
+    errors = fit.get("holdout_errors") or {}
+    if not errors:
+        return f"the {fit['form']} form"
+    return f"the {fit['form']} form, which missed the held-out largest rung by " + ", against ".join(
+        f"{error:.3f} ({form})" for form, error in sorted(errors.items(), key=lambda kv: kv[0] != fit["form"]))
+
+
+def scaling_check(law: dict[str, Any], measured: float) -> dict[str, Any]:
+    """The prediction against the measured loss: relative error, and whether the interval holds it."""
+    p = law["prediction"]
+    return {"relative_error": abs(p["pretrain_val_loss"] - measured) / measured,
+            "inside_interval": p["low"] <= measured <= p["high"]}
+
+
 def section_lineage(run: CardInputs) -> list[str]:
     lines = ["## Lineage", "", "Each row is one stage's output as its manifest records it: the digest of its files, "
              "of the manifest itself (which every consumer recorded), and of the code that made it. The run "
@@ -259,7 +315,7 @@ def section_lineage(run: CardInputs) -> list[str]:
 
 
 def render(run: CardInputs, title: str = "scratchlm model card") -> str:
-    sections = [section_summary, section_data, section_model, section_evaluation, section_samples,
+    sections = [section_summary, section_data, section_model, section_evaluation, section_scaling, section_samples,
                 section_limitations, section_lineage]
     lines = [f"# {title}", ""]
     for section in sections:

@@ -1,0 +1,45 @@
+"""scaling_fit: the law fitted to the ladder, and pretrain's final val loss predicted before it trains.
+
+Its run in MLflow is the ladder's parent: every rung's run is nested under it, so the compare view
+shows the ladder.
+"""
+
+import argparse
+from pathlib import Path
+
+from pipelines._stage import load_params, run_stage
+from scratchlm.config import ConfigError
+from scratchlm.io import dumps_json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("ladder", help="the rungs' folders, e.g. models/scaling")
+    parser.add_argument("tokenizer", help="tokenizer output (its vocabulary sizes pretrain), e.g. models/tokenizer")
+    parser.add_argument("output", help="folder for law.json, e.g. reports/scaling")
+    args = parser.parse_args()
+
+    def work(params, out, stage):
+        from scratchlm.runrecord import read_run_record
+        from scratchlm.scaling.law import LAW_FILE, fit_ladder
+        from scratchlm.tokenizer import load_tokenizer
+
+        vocab = load_tokenizer(Path(args.tokenizer) / "tokenizer.json").get_vocab_size()
+        names = list(params.ladder.rungs)
+        law = fit_ladder(Path(args.ladder), names, params.recipe, vocab, params.fit)
+        (out / LAW_FILE).write_text(dumps_json(law), encoding="utf-8")
+        rung_runs = [(read_run_record(f"scaling@{name}") or {}).get("mlflow_run_id") for name in names]
+        stage.publish.append(lambda: stage.run.adopt(rung_runs))  # once every check has passed
+        return {key: law[key] for key in ("prediction", "cost", "pretrain_planned")} | {"law": law["law"]}
+
+    # each rung's folder is an input of its own (its manifest, its producer), and the ladder folder as a whole
+    # is dvc.yaml's dep: both are recorded, so the audit walks to every rung and matches dvc.lock
+    try:
+        rungs = [f"{args.ladder}/{name}" for name in load_params("scaling_fit").params.ladder.rungs]
+    except ConfigError:
+        rungs = []  # run_stage reports the bad params in its one line
+    run_stage("scaling_fit", [args.ladder, *rungs, args.tokenizer], args.output, work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Scaling laws fitted to a ladder of small runs: loss as a power law of compute, with bootstrap intervals.
+
+Two forms of loss over training FLOPs C (C0 is the smallest rung's compute, so the fit is well
+conditioned): a power law `L = A * (C / C0) ** -alpha`, a straight line on log-log axes, and the
+saturating `L = E + A * (C / C0) ** -alpha`, whose offset E is the loss no compute removes. Which one
+extrapolates on this ladder is measured, not assumed: each is fitted to every rung but the largest and
+asked for the largest; the one that misses it by less is used (on a short ladder of undertrained runs
+the offset often bends the curve too early). The interval is a case bootstrap: rungs are resampled
+with replacement, each resample refitted and asked for the prediction, and the percentiles of those
+predictions bound it, so it widens when one rung pulls the curve. Where the ladder varies parameters and
+tokens independently (at least two tokens-per-parameter ratios), Chinchilla's `L(N, D) = E + A / N**a +
+B / D**b` is fitted too; on a ladder at one ratio N and D move together and it is not identifiable.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import OptimizeWarning, curve_fit
+
+
+@dataclass
+class Rung:
+    """One trained rung: its name, parameters (with embeddings), tokens seen, training FLOPs, final val loss."""
+
+    name: str
+    params: int
+    tokens: int
+    flops: float
+    val_loss: float
+
+
+FORMS = ("power", "power+offset")
+#: fewest distinct compute values each form can be fitted to
+MIN_POINTS = {"power": 2, "power+offset": 3}
+
+
+@dataclass
+class PowerLaw:
+    """`loss(C) = E + A * (C / C0) ** -alpha` (E = 0 for the `power` form), and how well it fits its rungs."""
+
+    form: str
+    E: float
+    A: float
+    alpha: float
+    C0: float
+    rmse: float
+
+    def loss(self, flops: float | np.ndarray) -> float | np.ndarray:
+        return self.E + self.A * (np.asarray(flops, dtype=float) / self.C0) ** -self.alpha
+
+
+@dataclass
+class Prediction:
+    """The law, its prediction at `flops`, the bootstrap interval at `confidence`, and what the resamples gave."""
+
+    law: PowerLaw
+    flops: float
+    loss: float
+    low: float
+    high: float
+    confidence: float
+    resamples: int
+    failed_resamples: int
+    holdout_errors: dict[str, float] = field(default_factory=dict)
+    """Each form's miss on the largest rung when fitted to the others (how the form was chosen)."""
+    curve: list[tuple[float, float, float, float]] = field(default_factory=list)
+    """(FLOPs, fitted loss, interval low, interval high) from the smallest rung to past the prediction."""
+
+
+def fit_power_law(flops: np.ndarray, losses: np.ndarray, form: str = "power+offset",
+                  c0: float | None = None) -> PowerLaw:
+    """Least squares of one form: `power` as a line in log-log, `power+offset` with E in [0, min loss) and
+    alpha in (0, 3). Fewer distinct compute values than the form needs is a ValueError naming the count."""
+    flops, losses = np.asarray(flops, dtype=float), np.asarray(losses, dtype=float)
+    distinct = len(set(flops.tolist()))
+    if distinct < MIN_POINTS[form]:
+        raise ValueError(f"the {form} form needs at least {MIN_POINTS[form]} distinct compute values, got {distinct}")
+    c0 = float(flops.min()) if c0 is None else c0
+    x = flops / c0
+    if form == "power":
+        slope, intercept = np.polyfit(np.log(x), np.log(losses), 1)
+        law = PowerLaw(form, 0.0, float(np.exp(intercept)), float(-slope), c0, 0.0)
+    else:
+        floor = float(losses.min())
+
+        def curve(x: np.ndarray, e: float, a: float, alpha: float) -> np.ndarray:
+            return e + a * x ** -alpha
+
+        start = (floor * 0.5, max(float(losses.max()) - floor * 0.5, 1e-3), 0.3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)
+            (e, a, alpha), _ = curve_fit(curve, x, losses, p0=start, maxfev=20000,
+                                         bounds=([0.0, 1e-9, 1e-4], [floor, np.inf, 3.0]))
+        law = PowerLaw(form, float(e), float(a), float(alpha), c0, 0.0)
+    law.rmse = float(np.sqrt(np.mean((law.loss(flops) - losses) ** 2)))
+    return law
+
+
+def choose_form(flops: np.ndarray, losses: np.ndarray) -> tuple[str, dict[str, float]]:
+    """The form that best predicts the largest rung from the others (the simpler one on a tie or when the
+    ladder is too short to hold one out), with each form's miss."""
+    order = np.argsort(flops)
+    rest, largest = order[:-1], order[-1]
+    errors = {}
+    for form in FORMS:
+        try:
+            law = fit_power_law(flops[rest], losses[rest], form)
+        except (ValueError, RuntimeError):
+            continue
+        errors[form] = abs(float(law.loss(flops[largest])) - float(losses[largest]))
+    return (min(errors, key=lambda f: (errors[f], FORMS.index(f))) if errors else "power"), errors
+
+
+def predict(rungs: list[Rung], flops: float, confidence: float = 0.9, resamples: int = 1000,
+            seed: int = 0, form: str | None = None) -> Prediction:
+    """The law's loss at `flops` with a case-bootstrap interval; `form` None chooses it (`choose_form`).
+    Resamples with too few distinct rungs for the form cannot be fitted and are counted, not used."""
+    x = np.array([r.flops for r in rungs], dtype=float)
+    y = np.array([r.val_loss for r in rungs], dtype=float)
+    holdout: dict[str, float] = {}
+    if form is None:
+        form, holdout = choose_form(x, y)
+    law = fit_power_law(x, y, form)
+    rng = np.random.default_rng(seed)
+    grid = np.geomspace(x.min(), max(flops, x.max()) * 1.5, 40)
+    samples, curves, failed = [], [], 0
+    for _ in range(resamples):
+        pick = rng.integers(0, len(rungs), len(rungs))
+        try:
+            boot = fit_power_law(x[pick], y[pick], form, c0=law.C0)
+        except (ValueError, RuntimeError):
+            failed += 1
+            continue
+        samples.append(float(boot.loss(flops)))
+        curves.append(boot.loss(grid))
+    if len(samples) < max(10, resamples // 10):
+        raise ValueError(f"only {len(samples)} of {resamples} bootstrap resamples could be fitted: add rungs")
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    bands = np.percentile(np.array(curves), [tail, 100 - tail], axis=0)
+    curve = [(float(c), float(law.loss(c)), float(lo), float(hi)) for c, lo, hi in zip(grid, *bands, strict=True)]
+    return Prediction(law, float(flops), float(law.loss(flops)), float(low), float(high), confidence, resamples,
+                      failed, holdout, curve)
+
+
+def fit_chinchilla(rungs: list[Rung]) -> dict[str, float] | None:
+    """`L(N, D) = E + A / N**a + B / D**b` where the ladder has ≥ 2 tokens-per-parameter ratios and ≥ 5 rungs;
+    None where N and D move together (one ratio) and the two terms cannot be told apart."""
+    ratios = {round(r.tokens / r.params, 6) for r in rungs}
+    if len(ratios) < 2 or len(rungs) < 5:
+        return None
+    n = np.array([r.params for r in rungs], dtype=float)
+    d = np.array([r.tokens for r in rungs], dtype=float)
+    y = np.array([r.val_loss for r in rungs], dtype=float)
+    n0, d0 = n.min(), d.min()
+
+    def law(nd: np.ndarray, e: float, a: float, alpha: float, b: float, beta: float) -> np.ndarray:
+        return e + a * (nd[0] / n0) ** -alpha + b * (nd[1] / d0) ** -beta
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OptimizeWarning)
+        try:
+            (e, a, alpha, b, beta), _ = curve_fit(law, np.vstack([n, d]), y, p0=(y.min() * 0.5, 1.0, 0.3, 1.0, 0.3),
+                                                  bounds=([0, 0, 1e-4, 0, 1e-4], [y.min(), np.inf, 3, np.inf, 3]),
+                                                  maxfev=20000)
+        except RuntimeError:
+            return None
+    return {"E": float(e), "A": float(a) * n0 ** alpha, "alpha": float(alpha), "B": float(b) * d0 ** beta,
+            "beta": float(beta)}
+
+
+def relative_error(predicted: float, measured: float) -> float:
+    return abs(predicted - measured) / measured if measured else math.inf

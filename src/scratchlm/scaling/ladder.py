@@ -1,0 +1,53 @@
+"""The ladder: each rung is the configured pretraining recipe at a smaller size and a proportional budget.
+
+A rung keeps everything of `pretrain` that is the recipe (architecture, optimizer, learning rates,
+schedule shape, batch, context, precision, data, validation windows) and changes what the ladder is
+about: the model's depth and width, and the steps, set so the tokens seen are `tokens_per_param` times
+the rung's parameters (with embeddings). Left null, that ratio is pretrain's own, so every rung sits
+on the line of compute-optimal-or-not runs that leads to the configured pretrain run: the fit then
+extrapolates along the one axis that changes. Warmup keeps pretrain's share of the steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+from scratchlm.config import PretrainParams, ScalingRunParams
+from scratchlm.model.gpt import GPT, GPTConfig
+
+
+def tokens_per_step(params: PretrainParams) -> int:
+    """Tokens one optimizer step consumes on one device (the ladder trains on one)."""
+    return params.batch_size * params.grad_accum * params.model.block_size
+
+
+def model_size(params: PretrainParams, vocab_size: int) -> tuple[int, float]:
+    """(parameters with embeddings, training FLOPs per token) of the model `params` describes, on the meta
+    device: nothing is allocated."""
+    import torch
+
+    with torch.device("meta"):
+        model = GPT(GPTConfig(vocab_size=vocab_size, **params.model.model_dump()))
+    return model.num_params(non_embedding=False), float(model.flops_per_token())
+
+
+def planned_compute(params: PretrainParams, vocab_size: int) -> dict[str, float]:
+    """What a pretrain run of `params` will cost, before it runs: parameters, tokens, FLOPs."""
+    n, per_token = model_size(params, vocab_size)
+    tokens = params.max_steps * tokens_per_step(params)
+    return {"params": n, "tokens": tokens, "flops": per_token * tokens, "tokens_per_param": tokens / n}
+
+
+def rung_params(recipe: PretrainParams, rung: ScalingRunParams, vocab_size: int) -> PretrainParams:
+    """The PretrainParams of one rung (see the module docstring)."""
+    size = rung.size
+    model = recipe.model.model_copy(update={"n_layer": size.n_layer, "n_head": size.n_head, "n_embd": size.n_embd})
+    sized = recipe.model_copy(update={"model": model})
+    n, _ = model_size(sized, vocab_size)
+    ratio = rung.tokens_per_param or planned_compute(recipe, vocab_size)["tokens_per_param"]
+    steps = max(2, math.ceil(ratio * n / tokens_per_step(recipe)))
+    warmup = min(steps - 1, round(recipe.warmup_steps * steps / recipe.max_steps))
+    return PretrainParams(**{**recipe.model_dump(), "model": model.model_dump(), "max_steps": steps,
+                             "warmup_steps": warmup, "val_every": steps, "ckpt_every": steps,
+                             "max_time_minutes": None, "compile": rung.compile, "sample_tokens": 0,
+                             "log_every": max(1, min(recipe.log_every, steps // 5))})

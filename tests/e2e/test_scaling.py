@@ -1,0 +1,65 @@
+"""The ladder through the real DAG (debug profile): one cached stage per rung, the law and its prediction
+written before pretrain, the rungs nested under the fit's MLflow run, the card's comparison, and a changed
+rung re-running alone."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+from repo_shell import sh
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+RUNGS = ["xs", "s", "m", "l", "xl"]
+
+
+def test_the_ladder_predicts_pretrain_and_a_changed_rung_reruns_alone(debug_dag: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    root = Path(shutil.copytree(debug_dag[1], tmp_path / "repo", symlinks=True))
+    law = json.loads((root / "reports/scaling/law.json").read_text())
+    pretrain = json.loads((root / "reports/metrics/pretrain.json").read_text())
+    assert [r["rung"] for r in law["rungs"]] == RUNGS  # the debug ladder grows in compute in this order
+    p = law["prediction"]
+    assert p["low"] <= p["pretrain_val_loss"] <= p["high"] and p["confidence"] == 0.9
+    # the prediction is for exactly the run pretrain then made, computed from its params before it ran
+    assert law["pretrain_planned"]["flops"] == pytest.approx(pretrain["flops_per_token"] * pretrain["tokens_seen"])
+    assert law["pretrain_planned"]["tokens"] == pretrain["tokens_seen"]
+    assert 0 < law["cost"]["share_of_pretrain_flops"] and set(law["tasks"]) == {
+        "hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande", "sciq", "lambada"}
+    report = json.loads((root / "reports/metrics/report.json").read_text())
+    assert report["scaling_prediction_error"] == pytest.approx(
+        abs(p["pretrain_val_loss"] - pretrain["val_loss"]) / pretrain["val_loss"])
+    card = (root / "reports/model_card/model_card.md").read_text()
+    assert "## Predictable scaling" in card and "![scaling law](figures/scaling_law.png)" in card
+    assert (root / "reports/model_card/figures/scaling_law.png").stat().st_size > 1000
+
+    # every rung is its own MLflow run, nested under the fit's run (the UI's compare view of the ladder)
+    fit_run = json.loads((root / "reports/runs/scaling_fit.json").read_text())["mlflow_run_id"]
+    with sqlite3.connect(root / "mlflow.db") as db:
+        parents = dict(db.execute("select r.name, t.value from runs r join tags t on t.run_uuid = r.run_uuid "
+                                  "where t.key = 'mlflow.parentRunId'").fetchall())
+    assert {name: parents.get(name) for name in (f"scaling@{r}" for r in RUNGS)} == {
+        f"scaling@{r}": fit_run for r in RUNGS}
+
+    # a changed ladder re-runs the rungs whose params changed, the fit and what reads it: nothing else
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["scaling"]["rungs"]["m"]["n_embd"] = 40
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = set(re.findall(r"Running stage '([\w@-]+)'", sh(root, "dvc", "repro").stdout))
+    assert ran == {"scaling@m", "scaling_fit", "report"}, ran
+    assert json.loads((root / "models/scaling/m/rung.json").read_text())["n_embd"] == 40
+    audit = sh(root, "scratchlm", "audit", check=False)
+    assert audit.returncode == 0, audit.stdout[-3000:]
+    assert "scaling@m" in audit.stdout and "scaling_fit" in audit.stdout
+
+
+def test_a_rung_is_reproduced_from_its_manifest(debug_dag: tuple[Path, Path], tmp_path: Path) -> None:
+    """`scratchlm audit --reproduce scaling@<rung>`: the rung's params nest by section, and re-run from them."""
+    root = Path(shutil.copytree(debug_dag[1], tmp_path / "repo", symlinks=True))
+    result = sh(root, "scratchlm", "audit", "--reproduce", "scaling@xs", check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
