@@ -25,7 +25,7 @@ from scratchlm.config import PretrainParams
 from scratchlm.training.pretrain import pretrain
 
 RECIPES = {"gpt2": {"architecture": "gpt2", "optimizer": "adamw", "lrs": [5e-4, 1e-3, 2e-3]},
-           "modern": {"architecture": "modern", "optimizer": "muon", "lrs": [1e-3, 2e-3, 4e-3]}}
+           "modern": {"architecture": "modern", "optimizer": "muon", "lrs": [2e-3, 4e-3, 8e-3]}}
 
 
 def params_for(base: dict[str, Any], recipe: str, lr: float, steps: int, val_every: int) -> PretrainParams:
