@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from scratchlm.config import ConfigError, ExecutorParams, Section, TrackingParams, parse_section, read_params_file
+from scratchlm.config import (ConfigError, ExecutorParams, Section, TrackingParams, nested_params, parse_section,
+                              read_params_file)
 from scratchlm.data.parallel import Executor, make_executor
 from scratchlm.io import DataFormatError, atomic_output_dir, dumps_json, file_hashes, list_files, remove_stale
 from scratchlm.launch import is_rank_zero
@@ -260,7 +261,8 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
         tags["dvc_exp"] = exp
     tags.update({f"upstream.{name}": run_id for name, run_id in upstream_run_ids(described).items()})
     with stage_run(stage, tracking, tags) as run:
-        run.log_params(params.model_dump(mode="json"))
+        # a stage reading several sections logs them nested as its manifest records them (scaling.rungs.xs.n_embd)
+        run.log_params(params.output_params() if nested_params(stage) else params.model_dump(mode="json"))
         run.log_inputs(described)
         ctx = StageContext(run, settings.executor)
         try:

@@ -17,7 +17,7 @@ from scratchlm.tracking import flatten_metrics
 
 DATA_STAGES = ["download", "clean", "dedup", "validate"]
 STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain", "finetune_classifier", "finetune_instruct", "evaluate",
-          "report"]
+          "report", *(f"scaling@{rung}" for rung in ("xs", "s", "m", "l", "xl")), "scaling_fit"]
 TASKS = ["hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande", "sciq", "lambada"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -26,8 +26,8 @@ def test_a_noiseless_ladder_gives_back_its_law_and_predicts_far_out() -> None:
     target = 1.6e14
     prediction = predict(rungs, target, resamples=200)
     truth = 2.0 + 3.0 * (target / 1e12) ** -0.3
-    assert prediction.law.form == "power+offset"  # the offset predicts the held-out largest rung, a line does not
-    assert prediction.holdout_errors["power+offset"] < 1e-3 < prediction.holdout_errors["power"]
+    assert prediction.law.form == "power_with_offset"  # the offset predicts the held-out largest rung, a line does not
+    assert prediction.holdout_errors["power_with_offset"] < 1e-3 < prediction.holdout_errors["power"]
     assert prediction.loss == pytest.approx(truth, rel=1e-3)
     assert prediction.low <= truth <= prediction.high
 
@@ -62,8 +62,8 @@ def test_a_straight_log_log_ladder_chooses_the_power_law_and_recovers_it() -> No
 
 
 def test_too_few_rungs_is_an_error_naming_the_count() -> None:
-    with pytest.raises(ValueError, match="the power\+offset form needs at least 3 distinct compute values, got 2"):
-        predict(synthetic([1e12, 2e12, 2e12]), 1e14, form="power+offset")
+    with pytest.raises(ValueError, match="the power_with_offset form needs at least 3 distinct compute values, got 2"):
+        predict(synthetic([1e12, 2e12, 2e12]), 1e14, form="power_with_offset")
     with pytest.raises(ValueError, match="the power form needs at least 2 distinct compute values, got 1"):
         predict(synthetic([1e12, 1e12, 1e12]), 1e14)
 

@@ -180,7 +180,8 @@ def expand_families(stages: dict[str, Any], params: dict[str, Any]) -> dict[str,
             continue
         items: Any = spec["foreach"]
         if isinstance(items, str) and items.startswith("${") and items.endswith("}"):
-            for part in items[2:-1].split("."):
+            names, items = items[2:-1].split("."), params
+            for part in names:
                 items = items.get(part) if isinstance(items, dict) else None
         for key in (list(items) if isinstance(items, dict | list) else []):
             expanded[f"{name}@{key}"] = _fill(spec.get("do") or {}, str(key))

@@ -33,9 +33,9 @@ class Rung:
     val_loss: float
 
 
-FORMS = ("power", "power+offset")
+FORMS = ("power", "power_with_offset")
 #: fewest distinct compute values each form can be fitted to
-MIN_POINTS = {"power": 2, "power+offset": 3}
+MIN_POINTS = {"power": 2, "power_with_offset": 3}
 
 
 @dataclass
@@ -71,9 +71,9 @@ class Prediction:
     """(FLOPs, fitted loss, interval low, interval high) from the smallest rung to past the prediction."""
 
 
-def fit_power_law(flops: np.ndarray, losses: np.ndarray, form: str = "power+offset",
+def fit_power_law(flops: np.ndarray, losses: np.ndarray, form: str = "power_with_offset",
                   c0: float | None = None) -> PowerLaw:
-    """Least squares of one form: `power` as a line in log-log, `power+offset` with E in [0, min loss) and
+    """Least squares of one form: `power` as a line in log-log, `power_with_offset` with E in [0, min loss) and
     alpha in (0, 3). Fewer distinct compute values than the form needs is a ValueError naming the count."""
     flops, losses = np.asarray(flops, dtype=float), np.asarray(losses, dtype=float)
     distinct = len(set(flops.tolist()))
