@@ -455,3 +455,34 @@ def test_reproduce_refuses_inputs_outside_the_repository(repro_repo: Path) -> No
     edit_json(repro_repo / "data/copy/manifest.json", outside)
     with pytest.raises(AuditError, match="input ../elsewhere is not a path inside the repository"):
         reproduce_stage("copy", repro_repo)
+
+
+def test_foreach_families_expand_as_dvc_names_their_members() -> None:
+    from scratchlm.audit.walk import expand_families
+
+    stages = {"scaling": {"foreach": "${scaling.rungs}", "do": {
+        "cmd": "python -m pipelines.scaling ${key} models/scaling/${key}", "outs": [{"models/scaling/${key}": {}}]}},
+        "pretrain": {"cmd": "python -m pipelines.pretrain"}}
+    expanded = expand_families(stages, {"scaling": {"rungs": {"xs": {"n_embd": 16}, "xl": {"n_embd": 48}}}})
+    assert list(expanded) == ["scaling@xs", "scaling@xl", "pretrain"]
+    assert expanded["scaling@xl"] == {"cmd": "python -m pipelines.scaling xl models/scaling/xl",
+                                      "outs": [{"models/scaling/xl": {}}]}
+
+
+def test_a_stage_reading_several_sections_is_checked_key_by_key_against_dvc_lock() -> None:
+    """A rung's dvc.lock params (`pretrain`, `scaling.rungs.<rung>`, `scaling.compile`) are paths in its manifest."""
+    from types import SimpleNamespace
+
+    from scratchlm.audit.checks import param_disagreements
+
+    made = parse_section("scaling", {"rungs": {"xs": {"n_layer": 1, "n_head": 2, "n_embd": 16}}}).member(
+        "xs", {"pretrain": {"lr": 0.008}})[0].output_params()
+    subject = SimpleNamespace(stage="scaling@xs", manifest={"params": made})
+    locked = {"pretrain": {"lr": 0.008}, "scaling.rungs.xs": {"n_layer": 1, "n_head": 2, "n_embd": 16},
+              "scaling.compile": False}
+    assert param_disagreements(subject, {"params": {"params.yaml": locked}}) == []
+    locked["scaling.rungs.xs"] = {"n_layer": 1, "n_head": 2, "n_embd": 24}
+    locked["pretrain"] = {"lr": 0.004}
+    assert param_disagreements(subject, {"params": {"params.yaml": locked}}) == [
+        "param pretrain.lr: dvc.lock has '0.004', the output was made with '0.008'",
+        "param scaling.rungs.xs.n_embd: dvc.lock has '24', the output was made with '16'"]
