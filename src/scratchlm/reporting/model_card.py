@@ -265,10 +265,10 @@ def section_scaling(run: CardInputs) -> list[str]:
     if "scaling_law" in run.figures:
         lines += [f"![scaling law]({run.figures['scaling_law']})", ""]
     lines += table(["rung", "layers × width", "parameters", "tokens", "FLOPs", "val loss", "fitted"],
-                   [[r["rung"], f"{r['n_layer']} × {r['n_embd']}", r["params"], r["tokens"], r["flops"],
+                   [[r["rung"], f"{r['n_layer']} × {r['n_embd']}", r["params"], r["tokens"], float(r["flops"]),
                      r["val_loss"], r["fitted"]] for r in law["rungs"]])
     lines += ["", *table(["pretrain val loss", "value"], [
-        ["predicted", f"{p['pretrain_val_loss']:.3f} ({pct(p['confidence'])} interval {p['low']:.3f}–{p['high']:.3f})"],
+        ["predicted", f"{p['pretrain_val_loss']:.3f} ({p['confidence']:.0%} interval {p['low']:.3f}–{p['high']:.3f})"],
         ["measured", f"{pre['val_loss']:.3f}"],
         ["error", f"{pct(check['relative_error'])} ({'inside' if check['inside_interval'] else 'outside'} the interval)"],
     ]), ""]
@@ -277,7 +277,7 @@ def section_scaling(run: CardInputs) -> list[str]:
         lines += ["Task-level: does each benchmark's accuracy follow the ladder's loss?", ""]
         lines += table(["task", "chance", *[r["rung"] for r in law["rungs"]], "change across ladder", "trend"],
                        [[task, t["chance"], *[t["acc"].get(r["rung"], "") for r in law["rungs"]],
-                         t["change_across_ladder"], t["trend"]] for task, t in tasks.items()])
+                         f"{t['change_across_ladder'] + 0.0:+.3f}", t["trend"]] for task, t in tasks.items()])
         lines += [""]
     return lines
 
