@@ -150,7 +150,8 @@ def test_two_exp_runs_in_one_workspace_the_first_fails_instead_of_recording_the_
     """The second `dvc exp run -S` is refused by DVC's lock, but rewrites params.yaml first; the first, still
     training, must notice its section changed and fail without swapping its model in."""
     before, lock_before = outputs(dag), lock_entry(dag, "pretrain")
-    first = start_pretrain(dag, "dvc", "exp", "run", "-S", "pretrain.max_steps=400")
+    # pretrain alone (the ladder reads its section too, and would run first)
+    first = start_pretrain(dag, "dvc", "exp", "run", "--single-item", "pretrain", "-S", "pretrain.max_steps=400")
     second = dvc(dag, "exp", "run", "-S", "pretrain.lr=0.002")
     assert second.returncode != 0
     code, out = finish(first)
