@@ -14,7 +14,6 @@ B / D**b` is fitted too; on a ladder at one ratio N and D move together and it i
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -171,7 +170,3 @@ def fit_chinchilla(rungs: list[Rung]) -> dict[str, float] | None:
             return None
     return {"E": float(e), "A": float(a) * n0 ** alpha, "alpha": float(alpha), "B": float(b) * d0 ** beta,
             "beta": float(beta)}
-
-
-def relative_error(predicted: float, measured: float) -> float:
-    return abs(predicted - measured) / measured if measured else math.inf
