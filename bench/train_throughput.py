@@ -113,7 +113,7 @@ def lightning_loop(config: GPTConfig, hp: PretrainParams, bf16: bool, compile_: 
     torch.manual_seed(0)
     hp = hp.model_copy(update={"compile": compile_, "precision": "bf16-mixed" if bf16 else "32-true",
                                "max_steps": warmup + steps})
-    module = GPTModule(config, hp)
+    module = GPTModule(config, hp, hp.max_steps)
     timer, clock = StepTimer(), HookClock()
     tokens = hp.batch_size * config.block_size
     log = TrainingLog(lambda metrics, step: None, hp.log_every, tokens, GPT(config).flops_per_token(), 1e12, 4.0)

@@ -16,6 +16,7 @@ def main() -> None:
     parser.add_argument("pretrain", help="pretrained model, e.g. models/pretrain")
     parser.add_argument("classifier", help="classifier model, e.g. models/classifier")
     parser.add_argument("instruct", help="instruction model, e.g. models/instruct")
+    parser.add_argument("aligned", help="aligned model, e.g. models/aligned")
     parser.add_argument("output", help="folder for the per-item results, e.g. reports/evaluation")
     args = parser.parse_args()
 
@@ -24,13 +25,13 @@ def main() -> None:
 
         inputs = EvalInputs(role_folder(Path(args.benchmark), "benchmark"), Path(args.dedup), Path(args.pretrain),
                             Path(args.classifier), role_files(Path(args.classification), "classification"),
-                            Path(args.instruct), role_files(Path(args.instruction), "instruction"))
+                            Path(args.instruct), role_files(Path(args.instruction), "instruction"), Path(args.aligned))
         metrics = evaluate_all(inputs, out, params)
         stage.run.log_artifact(out, artifact_path="evaluation")
         return metrics
 
     run_stage("evaluate", [args.benchmark, args.classification, args.instruction, args.dedup, args.pretrain,
-                           args.classifier, args.instruct], args.output, work)
+                           args.classifier, args.instruct, args.aligned], args.output, work)
 
 
 if __name__ == "__main__":

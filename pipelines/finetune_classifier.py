@@ -1,4 +1,4 @@
-"""finetune_classifier: the pretrained GPT as a text classifier (see scratchlm.training.finetune)."""
+"""finetune_classifier: the pretrained GPT as a text classifier (see scratchlm.training.classifier)."""
 
 import argparse
 from pathlib import Path
@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     def work(params, out, stage):
-        from scratchlm.training.finetune import finetune_classifier  # torch + Lightning: bad params fail first
+        from scratchlm.training.classifier import finetune_classifier  # torch + Lightning: bad params fail first
 
         data = role_files(Path(args.data), "classification")
         metrics = finetune_classifier(data, Path(args.pretrained), out, Path(args.checkpoints), params,

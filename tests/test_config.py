@@ -33,6 +33,13 @@ def test_every_section_of_the_default_params_validates(repo_root: Path) -> None:
         ("download", {"sources": {"r": {"kind": "local", "format": "labelled", "role": "pretrain",
                                         "members": {"train": "r.jsonl"}}}},
          "download.sources.r: format 'labelled' is a classification set: role must be 'classification'"),
+        ("download", {"sources": {"w": {"kind": "local", "format": "wiki_qa", "role": "pretrain",
+                                        "members": {"data": "w.json"}}}},
+         "download.sources.w: format 'wiki_qa' is an instruction set: role must be 'instruction', not 'pretrain'"),
+        ("download", {"sources": {"p": {"kind": "local", "format": "preference_jsonl", "role": "instruction",
+                                        "members": {"data": "p.jsonl"}}}},
+         "download.sources.p: format 'preference_jsonl' is a preference set: role must be 'preference', not "
+         "'instruction'"),
     ],
 )
 def test_errors_are_one_line_and_name_the_key(section: str, values: dict, message: str) -> None:

@@ -53,9 +53,12 @@ class Section(BaseModel):
 SourceKind = Literal["wheel", "url", "hf", "local"]
 SourceFormat = Literal[
     "wikitext", "wiki_summaries", "sms_spam", "chatterbot", "olmo_requests", "text", "jsonl", "instruct_jsonl",
-    "labelled",
+    "labelled", "wiki_qa", "sms_instruct", "preference_jsonl",
 ]
-SourceRole = Literal["pretrain", "classification", "instruction", "benchmark"]
+SourceRole = Literal["pretrain", "classification", "instruction", "preference", "benchmark"]
+#: Formats that are one role's records whatever the source (the others are checked by their readers).
+FORMAT_ROLES = {"labelled": "classification", "wiki_qa": "instruction", "sms_instruct": "instruction",
+                "preference_jsonl": "preference"}
 #: Source and member names become folder and file names (`data/raw/<role>/<source>/<member>.jsonl`): plain names only.
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -117,9 +120,9 @@ class SourceSpec(Section):
             raise ValueError(f"members is required for kind '{self.kind}'")
         for member in self.members:
             plain_name(member, "member")
-        if self.format == "labelled" and self.role != "classification":
-            raise ValueError(f"format 'labelled' is a classification set: role must be 'classification', not "
-                             f"{self.role!r}")
+        if (role := FORMAT_ROLES.get(self.format)) is not None and self.role != role:
+            article = "an" if role[0] in "aeiou" else "a"
+            raise ValueError(f"format {self.format!r} is {article} {role} set: role must be {role!r}, not {self.role!r}")
         return self
 
 
@@ -298,7 +301,37 @@ class ModelParams(Section):
         return self
 
 
-class PretrainParams(Section):
+Optimizer = Literal["adamw", "muon"]
+Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
+
+
+class OptimParams(Section):
+    """How every trainer optimises: the one contract `GPTModule` takes (pretraining, the fine-tunes, align).
+
+    Each stage's section inherits these keys (flat, as params.yaml writes them) and may change a default.
+    """
+
+    lr: float = Field(default=1e-3, gt=0, le=1, description="the peak learning rate, after warmup")
+    min_lr: float = Field(default=1e-4, ge=0, description="where the cosine decay ends, at the last step")
+    warmup_steps: int = Field(default=50, ge=0, description="linear warmup from lr / warmup_steps")
+    weight_decay: float = Field(default=0.1, ge=0, description="decoupled decay, matrices only")
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.95, ge=0, lt=1)
+    grad_clip: float = Field(default=1.0, ge=0, description="global-norm clipping; 0 turns it off")
+    precision: Precision = "bf16-mixed"
+    compile: bool = Field(default=False, description="torch.compile the training forward")
+    optimizer: Optimizer = Field(
+        default="adamw", description="muon: Muon for the blocks' matrices, AdamW for embeddings, head and gains")
+    fused_adamw: bool = Field(default=True, description="the fused AdamW kernel where the device has one")
+
+    @model_validator(mode="after")
+    def _min_lr_below_lr(self) -> OptimParams:
+        if self.min_lr > self.lr:
+            raise ValueError("min_lr must be ≤ lr")
+        return self
+
+
+class PretrainParams(OptimParams):
     """The `pretrain` stage: optimisation, budgets, precision, distribution, logging, checkpoints."""
 
     seed: int = 1337
@@ -307,20 +340,8 @@ class PretrainParams(Section):
     grad_accum: int = Field(default=1, ge=1)
     max_steps: int = Field(default=1000, ge=1, description="optimizer steps")
     max_time_minutes: float | None = Field(default=None, gt=0, description="stop early after this wall time")
-    lr: float = Field(default=1e-3, gt=0, le=1)
-    min_lr: float = Field(default=1e-4, ge=0)
-    warmup_steps: int = Field(default=50, ge=0)
-    weight_decay: float = Field(default=0.1, ge=0)
-    beta1: float = Field(default=0.9, ge=0, lt=1)
-    beta2: float = Field(default=0.95, ge=0, lt=1)
-    grad_clip: float = Field(default=1.0, ge=0, description="0 turns clipping off")
-    precision: Precision = "bf16-mixed"
-    compile: bool = False
-    optimizer: Literal["adamw", "muon"] = Field(
-        default="adamw", description="muon: Muon for the blocks' matrices, AdamW for embeddings, head and gains")
-    fused_adamw: bool = True
     deterministic: bool = False
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    accelerator: Accelerator = "auto"
     devices: int | Literal["auto"] = "auto"
     num_nodes: int = Field(default=1, ge=1)
     strategy: Literal["auto", "ddp", "ddp_spawn"] = Field(
@@ -337,8 +358,6 @@ class PretrainParams(Section):
 
     @model_validator(mode="after")
     def _schedule_fits(self) -> PretrainParams:
-        if self.min_lr > self.lr:
-            raise ValueError("min_lr must be ≤ lr")
         if self.warmup_steps >= self.max_steps:
             raise ValueError("warmup_steps must be < max_steps")
         return self
@@ -349,25 +368,20 @@ class PretrainParams(Section):
 # --------------------------------------------------------------------------------------------
 
 
-class FinetuneOptimParams(Section):
-    """What both fine-tunes share with pretraining's LightningModule: optimiser, schedule, precision."""
+class FinetuneParams(OptimParams):
+    """What every fine-tune of the pretrained model shares (classifier, instruction, align): the optimiser
+    contract with fine-tuning defaults, and the run's seed, length, batch, epochs and device."""
 
     seed: int = 123
-    max_length: int = Field(default=128, ge=8)
+    max_length: int = Field(default=128, ge=8, description="tokens per example, prompt and response together")
     batch_size: int = Field(default=16, ge=1)
     epochs: int = Field(default=3, ge=1)
     lr: float = Field(default=5e-4, gt=0, le=1)
     min_lr: float = Field(default=5e-5, ge=0)
     warmup_steps: int = Field(default=20, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
-    beta1: float = Field(default=0.9, ge=0, lt=1)
     beta2: float = Field(default=0.999, ge=0, lt=1)
-    grad_clip: float = Field(default=1.0, ge=0)
-    precision: Precision = "bf16-mixed"
-    compile: bool = False
-    optimizer: Literal["adamw", "muon"] = Field(default="adamw", description="as pretrain.optimizer")
-    fused_adamw: bool = True
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    accelerator: Accelerator = "auto"
     num_threads: int | None = Field(default=None, ge=1)
 
 
@@ -390,7 +404,7 @@ def canonical_split(split: dict[str, float]) -> dict[str, float]:
 SplitRatios = Annotated[dict[str, float], AfterValidator(canonical_split)]
 
 
-class FinetuneClassifierParams(FinetuneOptimParams):
+class FinetuneClassifierParams(FinetuneParams):
     """The `finetune_classifier` stage: a labelled set, the head, what trains, the imbalance, the budget."""
 
     labels: list[str] | None = Field(default=None, min_length=2,
@@ -424,7 +438,7 @@ ALPACA = ("Below is an instruction that describes a task. Write a response that 
           "request.\n\n### Instruction:\n{instruction}{input_block}\n\n### Response:\n")
 
 
-class FinetuneInstructParams(FinetuneOptimParams):
+class FinetuneInstructParams(FinetuneParams):
     """The `finetune_instruct` stage: the prompt template, the split, generation for scoring."""
 
     prompt_template: str = ALPACA
@@ -437,6 +451,8 @@ class FinetuneInstructParams(FinetuneOptimParams):
     beta2: float = Field(default=0.95, ge=0, lt=1)
     eval_items: int = Field(default=60, ge=1, description="validation items answered and scored by ROUGE-L")
     max_new_tokens: int = Field(default=40, ge=1)
+    decontaminate_ngram: int = Field(default=13, ge=1, description="records sharing a word n-gram this long "
+                                     "with a benchmark item are dropped (as dedup does for the corpus)")
 
     @model_validator(mode="after")
     def _templates(self) -> FinetuneInstructParams:
@@ -444,6 +460,44 @@ class FinetuneInstructParams(FinetuneOptimParams):
             raise ValueError("prompt_template must contain {instruction} and {input_block}")
         if "{input}" not in self.input_template:
             raise ValueError("input_template must contain {input}")
+        if self.max_new_tokens >= self.max_length:
+            raise ValueError("max_new_tokens must be < max_length")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# align
+# --------------------------------------------------------------------------------------------
+
+
+class AlignParams(FinetuneParams):
+    """The `align` stage: direct preference optimisation (DPO) of the instruction model, which stays frozen
+    as the reference. Pairs come from the `preference` sources when there are any, else they are built from
+    the instruction set: chosen = the reference answer, rejected = the instruction model's own sample."""
+
+    beta: float = Field(default=0.1, gt=0, le=10, description="DPO's β: how far from the reference the policy "
+                        "may move (the KL penalty's inverse temperature)")
+    nll_weight: float = Field(default=0.2, ge=0, description="weight of the chosen responses' next-token loss "
+                              "added to DPO's (RPO): keeps the chosen answers likely, not only preferred")
+    epochs: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=8, ge=1, description="pairs per batch")
+    lr: float = Field(default=5e-5, gt=0, le=1)
+    min_lr: float = Field(default=5e-6, ge=0)
+    warmup_steps: int = Field(default=10, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    heldout: float = Field(default=0.1, gt=0, lt=1, description="share of a preference source's pairs held out "
+                           "(by a hash of the id; pairs built from the instruction set use its val split)")
+    max_pairs: int | None = Field(default=1000, ge=1, description="training pairs at most (the first by a hash "
+                                  "of the id); null: all")
+    heldout_pairs: int = Field(default=200, ge=1, description="held-out pairs scored at most")
+    sample_temperature: float = Field(default=1.0, gt=0, le=2, description="sampling the rejected answers")
+    sample_top_k: int | None = Field(default=50, ge=1)
+    max_new_tokens: int = Field(default=40, ge=1, description="longest sampled answer")
+    decontaminate_ngram: int = Field(default=13, ge=1, description="pairs sharing a word n-gram this long "
+                                     "with a benchmark item are dropped")
+
+    @model_validator(mode="after")
+    def _room_to_answer(self) -> AlignParams:
         if self.max_new_tokens >= self.max_length:
             raise ValueError("max_new_tokens must be < max_length")
         return self
@@ -508,7 +562,7 @@ class EvaluateParams(Section):
 class ReportParams(Section):
     """The `report` stage: the model card, its figures, and the MLflow Model Registry."""
 
-    register_models: bool = Field(default=True, description="register pretrain/classifier/instruct in MLflow")
+    register_models: bool = Field(default=True, description="register pretrain/classifier/instruct/aligned in MLflow")
     registry_prefix: str = Field(default="scratchlm", min_length=1, description="registered names: <prefix>-<model>")
     sample_generations: int = Field(default=5, ge=0)
 
@@ -658,6 +712,7 @@ SECTIONS: dict[str, type[Section]] = {
     "pretrain": PretrainParams,
     "finetune_classifier": FinetuneClassifierParams,
     "finetune_instruct": FinetuneInstructParams,
+    "align": AlignParams,
     "scaling": ScalingParams,
     "scaling_fit": ScalingFitParams,
     "evaluate": EvaluateParams,

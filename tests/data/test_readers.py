@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchlm.data.readers import read_member, wikitext_articles
+from scratchlm.data.readers import lead_answer, read_member, wikitext_articles
 from scratchlm.io import DataFormatError
 
 WIKI = " \n = First = \n \n Body one . \n = = Section = = \n More . \n \n = Second = \n \n Body two . \n"
@@ -143,3 +143,134 @@ def test_a_byte_order_mark_is_not_part_of_the_first_field_name(tmp_path: Path) -
     path = tmp_path / "excel.csv"
     path.write_bytes("\ufefftext,label\nfine film,good\n".encode())
     assert list(read_member("labelled", "x", "data", [path], None))[0]["text"] == "fine film"
+
+
+# ------------------------------------------------------------------------------ sets made into instructions
+
+PARIS = ("Paris (French pronunciation: [paʁi] ( listen)) is the capital and largest city of France. "
+         "With an estimated population of 2,102,650 residents (as of January 2023), it is a centre of finance. "
+         "It hosts the headquarters of many international organisations, is a major railway hub of Europe and "
+         "welcomes millions of visitors every single year.")
+
+
+def _summaries(tmp_path: Path, entries: dict) -> Path:
+    path = tmp_path / "summaries.json"
+    path.write_text(json.dumps(entries, ensure_ascii=False))
+    return path
+
+
+def test_wiki_qa_asks_what_the_title_is_and_answers_with_the_lead(tmp_path: Path) -> None:
+    path = _summaries(tmp_path, {
+        "Paris": {"title": "Paris", "extract": PARIS},
+        "Mercury (planet)": {"title": "Mercury (planet)", "extract": "Mercury is the first planet from the Sun.\n"
+                             "It is the smallest planet   in the Solar System."},
+        "Ant": {"extract": "An ant (Formicidae) is an insect.  It lives in colonies."},  # no title: the key
+    })
+    records = list(read_member("wiki_qa", "wq", "data", [path], None))
+    assert [r["instruction"] for r in records] == ["What is Ant?", "What is Mercury?", "What is Paris?"]  # sorted keys
+    assert records[2] == {
+        "id": records[2]["id"], "instruction": "What is Paris?", "input": "", "category": "wikipedia",
+        # the nested pronunciation and the date go; the third sentence would pass 40 words
+        "output": "Paris is the capital and largest city of France. With an estimated population of 2,102,650 "
+                  "residents, it is a centre of finance."}
+    assert records[1]["output"] == "Mercury is the first planet from the Sun. It is the smallest planet in the Solar System."
+    assert records[0]["output"] == "An ant is an insect. It lives in colonies."
+    summaries = list(read_member("wiki_summaries", "wq", "data", [path], None))
+    assert [r["id"] for r in records] == [d["id"] for d in summaries]  # one id scheme for one entry
+    assert list(read_member("wiki_qa", "wq", "data", [path], None)) == records  # deterministic
+
+
+def test_wiki_qa_cuts_sentences_before_capitals_only(tmp_path: Path) -> None:
+    path = _summaries(tmp_path, {"Pi": {"title": "Pi", "extract": "Pi is about 3.14 in value, e.g. for circles. "
+                                        "Its digits never end! Is it normal? nobody knows yet."}})
+    [record] = read_member("wiki_qa", "wq", "data", [path], None)
+    assert record["output"] == "Pi is about 3.14 in value, e.g. for circles. Its digits never end! Is it normal? " \
+                               "nobody knows yet."
+
+
+def test_wiki_qa_skips_stubs_and_overlong_leads(tmp_path: Path) -> None:
+    long_first = " ".join(["word"] * 61) + ". Short second sentence here."
+    at_limit = " ".join(["word"] * 60) + ". Short second sentence here."
+    path = _summaries(tmp_path, {
+        "Blank": {"title": "Blank", "extract": "   "},
+        "Stub": {"title": "Stub", "extract": "A stub (short). Fine."},  # 3 words: too few even with the second
+        "Long": {"title": "Long", "extract": long_first},
+        "Limit": {"title": "Limit", "extract": at_limit},
+        "Bracket": {"title": "Bracket", "extract": "A stray ( bracket stays in this answer."},
+        "All (disambiguation)": {"title": "(disambiguation)", "extract": "Several things are called this."},
+    })
+    records = {r["instruction"]: r["output"] for r in read_member("wiki_qa", "wq", "data", [path], None)}
+    assert records == {
+        "What is (disambiguation)?": "Several things are called this.",  # nothing but brackets: kept whole
+        "What is Bracket?": "A stray ( bracket stays in this answer.",
+        "What is Limit?": " ".join(["word"] * 60) + ".",  # a long first sentence alone, nothing added
+    }
+
+
+def test_wiki_qa_answers_grow_to_forty_words_and_no_further() -> None:
+    twenty = "Alpha " + " ".join(["beta"] * 18) + " gamma."
+    assert lead_answer(f"{twenty} {twenty} Extra.") == f"{twenty} {twenty}"  # 40 words: in; the 41st: out
+    assert lead_answer(f"{twenty} Extra words. {twenty}") == f"{twenty} Extra words."  # stops at the first miss
+    assert lead_answer("One two three four.") == "One two three four."
+    assert lead_answer("One (two) three four.") is None
+
+
+@pytest.mark.parametrize(("content", "error"), [
+    ('{"A": {"extract": "x"},', r"summaries.json:1: not valid JSON"),
+    ('{"A": {"title": "A"}}', r"summaries.json: entry 'A' has no text field 'extract'"),
+    ('["A"]', r"summaries.json: expected an object of title -> entry"),
+])
+def test_wiki_qa_rejects_what_wiki_summaries_rejects(tmp_path: Path, content: str, error: str) -> None:
+    path = tmp_path / "summaries.json"
+    path.write_text(content)
+    for fmt in ("wiki_qa", "wiki_summaries"):
+        with pytest.raises(DataFormatError, match=error):
+            list(read_member(fmt, "wq", "data", [path], None))
+
+
+def test_sms_instruct_asks_spam_or_not_with_the_classifier_ids(tmp_path: Path) -> None:
+    path = tmp_path / "sms.csv"
+    path.write_text(',spam,text\n0,0,"Hello, are we still on?"\n1,1,WIN a prize now\n')
+    records = list(read_member("sms_instruct", "sms", "data", [path], None))
+    question = "Is the following text message spam or not spam?"
+    assert records == [
+        {"id": "sms/00000", "instruction": question, "input": "Hello, are we still on?", "output": "not spam",
+         "category": "classification"},
+        {"id": "sms/00001", "instruction": question, "input": "WIN a prize now", "output": "spam",
+         "category": "classification"},
+    ]
+    assert [r["id"] for r in records] == [r["id"] for r in read_member("sms_spam", "sms", "data", [path], None)]
+    path.write_text(",spam,text\n0,0,hi\n1,7,odd\n")
+    with pytest.raises(DataFormatError, match=r"sms.csv:3: label '7' is not 0 or 1"):
+        list(read_member("sms_instruct", "sms", "data", [path], None))
+
+
+# ------------------------------------------------------------------------------ preference pairs
+
+
+def test_preference_jsonl_records(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven."},
+            {"id": "p-2", "prompt": "Translate", "input": "chat", "chosen": "cat", "rejected": "dog", "extra": 1}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert list(read_member("preference_jsonl", "prefs", "data", [path], None)) == [
+        {"id": "prefs/000001", "prompt": "Name a colour.", "input": "", "chosen": "Blue.", "rejected": "Seven."},
+        {"id": "p-2", "prompt": "Translate", "input": "chat", "chosen": "cat", "rejected": "dog"},
+    ]
+
+
+@pytest.mark.parametrize(("second", "error"), [
+    ({"chosen": "a", "rejected": "b"}, r"pairs.jsonl:2: missing or empty field 'prompt'"),
+    ({"prompt": "q", "chosen": "  ", "rejected": "b"}, r"pairs.jsonl:2: missing or empty field 'chosen'"),
+    ({"prompt": "q", "chosen": "a", "rejected": None}, r"pairs.jsonl:2: missing or empty field 'rejected'"),
+    ({"prompt": "q", "chosen": "a", "rejected": 3}, r"pairs.jsonl:2: missing or empty field 'rejected'"),
+    ({"prompt": "q", "input": ["x"], "chosen": "a", "rejected": "b"}, r"pairs.jsonl:2: field 'input' is not a string"),
+    ({"prompt": "q", "chosen": "Same answer.", "rejected": " Same answer.\n"},
+     r"pairs.jsonl:2: chosen and rejected are the same answer$"),
+])
+def test_a_bad_preference_pair_names_the_file_line_and_field(tmp_path: Path, second: dict, error: str) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n" + json.dumps(second) + "\n")
+    with pytest.raises(DataFormatError, match=error) as raised:
+        list(read_member("preference_jsonl", "prefs", "data", [path], None))
+    assert "\n" not in str(raised.value)

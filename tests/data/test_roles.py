@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from scratchlm.data.roles import role_files, role_folder, source_dirs, source_roles
-from scratchlm.io import DataFormatError, write_jsonl
+from scratchlm.config import DownloadParams
+from scratchlm.data.download import download_all
+from scratchlm.data.roles import ROLE_FRAMES, ROLES, role_files, role_folder, source_dirs, source_roles
+from scratchlm.io import DataFormatError, read_jsonl, write_jsonl
 
 
 def add_source(raw: Path, role: str, name: str, records: list[dict]) -> Path:
@@ -46,3 +48,33 @@ def test_a_missing_role_and_an_ambiguous_benchmark_folder_are_one_line(tmp_path:
     (raw / "benchmark" / "a" / "source.json").write_text("{}")
     with pytest.raises(DataFormatError, match=r"a/source.json: not a source description"):
         source_roles(raw)
+
+
+def test_every_role_has_a_validation_frame() -> None:
+    assert ROLES == ("pretrain", "classification", "instruction", "preference", "benchmark")
+    assert set(ROLE_FRAMES) == set(ROLES) and ROLE_FRAMES["preference"] == "preferences"
+
+
+def test_download_writes_preference_pairs_as_jsonl_and_every_role_index(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl(pairs, [{"prompt": "Say hi", "chosen": "Hi!", "rejected": "No."}])
+    sms = tmp_path / "sms.csv"
+    sms.write_text(",spam,text\n0,1,WIN now\n")
+    local = {"kind": "local", "members": {"data": str(pairs)}}
+    params = DownloadParams(sources={
+        "prefs": {**local, "format": "preference_jsonl", "role": "preference"},
+        "sms_qa": {"kind": "local", "format": "sms_instruct", "role": "instruction", "members": {"data": str(sms)}},
+    })
+    metrics = download_all(params, tmp_path / "raw")
+    assert metrics["prefs"]["records"] == metrics["sms_qa"]["records"] == 1
+    assert list(read_jsonl(tmp_path / "raw/preference/prefs/data.jsonl")) == [
+        {"id": "prefs/000001", "prompt": "Say hi", "input": "", "chosen": "Hi!", "rejected": "No."}]
+    assert role_files(tmp_path / "raw", "preference") == [tmp_path / "raw/preference/prefs/data.jsonl"]
+    assert source_roles(tmp_path / "raw") == {"prefs": "preference", "sms_qa": "instruction"}
+    assert json.loads((tmp_path / "raw/preference/sources.json").read_text()) == {
+        "role": "preference", "sources": ["prefs"]}
+    # no preference source: the role's folder and index still exist (a DVC dependency of the stages reading it)
+    download_all(DownloadParams(sources={"sms_qa": params.sources["sms_qa"]}), tmp_path / "raw2")
+    assert json.loads((tmp_path / "raw2/preference/sources.json").read_text()) == {
+        "role": "preference", "sources": []}
+    assert sorted(p.name for p in (tmp_path / "raw2").iterdir()) == sorted(ROLES)

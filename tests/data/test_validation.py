@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 
 from scratchlm.config import ValidateParams
+from scratchlm.data.roles import ROLE_FRAMES, source_roles
 from scratchlm.data.validation import (
     DataValidationError,
     label_share_frame,
@@ -92,6 +94,16 @@ def write_layout(root: Path) -> tuple[Path, Path, Path]:
                 ]
             },
         ),
+        "prefs": (
+            "preference",
+            {
+                "data": [
+                    {"id": f"prefs/{i}", "prompt": f"question {i}?", "input": "", "chosen": f"good answer {i}",
+                     "rejected": f"bad answer {i}"}
+                    for i in range(2)
+                ]
+            },
+        ),
         "benchmarks": (
             "benchmark",
             {
@@ -106,6 +118,12 @@ def write_layout(root: Path) -> tuple[Path, Path, Path]:
         for member, records in members.items():
             write_jsonl(raw / role / name / f"{member}.jsonl", records)
     return raw, clean, dedup
+
+
+def required_frames(roles: dict[str, str]) -> tuple[str, ...]:
+    """What the validate stage requires (pipelines/validate.py, which tests cannot import: `pipelines` here is
+    tests/pipelines): every corpus frame, and the frame of each role download wrote a source of."""
+    return tuple(sorted({"raw_documents", "clean_documents", "dedup_documents", *(ROLE_FRAMES[r] for r in roles.values())}))
 
 
 def _item(task: str, index: int, choices: list[str], gold: int) -> dict[str, Any]:
@@ -151,7 +169,7 @@ def bad_run(frames: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFa
 def test_loader_reads_the_on_disk_layout(frames: dict[str, pd.DataFrame]) -> None:
     assert sorted(frames) == sorted(
         ["raw_documents", "clean_documents", "dedup_documents", "classification", "label_shares", "instructions",
-         "benchmarks"]
+         "preferences", "benchmarks"]
     )
     assert (
         len(frames["raw_documents"]) == len(frames["clean_documents"]) == len(frames["dedup_documents"]) == 4
@@ -171,6 +189,9 @@ def test_loader_reads_the_on_disk_layout(frames: dict[str, pd.DataFrame]) -> Non
     assert bench.loc["lambada/000000", "n_choices"] == 1
     assert bench.loc["piqa/000000", ["n_choices", "n_requests", "min_choice_chars"]].tolist() == [2, 2, 2]
     assert "choices" not in bench.columns
+    assert sorted(frames["preferences"].columns) == ["chosen", "id", "input", "prompt", "rejected", "same_answer",
+                                                     "source"]
+    assert frames["preferences"]["same_answer"].tolist() == [False, False]
 
 
 def test_loader_skips_absent_sets(tmp_path: Path) -> None:
@@ -186,7 +207,7 @@ def test_loader_skips_absent_sets(tmp_path: Path) -> None:
 def test_good_dataset_passes(good_run: tuple[dict, Path]) -> None:
     summary, _ = good_run
     assert summary["success"], summary["critical_failures"] + summary["warnings"]
-    assert summary["suites"] == 7 and summary["failed_critical"] == summary["failed_warning"] == 0
+    assert summary["suites"] == 8 and summary["failed_critical"] == summary["failed_warning"] == 0
     assert summary["expectations_checked"] > 50
     raise_on_critical(summary)
 
@@ -204,6 +225,7 @@ def test_reports_are_written_and_reproducible(
         "dedup_documents",
         "instructions",
         "label_shares",
+        "preferences",
         "raw_documents",
     ]
     first = results["suites"]["classification"]["expectations"][0]
@@ -340,3 +362,43 @@ def test_no_network_access(
     monkeypatch.setattr(socket, "create_connection", refuse)
     summary = validate_frames({"instructions": frames["instructions"]}, SUITES, tmp_path, PARAMS)
     assert summary["success"]
+
+
+def test_a_preference_pair_with_one_answer_twice_fails_naming_it(tmp_path: Path) -> None:
+    """A hand-edited (or differently produced) pair file: the reader's checks did not run on it."""
+    folder = tmp_path / "raw" / "preference" / "prefs"
+    folder.mkdir(parents=True)
+    (folder / "source.json").write_text(json.dumps({"name": "prefs", "role": "preference"}))
+    write_jsonl(folder / "data.jsonl", [
+        {"id": "prefs/1", "prompt": "Say hi", "input": "", "chosen": "Hi!", "rejected": "Go away."},
+        {"id": "prefs/2", "prompt": "Say bye", "input": "", "chosen": "Bye.", "rejected": " Bye.\n"},
+        {"id": "prefs/3", "prompt": " ", "input": "", "chosen": "Yes.", "rejected": "No."},
+    ])
+    frames = load_validation_frames(tmp_path / "raw", tmp_path / "clean", tmp_path / "dedup")
+    assert list(frames) == ["preferences"] and frames["preferences"]["same_answer"].tolist() == [False, True, False]
+    assert "preferences" in required_frames({"prefs": "preference"})  # the stage requires what download wrote
+    summary = validate_frames(frames, SUITES, tmp_path / "out", PARAMS, required=["preferences"])
+    assert summary["critical_failures"] == [
+        "preferences: expect_column_values_to_match_regex(prompt) failed: 1 unexpected values, e.g. [' '] "
+        "(ids ['prefs/3'])",
+        "preferences: expect_column_values_to_be_in_set(same_answer) failed: 1 unexpected values, e.g. [True] "
+        "(ids ['prefs/2'])",
+    ]
+    with pytest.raises(DataValidationError, match=r"^2 critical expectations failed: preferences: ") as raised:
+        raise_on_critical(summary)
+    assert "\n" not in str(raised.value)
+
+
+def test_validate_without_a_preference_source_passes(tmp_path: Path) -> None:
+    """The default pipeline has no preference source: download writes the role's index alone, no frame is
+    built, the stage does not require one, and nothing fails."""
+    raw, clean, dedup = write_layout(tmp_path)
+    shutil.rmtree(raw / "preference" / "prefs")
+    (raw / "preference" / "sources.json").write_text(json.dumps({"role": "preference", "sources": []}))
+    frames = load_validation_frames(raw, clean, dedup, PARAMS.label_shares)
+    required = required_frames(source_roles(raw))
+    assert "preferences" not in frames and "preferences" not in required
+    summary = validate_frames(frames, SUITES, tmp_path / "out", PARAMS, required=required)
+    assert summary["success"] and summary["suites"] == 7, summary["critical_failures"]
+    with pytest.raises(DataValidationError, match="preferences: no data found"):  # a source whose data went missing
+        validate_frames(frames, SUITES, tmp_path / "again", PARAMS, required=[*required, "preferences"])

@@ -14,8 +14,7 @@ from scratchlm.config import FinetuneClassifierParams
 from scratchlm.io import DataFormatError, write_jsonl
 from scratchlm.model.gpt import GPT, GPTConfig, save_model
 from scratchlm.tokenizer import train_bpe
-from scratchlm.training.classifier import stratified_split
-from scratchlm.training.finetune import finetune_classifier
+from scratchlm.training.classifier import finetune_classifier, stratified_split
 
 pytestmark = pytest.mark.slow
 HAM = ["see", "you", "at", "lunch", "tomorrow", "then", "call", "me", "when", "you", "get", "home", "ok"]

@@ -19,9 +19,10 @@ from scratchlm.config import FinetuneClassifierParams, FinetuneInstructParams
 from scratchlm.io import write_jsonl
 from scratchlm.model.gpt import GPT, GPTConfig, save_model
 from scratchlm.tokenizer import train_bpe
-from scratchlm.training.finetune import finetune_classifier, finetune_instruct, fingerprint
-from scratchlm.training.instruct import format_prompt
-from scratchlm.training.pretrain import FINGERPRINT, LAST
+from scratchlm.training.checkpoint import FINGERPRINT, LAST
+from scratchlm.training.classifier import finetune_classifier
+from scratchlm.training.finetune import finetune_fingerprint as fingerprint
+from scratchlm.training.instruct import finetune_instruct, format_prompt
 
 pytestmark = pytest.mark.slow
 PAIRS = [("What is two plus two?", "Four."), ("Say hello.", "Hello!"), ("Name a colour.", "Blue."),

@@ -12,16 +12,16 @@ from scratchlm.config import ALPACA, ConfigError, FinetuneInstructParams, parse_
 from scratchlm.io import DataFormatError, write_jsonl
 from scratchlm.model.gpt import GPT, GPTConfig, save_model
 from scratchlm.tokenizer import train_bpe
-from scratchlm.training.finetune import finetune_instruct
-from scratchlm.training.instruct import IGNORE, LengthBatches, collate, encode_example, format_prompt
+from scratchlm.training.instruct import IGNORE, LengthBatches, collate, encode_example, finetune_instruct, format_prompt
 
 PAIRS = [("What is two plus two?", "Four."), ("Say hello.", "Hello!"), ("Name a colour.", "Blue."),
          ("What is the capital of France?", "Paris.")]
 
 
 def records(n: int = 80) -> list[dict]:
-    return [{"id": f"qa/{i:04d}", "instruction": PAIRS[i % 4][0], "input": "", "output": PAIRS[i % 4][1],
-             "category": "t"} for i in range(n)]
+    """Four questions, each asked about 20 numbered items (the stage drops exact duplicates)."""
+    return [{"id": f"qa/{i:04d}", "instruction": f"{PAIRS[i % 4][0]} Item {i // 4}.", "input": "",
+             "output": PAIRS[i % 4][1], "category": "t"} for i in range(n)]
 
 
 def test_template_round_trips_and_input_block_is_optional() -> None:
@@ -102,7 +102,7 @@ def test_bad_template_and_split_are_config_errors() -> None:
 
 @pytest.mark.slow
 def test_tiny_model_learns_answers_and_stops(tmp_path: Path) -> None:
-    texts = [format_prompt(ALPACA, "\n\n### Input:\n{input}", q) + a for q, a in PAIRS] * 20
+    texts = [format_prompt(ALPACA, "\n\n### Input:\n{input}", r["instruction"]) + r["output"] for r in records()]
     tokenizer = train_bpe(texts, 400, 1, ["<|endoftext|>", "<|pad|>"])
     pretrained = tmp_path / "pre"
     pretrained.mkdir()
@@ -126,9 +126,9 @@ def test_tiny_model_learns_answers_and_stops(tmp_path: Path) -> None:
 
     from scratchlm.cli import app
 
-    one_shot = CliRunner().invoke(app, ["chat", "--model", str(out), "--prompt", "Say hello."])
+    one_shot = CliRunner().invoke(app, ["chat", "--model", str(out), "--prompt", "Say hello. Item 3."])
     assert one_shot.exit_code == 0 and one_shot.output.strip() == "Hello!"
-    session = CliRunner().invoke(app, ["chat", "--model", str(out)], input="Name a colour.\n\n")
+    session = CliRunner().invoke(app, ["chat", "--model", str(out)], input="Name a colour. Item 7.\n\n")
     assert "Blue." in session.output
 
 
@@ -151,7 +151,7 @@ def test_examples_without_room_for_a_response_are_dropped_not_nan(tmp_path: Path
                              n_embd=16)), pretrained)
     data = records(40)
     for r in data[::2]:
-        r["instruction"] = "a very long instruction " * 20  # fills max_length before the response
+        r["instruction"] = f"a very long instruction {r['id']} " * 20  # fills max_length before the response
     write_jsonl(tmp_path / "data.jsonl", data)
     out = tmp_path / "out"
     out.mkdir()
@@ -159,5 +159,5 @@ def test_examples_without_room_for_a_response_are_dropped_not_nan(tmp_path: Path
                                     accelerator="cpu", num_threads=1, eval_items=2,
                                     split={"train": 0.6, "val": 0.2, "test": 0.2})
     metrics = finetune_instruct([tmp_path / "data.jsonl"], pretrained, out, tmp_path / "ckpt", params)
-    assert sum(metrics["dropped_too_long"].values()) == 20
+    assert sum(metrics["dropped_too_long"].values()) == 20 and metrics["cleaning"]["duplicates_removed"] == 0
     assert metrics["val_loss"] == metrics["val_loss"], "finite, not NaN"

@@ -4,7 +4,11 @@ Pretraining text becomes documents (`id, text, source, meta`); the fine-tune and
 simple JSONL schemas of their own:
 
 - classification: `{"id", "text", "label"}`
-- instruction:    `{"id", "instruction", "input", "output", "category"}`
+- instruction:    `{"id", "instruction", "input", "output", "category"}` (also made from other sets: `wiki_qa`
+  asks "What is <title>?" of each Wikipedia summary and answers with its lead, `sms_instruct` asks whether
+  each SMS Spam Collection message is spam)
+- preference:     `{"id", "prompt", "input", "chosen", "rejected"}` (a chosen and a rejected answer to one
+  prompt, for preference optimisation; the two are never the same text)
 - benchmark:      `{"id", "task", "query", "choices", "gold", "requests": [{"context", "continuation"}]}`
 
 Every reader is a generator, so `limit` stops reading early, and every malformed record raises a
@@ -33,6 +37,13 @@ from scratchlm.io import DataFormatError, make_document, read_jsonl
 HEADING = re.compile(r"^ = ([^=].*?) = $")
 OLMO_UNCOND_OFFSET = 1_000_000  # oe-eval's `uncond_docid_offset`
 SPLIT_NAMES = {"train": "train", "valid": "val", "validation": "val", "val": "val", "test": "test"}
+#: A bracketed group with no bracket inside: removing these until none is left removes nested groups too.
+INNER_PARENS = re.compile(r"\s*\([^()]*\)")
+TRAILING_PARENS = re.compile(r"\s*\([^()]*\)\s*$")
+SENTENCE_END = re.compile(r"[.!?]\s+")
+QA_MAX_WORDS = 40  # an answer grows sentence by sentence up to this many words
+QA_MAX_FIRST_SENTENCE = 60  # a lead whose first sentence alone is longer is a list or a table: no short answer
+QA_MIN_WORDS = 4  # shorter answers are stubs ("Paris.", "See below.")
 
 
 def read_text(path: Path) -> str:
@@ -79,20 +90,27 @@ def read_wikitext(name: str, member: str, path: Path, rel: str | None) -> Iterat
 
 def read_wiki_summaries(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, str]]:
     """`{title: {"title", "extract", ...}}` → one document per entry, in sorted title order."""
+    split = split_of(member)
+    for key, entry, text in _wiki_entries(path):
+        meta = {"split": split, "title": entry.get("title", key), "topic": entry.get("topic")}
+        yield make_document(f"{name}/{_within(rel)}{_slug(key)}", text, name, meta)
+
+
+def _wiki_entries(path: Path) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(key, entry, extract) of a Wikipedia summaries file in sorted key order, shared by the pretraining
+    and the question-answer readers so both accept and reject exactly the same files."""
     try:
         entries = json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise DataFormatError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
     if not isinstance(entries, dict):
         raise DataFormatError(f"{path}: expected an object of title -> entry")
-    split = split_of(member)
     for key in sorted(entries):
         entry = entries[key]
         text = entry.get("extract") if isinstance(entry, dict) else None
         if not isinstance(text, str):
             raise DataFormatError(f"{path}: entry {key!r} has no text field 'extract'")
-        meta = {"split": split, "title": entry.get("title", key), "topic": entry.get("topic")}
-        yield make_document(f"{name}/{_within(rel)}{_slug(key)}", text, name, meta)
+        yield key, entry, text
 
 
 def _slug(key: str) -> str:
@@ -125,6 +143,13 @@ def read_text_jsonl(name: str, member: str, path: Path, rel: str | None) -> Iter
 
 def read_sms_spam(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, Any]]:
     """The SMS Spam Collection CSV (`,spam,text` with 0/1 labels) → `{id, text, label}`."""
+    for number, text, spam in _sms_rows(path):
+        yield {"id": f"{name}/{_within(rel)}{number:05d}", "text": text, "label": "spam" if spam else "ham"}
+
+
+def _sms_rows(path: Path) -> Iterator[tuple[int, str, bool]]:
+    """(row number from 0, message, is spam) of the SMS Spam Collection CSV: one parser for the
+    classification and the instruction readers, so their ids and errors agree row for row."""
     reader = csv.DictReader(io.StringIO(read_text(path)))
     for column in ("spam", "text"):
         if column not in (reader.fieldnames or []):
@@ -132,8 +157,7 @@ def read_sms_spam(name: str, member: str, path: Path, rel: str | None) -> Iterat
     for lineno, row in enumerate(reader, start=2):
         if row["spam"] not in ("0", "1"):
             raise DataFormatError(f"{path}:{lineno}: label {row['spam']!r} is not 0 or 1")
-        yield {"id": f"{name}/{_within(rel)}{lineno - 2:05d}", "text": row["text"],
-               "label": "spam" if row["spam"] == "1" else "ham"}
+        yield lineno - 2, row["text"], row["spam"] == "1"
 
 
 def read_chatterbot(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, Any]]:
@@ -159,6 +183,93 @@ def read_instruct_jsonl(name: str, member: str, path: Path, rel: str | None) -> 
         yield {"id": str(record.get("id", f"{name}/{_within(rel)}{lineno:06d}")), "instruction": record["instruction"],
                "input": str(record.get("input") or ""), "output": record["output"],
                "category": str(record.get("category", ""))}
+
+
+def read_wiki_qa(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, Any]]:
+    """Wikipedia summaries as questions: "What is <title>?" answered by the first sentences of the lead.
+
+    An entry whose lead gives no short answer (a stub, or a first sentence over QA_MAX_FIRST_SENTENCE words)
+    is skipped rather than an error: the set is made from an encyclopaedia, not written as questions."""
+    for key, entry, text in _wiki_entries(path):
+        answer = lead_answer(text)
+        if answer is None:
+            continue
+        title = entry.get("title")
+        question = f"What is {plain_title(title if isinstance(title, str) and title.strip() else key)}?"
+        yield {"id": f"{name}/{_within(rel)}{_slug(key)}", "instruction": question, "input": "", "output": answer,
+               "category": "wikipedia"}
+
+
+def plain_title(title: str) -> str:
+    """The title without its trailing disambiguation ("Mercury (planet)" → "Mercury"), which no one asks
+    about; a title that is all brackets is kept whole."""
+    return TRAILING_PARENS.sub("", title).strip() or title.strip()
+
+
+def lead_answer(extract: str) -> str | None:
+    """The lead's first sentences, brackets removed, up to QA_MAX_WORDS words (the first sentence always);
+    None when that is no answer: under QA_MIN_WORDS words, or a first sentence over QA_MAX_FIRST_SENTENCE."""
+    sentences = list(_sentences(" ".join(without_brackets(extract).split())))
+    if not sentences or len(sentences[0].split()) > QA_MAX_FIRST_SENTENCE:
+        return None
+    answer, words = [sentences[0]], len(sentences[0].split())
+    for sentence in sentences[1:]:
+        words += len(sentence.split())
+        if words > QA_MAX_WORDS:
+            break
+        answer.append(sentence)
+    text = " ".join(answer)
+    return text if len(text.split()) >= QA_MIN_WORDS else None
+
+
+def without_brackets(text: str) -> str:
+    """Text with every parenthetical group removed, nested ones too ("Paris (French pronunciation: [paʁi]
+    ( listen)) is" → "Paris is"): pronunciations, dates and glosses are not what a short answer says. An
+    unmatched bracket is left, so a stray "(" never swallows the rest of the text."""
+    count = 1
+    while count:
+        text, count = INNER_PARENS.subn("", text)
+    return text
+
+
+def _sentences(text: str) -> Iterator[str]:
+    """Sentences of whitespace-collapsed text: a cut after [.!?] and whitespace before an upper-case letter
+    (any script), so "3.5 million" and "e.g. cats" stay whole."""
+    start = 0
+    for match in SENTENCE_END.finditer(text):
+        if match.end() < len(text) and text[match.end()].isupper():
+            yield text[start : match.start() + 1]
+            start = match.end()
+    if text[start:]:
+        yield text[start:]
+
+
+def read_sms_instruct(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, Any]]:
+    """The SMS Spam Collection as instructions: is this message spam? The answer is "spam" or "not spam"
+    (words a language model can say, unlike the classifier's `ham`)."""
+    for number, text, spam in _sms_rows(path):
+        yield {"id": f"{name}/{_within(rel)}{number:05d}",
+               "instruction": "Is the following text message spam or not spam?", "input": text,
+               "output": "spam" if spam else "not spam", "category": "classification"}
+
+
+def read_preference_jsonl(name: str, member: str, path: Path, rel: str | None) -> Iterator[dict[str, Any]]:
+    """Preference pairs in JSONL: `prompt`, optional `input`, a `chosen` and a `rejected` answer, optional `id`.
+
+    A pair whose two answers are the same text teaches nothing (its preference loss is constant), so it is
+    an error naming the line rather than a silent no-op."""
+    for lineno, record in enumerate(read_jsonl(path), start=1):
+        for field in ("prompt", "chosen", "rejected"):
+            if not isinstance(record.get(field), str) or not record[field].strip():
+                raise DataFormatError(f"{path}:{lineno}: missing or empty field '{field}'")
+        if not isinstance(record.get("input") or "", str):
+            raise DataFormatError(f"{path}:{lineno}: field 'input' is not a string")
+        if record["chosen"].strip() == record["rejected"].strip():
+            raise DataFormatError(f"{path}:{lineno}: chosen and rejected are the same answer")
+        record_id = record.get("id")
+        yield {"id": str(record_id) if record_id not in (None, "") else f"{name}/{_within(rel)}{lineno:06d}",
+               "prompt": record["prompt"], "input": record.get("input") or "", "chosen": record["chosen"],
+               "rejected": record["rejected"]}
 
 
 def read_labelled(name: str, member: str, path: Path, rel: str | None, *, text_field: str = "text",
@@ -249,6 +360,9 @@ READERS = {
     "sms_spam": read_sms_spam,
     "chatterbot": read_chatterbot,
     "instruct_jsonl": read_instruct_jsonl,
+    "wiki_qa": read_wiki_qa,
+    "sms_instruct": read_sms_instruct,
+    "preference_jsonl": read_preference_jsonl,
     "labelled": read_labelled,
     "olmo_requests": read_olmo_requests,
 }

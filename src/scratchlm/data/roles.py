@@ -14,12 +14,13 @@ from pathlib import Path
 
 from scratchlm.io import DataFormatError
 
-ROLES = ("pretrain", "classification", "instruction", "benchmark")
+ROLES = ("pretrain", "classification", "instruction", "preference", "benchmark")
 #: A download role -> the validation frame (and Great Expectations suite) its raw files feed: the one map.
 ROLE_FRAMES = {
     "pretrain": "raw_documents",
     "classification": "classification",
     "instruction": "instructions",
+    "preference": "preferences",
     "benchmark": "benchmarks",
 }
 ROLE_INDEX = "sources.json"

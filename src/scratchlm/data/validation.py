@@ -15,6 +15,7 @@ Frames (built by `load_validation_frames`; derived columns in brackets):
 - `label_shares`: one row per label of the classification set (and per label `label_shares` bounds):
   `label, share, min_share, max_share` (bounds from `params.validate.label_shares`, else 0 and 1)
 - `instructions`: `id, instruction, input, output, category, source`
+- `preferences`: `id, prompt, input, chosen, rejected, source` [`same_answer`]
 - `benchmarks`: `id, task, query, gold, source` [`n_choices`, `n_requests`, `min_choice_chars`]
 
 Caller-facing behaviour: `validate_frames` never raises because the *data* is bad; it writes
@@ -64,7 +65,7 @@ from scratchlm.io import atomic_write_json, read_jsonl  # noqa: E402
 
 #: Every frame a suite may exist for, in report order.
 FRAMES = ("raw_documents", "clean_documents", "dedup_documents", "classification", "label_shares", "instructions",
-          "benchmarks")
+          "preferences", "benchmarks")
 #: The frames of the pretraining corpus (what the tokenizer and the language model learn from).
 CORPUS_FRAMES = ("raw_documents", "clean_documents", "dedup_documents")
 SPLITS = ("train", "val", "test")
@@ -110,6 +111,7 @@ def load_validation_frames(raw_dir: Path, clean_dir: Path, dedup_dir: Path,
     for role, build in (
         ("classification", _classification_frame),
         ("instruction", _instruction_frame),
+        ("preference", _preference_frame),
         ("benchmark", _benchmark_frame),
     ):
         if records := _jsonl_records(by_role.get(role, [])):
@@ -177,6 +179,18 @@ def label_share_frame(classification: pd.DataFrame, bounds: dict[str, tuple[floa
 
 def _instruction_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
+
+
+def _preference_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The pairs plus `same_answer`: whether chosen and rejected are one text (after strip), which a suite
+    can check per row (GX compares columns, not stripped strings), naming the pair that teaches nothing."""
+    frame = pd.DataFrame.from_records(records)
+    frame["same_answer"] = [_same_answer(record.get("chosen"), record.get("rejected")) for record in records]
+    return frame
+
+
+def _same_answer(chosen: Any, rejected: Any) -> bool:
+    return isinstance(chosen, str) and isinstance(rejected, str) and chosen.strip() == rejected.strip()
 
 
 def _benchmark_frame(records: list[dict[str, Any]]) -> pd.DataFrame:

@@ -14,25 +14,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from scratchlm.io import DataFormatError, read_jsonl, read_set
+from scratchlm.io import DataFormatError
 from scratchlm.lineage import read_manifest
 from scratchlm.tokenizer import load_tokenizer
-
-
-def split_records(data_files: list[Path], model_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """The set's records grouped by the split the fine-tune stored; a missing record is an error."""
-    assigned = {row["id"]: row["split"] for row in read_jsonl(model_dir / "split.jsonl")}
-    splits: dict[str, list[dict[str, Any]]] = {}
-    for record in read_set(data_files):
-        if record.get("id") in assigned:
-            splits.setdefault(assigned.pop(record["id"]), []).append(record)
-    if assigned:
-        shown = ", ".join(str(path) for path in data_files)
-        raise DataFormatError(f"{shown}: record {next(iter(assigned))} of {model_dir / 'split.jsonl'} is missing "
-                              "(the data changed since fine-tuning)")
-    if not splits.get("test"):
-        raise DataFormatError(f"{model_dir / 'split.jsonl'}: no test records")
-    return splits
 
 
 def training_params(model_dir: Path) -> dict[str, Any]:
@@ -46,14 +30,15 @@ def evaluate_classifier(data_files: list[Path], model_dir: Path, batch_size: int
                         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Test-split accuracy, precision/recall/F1 (macro-F1 and per class), confusion matrix, next to the two
     baselines."""
-    from scratchlm.training.classifier import EncodedDataset, class_metrics, encode, load_classifier, trim_to_longest
-    from scratchlm.training.finetune import baselines, confusion, predict
+    from scratchlm.training.class_metrics import baselines, class_metrics, confusion
+    from scratchlm.training.classifier import EncodedDataset, encode, load_classifier, predict, trim_to_longest
+    from scratchlm.training.finetune import stored_splits
 
     model, labels = load_classifier(model_dir)
     params = training_params(model_dir)
     positive = params.get("positive_label")
     tokenizer = load_tokenizer(model_dir / "tokenizer.json")
-    splits = split_records(data_files, model_dir)
+    splits = stored_splits(data_files, model_dir)
     test = splits["test"]
     data = encode([r["text"] for r in test], [labels.index(r["label"]) for r in test],
                   lambda t: tokenizer.encode(t).ids, params["max_length"], tokenizer.token_to_id("<|pad|>"))
@@ -89,13 +74,13 @@ def evaluate_instruct(data_files: list[Path], model_dir: Path, max_items: int | 
     """Test-split response loss, and greedy answers scored by ROUGE-L and exact match."""
     from scratchlm.model.gpt import load_model
     from scratchlm.tokenizer import EOT, PAD
-    from scratchlm.training.finetune import generate_answers
+    from scratchlm.training.finetune import generate_answers, stored_splits
     from scratchlm.training.instruct import encode_example, exact_match, format_prompt, rouge_l
 
     model, params = load_model(model_dir), training_params(model_dir)
     template = json.loads((model_dir / "template.json").read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(model_dir / "tokenizer.json")
-    test = split_records(data_files, model_dir)["test"]
+    test = stored_splits(data_files, model_dir)["test"]
     prompts = [format_prompt(template["prompt_template"], template["input_template"], r["instruction"],
                              r.get("input", "")) for r in test]
     encode = lambda t: tokenizer.encode(t).ids  # noqa: E731

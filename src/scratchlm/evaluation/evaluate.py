@@ -3,7 +3,8 @@
 - the pretrained model: language modelling on held-out WikiText-2 (loss, perplexity, bits per byte,
   word-level perplexity) and zero-shot benchmarks (acc, acc_norm, standard error, chance; LAMBADA
   last-word accuracy and perplexity);
-- the classifier and the instruction model on the test splits stored with them.
+- the classifier and the instruction model on the test splits stored with them, and the aligned model on
+  the instruction model's test prompts, beside it (ROUGE-L of both; with a judge, a pairwise win rate).
 
 Every scored item goes to `<out>/<task>.jsonl` with the model's choice, for error analysis.
 """
@@ -37,6 +38,7 @@ class EvalInputs:
     classifier_data: list[Path]
     instruct: Path
     instruct_data: list[Path]
+    aligned: Path
 
 
 def load_task(benchmarks_dir: Path, task: str, limit: int | None) -> list[dict[str, Any]]:
@@ -111,7 +113,6 @@ def summary(tasks: dict[str, dict[str, float]]) -> dict[str, float]:
 def evaluate_all(inputs: EvalInputs, out_dir: Path, params: EvaluateParams) -> dict[str, Any]:
     """All the scores, as the metrics dict the stage writes to reports/metrics/evaluate.json."""
     from scratchlm.evaluation.downstream import evaluate_classifier, evaluate_instruct
-    from scratchlm.evaluation.judge import judge_answers
 
     torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
     torch.manual_seed(0)
@@ -123,11 +124,30 @@ def evaluate_all(inputs: EvalInputs, out_dir: Path, params: EvaluateParams) -> d
     (instruct, answers), ins_seconds = timed(evaluate_instruct, inputs.instruct_data, inputs.instruct,
                                              params.instruct_items)
     write_jsonl(out_dir / "instruct_test.jsonl", answers)
-    judge = params.judge
-    instruct["judge"] = judge_answers(answers[: judge.items], judge.endpoint, judge.model, judge.api_key_env,
-                                      judge.timeout_s)
+    (aligned, aligned_answers), al_seconds = timed(evaluate_instruct, inputs.instruct_data, inputs.aligned,
+                                                   params.instruct_items)
+    write_jsonl(out_dir / "aligned_test.jsonl", aligned_answers)
+    aligned["rouge_l_vs_instruct"] = aligned["rouge_l"] - instruct["rouge_l"]
+    judge_scores(instruct, aligned, answers, aligned_answers, params)
     return {"language_modeling": lm, "benchmarks": tasks, "benchmark_mean": summary(tasks),
-            "classifier": classifier, "instruct": instruct,
+            "classifier": classifier, "instruct": instruct, "aligned": aligned,
             "seconds": {"language_modeling": round(lm_seconds, 2),
                         "benchmarks": round(sum(t["seconds"] for t in tasks.values()), 2),
-                        "classifier": round(cls_seconds, 2), "instruct": round(ins_seconds, 2)}}
+                        "classifier": round(cls_seconds, 2), "instruct": round(ins_seconds, 2),
+                        "aligned": round(al_seconds, 2)}}
+
+
+def judge_scores(instruct: dict[str, Any], aligned: dict[str, Any], answers: list[dict[str, Any]],
+                 aligned_answers: list[dict[str, Any]], params: EvaluateParams) -> None:
+    """With `evaluate.judge` set: each model's mean judge score, and the aligned model's pairwise win rate
+    against the instruction model on the same prompts (both orders); else a note that the judge was skipped."""
+    from scratchlm.evaluation.judge import judge_answers, judge_pairwise
+
+    judge = params.judge
+    for metrics, rows in ((instruct, answers), (aligned, aligned_answers)):
+        metrics["judge"] = judge_answers(rows[: judge.items], judge.endpoint, judge.model, judge.api_key_env,
+                                         judge.timeout_s)
+    pairs = [{"instruction": new["instruction"], "input": new["input"], "reference": new["reference"],
+              "a": new["generated"], "b": old["generated"]}
+             for new, old in zip(aligned_answers[: judge.items], answers[: judge.items], strict=True)]
+    aligned["judge_pairwise"] = judge_pairwise(pairs, judge.endpoint, judge.model, judge.api_key_env, judge.timeout_s)

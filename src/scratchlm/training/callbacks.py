@@ -1,4 +1,4 @@
-"""Callbacks: throughput/MFU and loss logging, sample generations, checkpoint on Ctrl-C.
+"""Callbacks: throughput/MFU and loss logging, sample generations (checkpoints: `checkpoint.py`).
 
 Metrics leave through a plain `log_fn(metrics, step)` so training never imports MLflow; the stage
 passes the tracking module's logger. Host syncs (`.item()`) happen only every `log_every` steps.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -127,14 +126,3 @@ class SampleText(L.Callback):
                                  generator=generator)
             self.samples.append(f"[step {trainer.global_step}] {self.decode(out[0].tolist())}")
         model.train(was_training)
-
-
-class CheckpointOnInterrupt(L.Callback):
-    """Ctrl-C saves `last.ckpt` before Lightning exits, so the next run resumes from this step."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.global_step > 0:
-            trainer.save_checkpoint(self.path)

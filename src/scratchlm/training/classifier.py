@@ -4,33 +4,38 @@ The GPT body reads right-padded token ids; with causal attention nothing after a
 it, so the hidden state of the last real token summarises the message exactly, padding or not. A
 linear head maps that state to class logits. The skeleton (optimizer, schedule, NaN stop, RNG in
 checkpoints) is the pretraining LightningModule's; only the data, the head and the loss differ.
+
+The stage (`finetune_classifier`): setup → fit → test → export, next to two baselines on the same split.
+The split is stored with the model (`split.jsonl`), so evaluation later scores exactly the held-out
+test messages. The checkpoint with the best validation F1 is the one exported.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import Dataset, default_collate
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    BinaryAccuracy,
-    BinaryF1Score,
-    BinaryPrecision,
-    BinaryRecall,
-    MulticlassAccuracy,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
-from scratchlm.io import DataFormatError
+from scratchlm.config import FinetuneClassifierParams, OptimParams
+from scratchlm.io import DataFormatError, read_set
 from scratchlm.model.gpt import GPT
+from scratchlm.tokenizer import PAD
+from scratchlm.training.callbacks import LogFn
+from scratchlm.training.checkpoint import best_checkpoint, epoch_checkpoints, fit_resuming
+from scratchlm.training.class_metrics import baselines, class_metrics, confusion, train_scores
+from scratchlm.training.data import own_generator
+from scratchlm.training.finetune import EpochLog, finetune_fingerprint, prepare, trainer_for
 from scratchlm.training.module import GPTModule
 
 
@@ -132,23 +137,27 @@ def class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
 
 
 class ClassifierModule(GPTModule):
-    """Cross-entropy on the class (optionally weighted) + `lm_loss_weight` × next-token loss (GPT-1)."""
+    """Cross-entropy on the class (optionally weighted) + `lm_loss_weight` × next-token loss (GPT-1).
 
-    def __init__(self, model: GPTClassifier, hp: Any, weights: torch.Tensor | None, pad_id: int) -> None:
-        super().__init__(model.body.config, hp, model=model.body)
+    `positive` is the index of the class precision/recall/F1 are reported for (None: macro averages).
+    """
+
+    def __init__(self, model: GPTClassifier, optim: OptimParams, total_steps: int, labels: Sequence[str],
+                 positive: int | None, lm_loss_weight: float, weights: torch.Tensor | None, pad_id: int) -> None:
+        super().__init__(model.body.config, optim, total_steps, model=model.body)
         self.classifier = model
-        self.pad_id = pad_id
+        self.labels, self.positive, self.lm_loss_weight, self.pad_id = list(labels), positive, lm_loss_weight, pad_id
         self.register_buffer("weights", weights if weights is not None else torch.ones(model.head.out_features))
         self.predictions: dict[str, list[torch.Tensor]] = {"val": []}
-        self.train_scores = train_scores(len(hp.labels), hp.positive_index)
-        object.__setattr__(self, "_forward", torch.compile(model) if hp.compile else model)
+        self.train_scores = train_scores(len(labels), positive)
+        object.__setattr__(self, "_forward", torch.compile(model) if optim.compile else model)
 
     def compute_loss(self, batch: Any) -> torch.Tensor:
         return self.loss_and_logits(batch)[0]
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, logits = self.loss_and_logits(batch)
-        positive = self.hp.positive_index
+        positive = self.positive
         if positive is None:
             self.train_scores.update(logits.argmax(-1), batch[2])
         else:
@@ -162,12 +171,12 @@ class ClassifierModule(GPTModule):
         ids, lengths, labels = batch
         logits, hidden = self._forward(ids, lengths)
         loss = F.cross_entropy(logits.float(), labels, weight=self.weights)
-        if self.hp.lm_loss_weight:
+        if self.lm_loss_weight:
             targets = ids[:, 1:].masked_fill(ids[:, 1:] == self.pad_id, -100)
             lm_logits = self.classifier.body.lm_head(hidden[:, :-1])
             lm = F.cross_entropy(lm_logits.float().reshape(-1, lm_logits.size(-1)), targets.reshape(-1),
                                  ignore_index=-100)
-            loss = loss + self.hp.lm_loss_weight * lm
+            loss = loss + self.lm_loss_weight * lm
         return loss, logits
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -185,75 +194,13 @@ class ClassifierModule(GPTModule):
             return
         pred, true = torch.cat(self.predictions[split], dim=1)
         self.predictions[split].clear()
-        positive = None if self.hp.positive_index is None else self.hp.labels[self.hp.positive_index]
-        for name, value in class_metrics(pred, true, self.hp.labels, positive).items():
+        positive = None if self.positive is None else self.labels[self.positive]
+        for name, value in class_metrics(pred, true, self.labels, positive).items():
             if not isinstance(value, dict):  # the per-class table goes to the metrics file, not the epoch log
                 self.log(f"{split}_{name}", value)
 
     def trained_module(self) -> nn.Module:
         return self.classifier
-
-
-def train_scores(n_classes: int, positive: int | None) -> MetricCollection:
-    """Train accuracy/precision/recall/F1 as torchmetrics objects that Lightning reduces at the epoch's end:
-    of the positive class with one, else macro averages over the classes (as `class_metrics`).
-
-    Logged from `training_step`, their epoch values reach `callback_metrics` before the callbacks'
-    `on_train_epoch_end` (a value logged in the module's own `on_train_epoch_end` would come after
-    them, so an epoch log would record the previous epoch's, and none after a resume). Their state is
-    not persistent: checkpoints and exports keep the same keys.
-    """
-    if positive is not None:
-        return MetricCollection({"accuracy": BinaryAccuracy(), "precision": BinaryPrecision(),
-                                 "recall": BinaryRecall(), "f1": BinaryF1Score()}, prefix="train_")
-    n = n_classes
-    return MetricCollection({"accuracy": MulticlassAccuracy(n, average="micro"),
-                             "precision": MulticlassPrecision(n, average="macro"),
-                             "recall": MulticlassRecall(n, average="macro"),
-                             "f1": MulticlassF1Score(n, average="macro")}, prefix="train_")
-
-
-def binary_metrics(pred: torch.Tensor, true: torch.Tensor, positive: int = 1) -> dict[str, float]:
-    """Accuracy, and precision/recall/F1 of the positive class (torchmetrics, not hand-rolled)."""
-    from torchmetrics.functional.classification import (
-        binary_accuracy,
-        binary_f1_score,
-        binary_precision,
-        binary_recall,
-    )
-
-    p, t = (pred == positive).long(), (true == positive).long()
-    return {"accuracy": float(binary_accuracy(p, t)), "precision": float(binary_precision(p, t)),
-            "recall": float(binary_recall(p, t)), "f1": float(binary_f1_score(p, t))}
-
-
-def class_metrics(pred: torch.Tensor, true: torch.Tensor, labels: Sequence[str], positive: str | None
-                  ) -> dict[str, Any]:
-    """Accuracy; precision/recall/F1 of `positive` (two classes, as the book scores spam), else their macro
-    averages (every class counts the same, whatever its size); `macro_f1` always; with more than two
-    classes, `per_class`: each label's precision, recall, F1 and support."""
-    from torchmetrics.functional.classification import (
-        multiclass_f1_score,
-        multiclass_precision,
-        multiclass_recall,
-    )
-
-    n = len(labels)
-    per = {name: [float(v) for v in fn(pred, true, num_classes=n, average="none")]
-           for name, fn in (("precision", multiclass_precision), ("recall", multiclass_recall),
-                            ("f1", multiclass_f1_score))}
-    macro = {name: sum(values) / n for name, values in per.items()}
-    if positive is not None:
-        out: dict[str, Any] = binary_metrics(pred, true, positive=list(labels).index(positive))
-    else:
-        out = {"accuracy": float((pred == true).float().mean()) if len(true) else 0.0, **macro}
-    out["macro_f1"] = macro["f1"]
-    if n > 2:
-        support = torch.bincount(true, minlength=n).tolist()
-        out["per_class"] = {label: {"precision": per["precision"][i], "recall": per["recall"][i],
-                                    "f1": per["f1"][i], "support": int(support[i])}
-                            for i, label in enumerate(labels)}
-    return out
 
 
 def load_classifier(model_dir: Any) -> tuple[GPTClassifier, list[str]]:
@@ -262,8 +209,6 @@ def load_classifier(model_dir: Any) -> tuple[GPTClassifier, list[str]]:
     config.json is checked against the weights' header before anything is allocated; every bad file
     is a one-line ValueError naming it.
     """
-    from pathlib import Path
-
     from scratchlm.model.gpt import check_weights, expected_shapes, load_config, load_weights, read_config
 
     model_dir = Path(model_dir)
@@ -283,3 +228,102 @@ def load_classifier(model_dir: Any) -> tuple[GPTClassifier, list[str]]:
     state["body.lm_head.weight"] = state["body.wte.weight"]
     model.load_state_dict(state, strict=True)
     return model.eval(), labels
+
+
+# ------------------------------------------------------------------------------------ the stage
+
+
+def load_labelled(paths: list[Path], labels: list[str] | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of the classification set's files, and the class labels in head order (`labels`, or the
+    data's own labels sorted when null); an unknown label or an empty set is named."""
+    records = read_set(paths)
+    shown = ", ".join(str(path) for path in paths) or "no file"
+    if not records:
+        raise DataFormatError(f"{shown}: no records")
+    labels = list(labels) if labels else sorted({str(r.get("label")) for r in records if r.get("label") is not None})
+    if len(labels) < 2:
+        raise DataFormatError(f"{shown}: only one label ({labels}): a classifier needs two or more")
+    check_labels(records, labels, shown)
+    return records, labels
+
+def positive_label(positive: str | None, labels: list[str], where: str) -> str | None:
+    """The class precision/recall/F1 are reported for, checked against the labels the data has."""
+    if positive is not None and positive not in labels:
+        raise DataFormatError(f"{where}: finetune_classifier.positive_label {positive!r} is not one of the labels "
+                              f"{labels} (set it to one of them, or null for macro averages)")
+    if positive is not None and len(labels) > 2:
+        raise DataFormatError(f"{where}: finetune_classifier.positive_label {positive!r} is for two classes; the "
+                              f"data has {len(labels)} ({labels}): set it to null (macro averages)")
+    return positive
+
+def loaders(splits: dict[str, list[dict[str, Any]]], tokenizer: Tokenizer, labels: list[str], max_length: int,
+            batch_size: int, seed: int) -> dict[str, DataLoader]:
+    """One loader per split; train is shuffled in an order that depends on (seed, epoch) only.
+
+    A one-replica `DistributedSampler` is torch's sampler with `set_epoch`, which Lightning calls before
+    each epoch with the epoch count it restores on resume; a shuffling generator's state would restart.
+    """
+    pad = tokenizer.token_to_id(PAD)
+    if pad is None:
+        raise DataFormatError(f"the tokenizer has no {PAD} token to pad with")
+    out = {}
+    for name, records in splits.items():
+        data = EncodedDataset(encode([r["text"] for r in records], [labels.index(r["label"]) for r in records],
+                                     lambda t: tokenizer.encode(t).ids, max_length, pad))
+        sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=seed) if name == "train" else None
+        out[name] = DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=0,
+                               generator=own_generator(seed), collate_fn=trim_to_longest)
+    return out
+
+def predict(model: GPTClassifier, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    preds, trues = [], []
+    with torch.no_grad():
+        for ids, lengths, labels in loader:
+            preds.append(model(ids, lengths)[0].argmax(-1))
+            trues.append(labels)
+    return torch.cat(preds), torch.cat(trues)
+
+def finetune_classifier(data_files: list[Path], pretrain_dir: Path, out_dir: Path, ckpt_dir: Path,
+                        params: FinetuneClassifierParams,
+                        log_fn: LogFn | None = None, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+    """Fine-tune, pick the best epoch by validation F1, score test, export; returns the metrics.
+
+    `ckpt_dir` holds `last.ckpt` and the best epoch's checkpoint across runs (resumed when the
+    fingerprint matches); `callbacks` are added to the Trainer's own (fault injection in tests).
+    """
+    records, labels = load_labelled(data_files, params.labels)
+    positive = positive_label(params.positive_label, labels, str(data_files[0].parent))
+    splits = stratified_split(records, params.split, params.seed)
+    tokenizer, body = prepare("finetune_classifier", params, splits, pretrain_dir, out_dir)
+    model = GPTClassifier(body, len(labels))
+    set_trainable(model, params.trainable, params.last_n_blocks)
+    data = loaders(splits, tokenizer, labels, params.max_length, params.batch_size, params.seed)
+    weights = class_weights(data["train"].dataset.data.labels, len(labels)) if params.class_weighting else None
+    module = ClassifierModule(model, params, params.epochs * len(data["train"]), labels,
+                              None if positive is None else labels.index(positive), params.lm_loss_weight, weights,
+                              tokenizer.token_to_id(PAD))
+    epochs = EpochLog(log_fn)
+    best = best_checkpoint(ckpt_dir, "val_f1")
+    trainer = trainer_for(params, [epochs, best, *epoch_checkpoints(ckpt_dir), *(callbacks or [])])
+    fit_resuming(trainer, module, data, ckpt_dir, finetune_fingerprint(params, data_files, pretrain_dir))
+    module.load_state_dict(torch.load(best.best_model_path, weights_only=True, map_location="cpu")["state_dict"])
+    pred, true = predict(model, data["test"])
+    val_pred, val_true = predict(model, data["val"])
+    export_classifier(model, labels, tokenizer, pretrain_dir, out_dir)
+    return {"labels": labels, "test": class_metrics(pred, true, labels, positive),
+            "confusion": confusion(pred, true, len(labels)),
+            "val_confusion": confusion(val_pred, val_true, len(labels)),
+            "baselines": baselines(splits, labels, positive),
+            "best_epoch": int(max(epochs.history, key=lambda h: h.get("val_f1", -1))["epoch"]),
+            "split_sizes": {k: len(v) for k, v in splits.items()}, "epochs": epochs.history}
+
+def export_classifier(model: GPTClassifier, labels: list[str], tokenizer: Tokenizer, pretrain_dir: Path,
+                      out_dir: Path) -> None:
+    """Weights (body + head, no pickle), config with the head and label names, the tokenizer."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != "body.lm_head.weight"}
+    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((pretrain_dir / "config.json").read_text(encoding="utf-8"))
+    config["head"] = {"type": "classification", "labels": labels, "pooling": "last_token"}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tokenizer.save(str(out_dir / "tokenizer.json"))

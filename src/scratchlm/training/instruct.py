@@ -4,19 +4,35 @@ Each example is `prompt + response + <|endoftext|>`; the labels are -100 over th
 padding), so the model learns to answer, not to repeat questions, and learns to stop: the end token
 closes every response. Batches group examples of similar length and pad only to the longest of
 the batch. The skeleton is the pretraining LightningModule's.
+
+The stage (`finetune_instruct`) deduplicates the set and drops records that share a 13-word n-gram with a
+benchmark item, splits it by a hash of the ids (stored beside the model), fine-tunes, and scores greedy
+answers to the validation prompts by ROUGE-L.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
-from torch.utils.data import Dataset, Sampler
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from scratchlm.io import DataFormatError
+from scratchlm.config import FinetuneInstructParams
+from scratchlm.data.finetune_sets import clean_set
+from scratchlm.io import DataFormatError, read_set, write_jsonl
+from scratchlm.model.gpt import GPT, save_model
+from scratchlm.tokenizer import EOT, PAD
+from scratchlm.training.callbacks import LogFn
+from scratchlm.training.checkpoint import epoch_checkpoints, fit_resuming
+from scratchlm.training.data import own_generator
+from scratchlm.training.finetune import EpochLog, finetune_fingerprint, generate_answers, prepare, trainer_for
 from scratchlm.training.module import GPTModule
 
 IGNORE = -100
@@ -144,3 +160,80 @@ def rouge_l(references: Sequence[str], predictions: Sequence[str]) -> float:
 def exact_match(references: Sequence[str], predictions: Sequence[str]) -> float:
     same = sum(ref.strip().lower() == pred.strip().lower() for ref, pred in zip(references, predictions, strict=True))
     return same / max(1, len(references))
+
+
+# ------------------------------------------------------------------------------------ the stage
+
+
+def instruction_text(record: dict[str, Any]) -> str:
+    """What a record says (its duplicate key, and what decontamination looks in)."""
+    return f"{record['instruction']} {record.get('input', '')} {record['output']}"
+
+
+def instruct_examples(params: FinetuneInstructParams, splits: dict[str, list[dict[str, Any]]], tokenizer: Tokenizer
+                      ) -> tuple[dict[str, list[str]], dict[str, list[tuple[list[int], list[int]]]], dict[str, int]]:
+    """Prompts, (ids, labels) examples and the count dropped per split for having no room for a response."""
+    eot = tokenizer.token_to_id(EOT)
+    prompts = {s: [format_prompt(params.prompt_template, params.input_template, r["instruction"], r["input"])
+                   for r in rs] for s, rs in splits.items()}
+    examples = {s: [encode_example(p, r["output"], lambda t: tokenizer.encode(t).ids, eot, params.max_length)
+                    for p, r in zip(prompts[s], splits[s], strict=True)] for s in splits}
+    # an example whose prompt fills max_length has no response token left to learn from
+    too_long = {s: sum(1 for _, y in ex if all(t == IGNORE for t in y)) for s, ex in examples.items()}
+    examples = {s: [(x, y) for x, y in ex if any(t != IGNORE for t in y)] for s, ex in examples.items()}
+    if not examples["train"] or not examples["val"]:
+        raise DataFormatError(f"no train or val example fits in max_length {params.max_length} tokens")
+    return prompts, examples, too_long
+
+
+def instruct_loaders(examples: dict[str, list[tuple[list[int], list[int]]]], batch_size: int, seed: int,
+                     pad: int) -> dict[str, DataLoader]:
+    """Length-grouped batches; the train order is a function of (seed, epoch) (`LengthBatches.set_epoch`)."""
+    return {s: DataLoader(InstructDataset(examples[s]), num_workers=0, collate_fn=lambda b: collate(b, pad),
+                          generator=own_generator(seed),
+                          batch_sampler=LengthBatches([len(x) for x, _ in examples[s]], batch_size, seed,
+                                                      shuffle=s == "train"))
+            for s in ("train", "val")}
+
+
+def export_instruct(body: GPT, tokenizer: Tokenizer, params: FinetuneInstructParams, items: list[dict[str, Any]],
+                    answers: list[str], out_dir: Path) -> None:
+    """Weights, tokenizer, the prompt template, and the first 20 scored validation answers."""
+    write_jsonl(out_dir / "samples.jsonl", ({"instruction": r["instruction"], "input": r["input"],
+                                             "reference": r["output"], "generated": a}
+                                            for r, a in list(zip(items, answers, strict=True))[:20]))
+    save_model(body, out_dir)
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    (out_dir / "template.json").write_text(json.dumps({"prompt_template": params.prompt_template,
+                                                       "input_template": params.input_template}, indent=2) + "\n")
+
+
+def finetune_instruct(data_files: list[Path], pretrain_dir: Path, out_dir: Path, ckpt_dir: Path,
+                      params: FinetuneInstructParams, log_fn: LogFn | None = None,
+                      callbacks: list[L.Callback] | None = None, benchmark_dir: Path | None = None) -> dict[str, Any]:
+    """Fine-tune on prompt → response pairs, loss on responses only; score val answers by ROUGE-L.
+
+    The set is deduplicated and decontaminated against the benchmarks under `benchmark_dir` first.
+    `ckpt_dir` holds `last.ckpt` across runs (resumed when the fingerprint matches); `callbacks` are
+    added to the Trainer's own (fault injection in tests).
+    """
+    records = read_set(data_files)
+    check_records(records, ", ".join(str(path) for path in data_files))
+    records, cleaning = clean_set(records, instruction_text, benchmark_dir, params.decontaminate_ngram)
+    splits = split_by_hash(records, params.split, params.seed)
+    tokenizer, body = prepare("finetune_instruct", params, splits, pretrain_dir, out_dir)
+    prompts, examples, too_long = instruct_examples(params, splits, tokenizer)
+    data = instruct_loaders(examples, params.batch_size, params.seed, tokenizer.token_to_id(PAD))
+    module = InstructModule(body.config, params, params.epochs * len(data["train"]), model=body)
+    epochs = EpochLog(log_fn)
+    trainer = trainer_for(params, [epochs, *epoch_checkpoints(ckpt_dir), *(callbacks or [])])
+    fit_resuming(trainer, module, data, ckpt_dir, finetune_fingerprint(params, data_files, pretrain_dir))
+    items = splits["val"][: params.eval_items]
+    answers = generate_answers(body, tokenizer, prompts["val"][: params.eval_items], params.max_new_tokens)
+    references = [r["output"] for r in items]
+    export_instruct(body, tokenizer, params, items, answers, out_dir)
+    last = epochs.history[-1] if epochs.history else {}
+    return {"train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
+            "dropped_too_long": too_long, "cleaning": cleaning,
+            "rouge_l": rouge_l(references, answers), "exact_match": exact_match(references, answers),
+            "eval_items": len(items), "split_sizes": {k: len(v) for k, v in splits.items()}}

@@ -1,7 +1,8 @@
 """The LightningModule skeleton shared by pretraining and fine-tuning.
 
-It owns what every stage trains the same way: AdamW with decay on matrices only (fused where the
-device allows it), linear warmup + cosine decay to `min_lr`, a stop on the first non-finite loss,
+It owns what every stage trains the same way: the optimizer of `OptimParams` (AdamW, or Muon for the
+blocks' matrices; decay on matrices only, fused where the device allows it), linear warmup + cosine decay
+to `min_lr`, a stop on the first non-finite loss,
 and the RNG state in checkpoints so a resumed run draws the same dropout masks. Subclasses
 implement `compute_loss(batch)`; pretraining is the plain language-modelling loss.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from scratchlm.config import OptimParams
 from scratchlm.model.gpt import GPT, GPTConfig
 from scratchlm.training.optim import build_optimizer
 
@@ -86,17 +88,21 @@ def lr_at(step: int, *, lr: float, min_lr: float, warmup: int, total: int) -> fl
 
 
 class GPTModule(L.LightningModule):
-    """A GPT under Lightning; `hp` is the stage's validated params section."""
+    """A GPT under Lightning, optimised as `optim` says over `total_steps` optimizer steps (the schedule's end).
 
-    def __init__(self, config: GPTConfig, hp: Any, model: GPT | None = None) -> None:
+    Every trainer hands it the same typed contract (`OptimParams`, which each stage's section extends);
+    what a subclass needs beyond it (labels, β, a reference model) it takes as its own typed arguments.
+    """
+
+    def __init__(self, config: GPTConfig, optim: OptimParams, total_steps: int, model: GPT | None = None) -> None:
         super().__init__()
-        self.config, self.hp = config, hp
+        self.config, self.optim, self.total_steps = config, optim, total_steps
         self.model = model if model is not None else GPT(config)
         self.last_loss: torch.Tensor | None = None
         self.grad_norm: torch.Tensor | None = None
         # The compiled forward is kept outside the module tree (no duplicate state_dict keys); the
         # plain module stays for generation, whose changing shapes would only trigger recompiles.
-        object.__setattr__(self, "_forward", torch.compile(self.model) if hp.compile else self.model)
+        object.__setattr__(self, "_forward", torch.compile(self.model) if optim.compile else self.model)
 
     def compute_loss(self, batch: Any) -> torch.Tensor:
         inputs, targets = batch
@@ -129,12 +135,13 @@ class GPTModule(L.LightningModule):
             self.grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
 
     def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.optim
         # fp16 needs a loss scaler, which cannot unscale a fused optimizer's gradients before clipping
-        fused = self.hp.fused_adamw and self.device.type in ("cpu", "cuda") and self.hp.precision != "16-mixed"
-        optimizer = build_optimizer(self.trained_module(), self.hp.optimizer, self.hp.lr,
-                                    self.hp.weight_decay, (self.hp.beta1, self.hp.beta2), fused)
+        fused = optim.fused_adamw and self.device.type in ("cpu", "cuda") and optim.precision != "16-mixed"
+        optimizer = build_optimizer(self.trained_module(), optim.optimizer, optim.lr, optim.weight_decay,
+                                    (optim.beta1, optim.beta2), fused)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(
-            step, lr=1.0, min_lr=self.hp.min_lr / self.hp.lr, warmup=self.hp.warmup_steps, total=self.hp.max_steps))
+            step, lr=1.0, min_lr=optim.min_lr / optim.lr, warmup=optim.warmup_steps, total=self.total_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -4,15 +4,13 @@ The same code trains on two CPU cores here and on many GPUs with DDP or FSDP: ac
 nodes, strategy and precision are params handed to Lightning's Trainer as they are (except bf16 on a
 CPU without native bf16, which falls back to fp32: see `effective_precision`). `last.ckpt` in
 the checkpoint folder (a persistent DVC output) lets `dvc repro` resume an interrupted run; it is
-used only if it was written by a run with the same params and data (a fingerprint file says so).
+used only if it was written by a run with the same params and data (see `scratchlm.training.checkpoint`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import pickle
 import shutil
 import time
 from pathlib import Path
@@ -24,57 +22,17 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tokenizers import Tokenizer
 
 from scratchlm.config import PretrainParams
-from scratchlm.launch import is_rank_zero
 from scratchlm.model.gpt import GPTConfig, save_model
 from scratchlm.tokenizer import EOT, load_tokenizer
-from scratchlm.training.callbacks import CheckpointOnInterrupt, LogFn, SampleText, TrainingLog
+from scratchlm.training.callbacks import LogFn, SampleText, TrainingLog
+from scratchlm.training.checkpoint import LAST, CheckpointOnInterrupt, fingerprint, resume_path
 from scratchlm.training.data import TokenDataModule, unigram_loss
 from scratchlm.training.module import GPTModule, effective_precision, peak_tflops
 
-LAST = "last.ckpt"
-FINGERPRINT = "fingerprint.json"
 
-
-CODE = [Path(__file__).parent, Path(__file__).parent.parent / "model"]
-
-
-def fingerprint(params: PretrainParams, tokens_dir: Path, tokenizer_file: Path) -> str:
-    """What a checkpoint must match to be resumed: params, token headers, tokenizer and training code.
-
-    The code counts because DVC re-runs the stage when it changes: resuming a finished checkpoint
-    then would hand back the old weights instead of training with the new code.
-    """
-    parts = [json.dumps(params.model_dump(mode="json"), sort_keys=True), tokenizer_file.read_text(encoding="utf-8")]
-    parts += [(tokens_dir / f"{split}.json").read_text(encoding="utf-8") for split in ("train", "val")]
-    parts += [p.read_text(encoding="utf-8") for folder in CODE for p in sorted(folder.glob("*.py"))]
-    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
-
-
-def resume_path(ckpt_dir: Path, expected: str) -> Path | None:
-    """`last.ckpt` if it belongs to this exact run; otherwise (rank 0) clear the folder and start fresh."""
-    marker = ckpt_dir / FINGERPRINT
-    if (ckpt_dir / LAST).is_file() and marker.is_file() and json.loads(marker.read_text())["sha256"] == expected:
-        check_resumable(ckpt_dir / LAST)
-        return ckpt_dir / LAST
-    if is_rank_zero():
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"sha256": expected}) + "\n")
-    return None
-
-
-def check_resumable(path: Path) -> None:
-    """Refuse, in one line, a checkpoint that is truncated or holds anything but tensors and plain data.
-
-    Lightning would load it with `weights_only=True` too and refuse the same bytes, but with a long
-    traceback that suggests `weights_only=False`: the one thing never to do with a file of unknown origin.
-    """
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"{path}: refused to resume: not a weights-only checkpoint ({reason[:160]}); "
-                         f"delete {path.parent} to train from scratch") from None
+def run_fingerprint(params: PretrainParams, tokens_dir: Path, tokenizer_file: Path) -> str:
+    """The checkpoint's fingerprint (see `checkpoint.fingerprint`): params, tokenizer, token headers, code."""
+    return fingerprint(params, [tokenizer_file, *(tokens_dir / f"{split}.json" for split in ("train", "val"))])
 
 
 def model_config(params: PretrainParams, vocab_size: int) -> GPTConfig:
@@ -105,7 +63,7 @@ def bytes_per_token(tokens_dir: Path, split: str = "val") -> float:
 def setup(params: PretrainParams, tokens_dir: Path, tokenizer: Tokenizer) -> tuple[GPTModule, TokenDataModule]:
     torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
     L.seed_everything(params.seed, workers=True, verbose=False)
-    module = GPTModule(model_config(params, tokenizer.get_vocab_size()), params)
+    module = GPTModule(model_config(params, tokenizer.get_vocab_size()), params, params.max_steps)
     data = TokenDataModule(tokens_dir, params.model.block_size, params.batch_size, params.grad_accum,
                            params.seed, params.val_windows)
     return module, data
@@ -131,7 +89,7 @@ def pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, ckpt_dir: Pat
     trainer = build_trainer(params, precision, ckpt_dir, [samples, log, CheckpointOnInterrupt(ckpt_dir / LAST),
                                                *(callbacks or [])])
     start = time.perf_counter()
-    resume = resume_path(ckpt_dir, fingerprint(params, tokens_dir, tokenizer_file))
+    resume = resume_path(ckpt_dir, run_fingerprint(params, tokens_dir, tokenizer_file))
     trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - start
     final = last_validation(log, trainer.global_step) or trainer.validate(module, datamodule=data, verbose=False)[0]
