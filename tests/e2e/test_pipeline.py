@@ -17,8 +17,8 @@ from scratchlm.tracking import flatten_metrics
 
 DATA_STAGES = ["download", "clean", "dedup", "validate"]
 RUNGS = ("xs", "s", "m", "l", "xl")
-STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain", "finetune_classifier", "finetune_instruct", "evaluate",
-          "report", *(f"scaling@{rung}" for rung in RUNGS), "scaling_fit"]
+STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain", "finetune_classifier", "finetune_instruct", "align",
+          "evaluate", "report", *(f"scaling@{rung}" for rung in RUNGS), "scaling_fit"]
 TASKS = ["hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande", "sciq", "lambada"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -28,7 +28,7 @@ def test_outputs_manifests_and_metrics(repo: Path) -> None:
                        ("validate", "reports/data_validation"), ("tokenizer", "models/tokenizer"),
                        ("tokenize", "data/tokens"), ("pretrain", "models/pretrain"),
                        ("finetune_classifier", "models/classifier"), ("finetune_instruct", "models/instruct"),
-                       ("evaluate", "reports/evaluation"), ("report", "reports/model_card")]:
+                       ("align", "models/aligned"), ("evaluate", "reports/evaluation"), ("report", "reports/model_card")]:
         manifest = json.loads((repo / out / "manifest.json").read_text())
         assert manifest["stage"] == stage and manifest["code"] and manifest["outputs"], f"{stage}: {manifest}"
         assert f"reports/metrics/{stage}.json" in manifest["other_outputs"]
@@ -62,8 +62,8 @@ def test_dag_and_metrics_show(repo: Path) -> None:
     edges = set(re.findall(r'"?([\w]+)"?\s*->\s*"?([\w]+)"?', dag))
     chain = {("download", "clean"), ("clean", "dedup"), ("dedup", "validate"), ("validate", "tokenizer"),
              ("tokenizer", "tokenize"), ("tokenize", "pretrain"), ("pretrain", "finetune_classifier"),
-             ("pretrain", "finetune_instruct"), ("finetune_classifier", "evaluate"), ("finetune_instruct", "evaluate"),
-             ("evaluate", "report")}
+             ("pretrain", "finetune_instruct"), ("finetune_classifier", "evaluate"), ("finetune_instruct", "align"),
+             ("finetune_instruct", "evaluate"), ("align", "evaluate"), ("evaluate", "report")}
     assert chain <= edges, dag
     shown = sh(repo, "dvc", "metrics", "show", "--json").stdout
     assert "docs_out" in shown and "exact_duplicates_removed" in shown
@@ -124,6 +124,7 @@ def test_pretrained_model_generates_and_logged_curves(repo: Path) -> None:
     ("max_steps: 20", "max_steps: 21", {"pretrain", "scaling_fit", *(f"scaling@{rung}" for rung in RUNGS)}),
     ("max_length: 32", "max_length: 30", {"finetune_classifier"}),
     ("eval_items: 4", "eval_items: 5", {"finetune_instruct"}),
+    ("heldout_pairs: 12", "heldout_pairs: 11", {"align"}),
     ("max_items: 20", "max_items: 19", {"evaluate"}),
     ("sample_generations: 2", "sample_generations: 1", {"report"}),
 ])
@@ -186,6 +187,27 @@ def test_instruct_outputs_and_chat(repo: Path) -> None:
     assert out.returncode == 0
 
 
+def test_align_outputs_evaluation_and_chat(repo: Path) -> None:
+    align = json.loads((repo / "reports/metrics/align.json").read_text())
+    assert align["pair_source"] == "built from the instruction set"
+    assert align["pairs"]["heldout"] == align["heldout"]["pairs"] > 0 and align["pairs"]["train"] > 0
+    pairs = [json.loads(line) for line in (repo / "models/aligned/pairs.jsonl").read_text().splitlines()]
+    split = {r["id"]: r["split"] for r in map(json.loads, (repo / "models/instruct/split.jsonl").read_text()
+                                              .splitlines())}
+    assert {split[p["id"]] for p in pairs} == {"train", "val"}, "the instruction model's test split is never a pair"
+    evaluation = json.loads((repo / "reports/metrics/evaluate.json").read_text())
+    aligned, instruct = evaluation["aligned"], evaluation["instruct"]
+    assert aligned["items"] == instruct["items"] and aligned["generated_items"] == instruct["generated_items"]
+    assert aligned["rouge_l_vs_instruct"] == pytest.approx(aligned["rouge_l"] - instruct["rouge_l"])
+    assert "skipped" in aligned["judge_pairwise"]
+    rows = [json.loads(line) for line in (repo / "reports/evaluation/aligned_test.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [json.loads(line)["id"] for line in
+                                       (repo / "reports/evaluation/instruct_test.jsonl").read_text().splitlines()]
+    assert "## Alignment" in (repo / "reports/model_card/model_card.md").read_text()
+    out = sh(repo, "scratchlm", "chat", "--model", "models/aligned", "--prompt", "What is AI?", "--max-new-tokens", "5")
+    assert out.returncode == 0
+
+
 def test_evaluation_scores_every_task_with_chance_and_per_item_files(repo: Path) -> None:
     metrics = json.loads((repo / "reports/metrics/evaluate.json").read_text())
     assert set(metrics["benchmarks"]) == set(TASKS)
@@ -223,7 +245,7 @@ def test_report_writes_the_model_card_and_registers_the_models(repo: Path) -> No
     with sqlite3.connect(repo / "mlflow.db") as db:
         names = {row[0] for row in db.execute("select name from registered_models")}
         versions = db.execute("select name, run_id, source from model_versions").fetchall()
-    assert names == {"scratchlm-pretrain", "scratchlm-classifier", "scratchlm-instruct"}
+    assert names == {"scratchlm-pretrain", "scratchlm-classifier", "scratchlm-instruct", "scratchlm-aligned"}
     report_run = json.loads((repo / "reports/runs/report.json").read_text())["mlflow_run_id"]
     assert {run for _, run, _ in versions} == {report_run}
     for _, _, source in versions:

@@ -27,7 +27,7 @@ STAGES = list(yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["s
 BAD_VALUE = {"download": {"timeout_s": -1}, "clean": {"min_words": -3}, "dedup": {"shingle_words": 0},
              "validate": {"min_text_chars": 0}, "tokenizer": {"vocab_size": 10}, "tokenize": {"batch_docs": 0},
              "pretrain": {"lr": -1}, "finetune_classifier": {"epochs": 0}, "finetune_instruct": {"epochs": 0},
-             "evaluate": {"max_items": 0}, "report": {"sample_generations": -1}, "scaling": {"benchmark_items": 0},
+             "align": {"beta": 0}, "evaluate": {"max_items": 0}, "report": {"sample_generations": -1}, "scaling": {"benchmark_items": 0},
              "scaling_fit": {"bootstrap": 1}}
 #: One stage of each kind: data, a report-style stage with a check, training, evaluation, the model card.
 KINDS = ["clean", "validate", "pretrain", "evaluate", "report"]

@@ -14,7 +14,8 @@ from scratchlm.reporting.report import METRIC_STAGES, build_report, confusion_of
 
 SECTIONS = ["## Summary", "## Data", "### Sources", "### Through the stages", "## Tokenizer", "## Model and training",
             "### Compute", "## Evaluation", "### Language modelling", "### Zero-shot benchmarks",
-            "### Classifier", "### Instruction following", "## Predictable scaling", "## Sample generations",
+            "### Classifier", "### Instruction following", "## Alignment", "## Predictable scaling",
+            "## Sample generations",
             "## Known limitations",
             "## Lineage"]
 BENCH = {"acc": 0.3, "acc_stderr": 0.02, "acc_norm": 0.31, "acc_norm_stderr": 0.02, "chance": 0.25, "items": 50}
@@ -33,6 +34,10 @@ METRICS = {
     "scaling_fit": {"prediction": {"pretrain_val_loss": 5.6, "low": 5.3, "high": 5.9}},
     "finetune_classifier": {"test": CLS},
     "finetune_instruct": {"rouge_l": 0.1},
+    "align": {"heldout": {"preference_accuracy": 0.9, "reward_margin": 1.5, "reference_accuracy": 0.1,
+                          "kl_per_token": 0.05, "pairs": 20},
+              "pairs": {"train": 100, "heldout": 20}, "pair_source": "built from the instruction set",
+              "cleaning": {"duplicates_removed": 3, "decontaminated": 1}},
     "evaluate": {
         "language_modeling": {"wikitext2_val": {"documents": 3, "tokens": 900, "loss": 5.6, "ppl": 270.0,
                                                 "bpb": 2.2, "word_ppl": 9000.0, "bytes": 3000, "words": 500}},
@@ -44,7 +49,11 @@ METRICS = {
                        "baselines": {"majority": {**CLS, "accuracy": 0.85, "f1": 0.0},
                                      "tfidf_logreg": {**CLS, "accuracy": 0.97}}},
         "instruct": {"items": 20, "loss": 2.9, "rouge_l": 0.12, "exact_match": 0.05,
-                     "judge": {"skipped": "no judge endpoint set (evaluate.judge.endpoint)"}}},
+                     "judge": {"skipped": "no judge endpoint set (evaluate.judge.endpoint)"}},
+        "aligned": {"items": 20, "loss": 2.8, "rouge_l": 0.15, "exact_match": 0.05, "rouge_l_vs_instruct": 0.03,
+                    "judge": {"score": 55.0, "items": 2, "model": "stub"},
+                    "judge_pairwise": {"win_rate": 0.625, "wins": 2, "losses": 1, "ties": 1, "judgements": 4,
+                                       "items": 2, "consistent": 0.5, "model": "stub"}}},
 }
 
 
@@ -71,11 +80,13 @@ def write_run(root: Path) -> dict[str, Path]:
         (root / "metrics" / f"{stage}.json").write_text(json.dumps(metrics))
     (root / "loss.csv").write_text("step,train_loss,val_loss\n5,7.0,\n10,6.5,6.6\n15,6.0,\n20,5.6,5.5\n")
     outputs = {}
-    for i, stage in enumerate(["download", "clean", "dedup", "pretrain", "evaluate", "scaling_fit"]):
+    for i, stage in enumerate(["download", "clean", "dedup", "pretrain", "evaluate", "scaling_fit", "align"]):
         folder = root / stage
         folder.mkdir()
         manifest = {"format": 2, "stage": stage, "code": {f"pipelines/{stage}.py": {"sha256": str(i), "md5": str(i)}},
-                    "params": {"model": {"n_layer": 2}, "max_steps": 20} if stage == "pretrain" else {},
+                    "params": {"pretrain": {"model": {"n_layer": 2}, "max_steps": 20},
+                               "align": {"beta": 0.1, "nll_weight": 0.2, "epochs": 2, "lr": 5e-5,
+                                         "sample_temperature": 1.0, "sample_top_k": 50}}.get(stage, {}),
                     "outputs": {"x": {"sha256": str(i)}}, "inputs": {}, "other_outputs": {}}
         (folder / "manifest.json").write_text(json.dumps(manifest))
         outputs[stage] = folder
@@ -87,6 +98,8 @@ def write_run(root: Path) -> dict[str, Path]:
     (outputs["pretrain"] / "samples.txt").write_text("[step 10] The cat\n\n[step 20] The history of the\n")
     (outputs["evaluate"] / "instruct_test.jsonl").write_text(json.dumps(
         {"instruction": "Say hi | now", "reference": "Hi!", "generated": "Hello."}) + "\n")
+    (outputs["evaluate"] / "aligned_test.jsonl").write_text(json.dumps(
+        {"instruction": "Say hi | now", "reference": "Hi!", "generated": "Hi there!"}) + "\n")
     return outputs
 
 
@@ -112,7 +125,12 @@ def test_model_card_has_every_section_figure_and_number(tmp_path: Path) -> None:
     assert "| predicted | 5.600 (90% interval 5.300–5.900) |" in card and "| measured | 5.500 |" in card
     assert "| error | 1.8% (inside the interval) |" in card and "22.0% of pretrain's FLOPs" in card
     assert "| piqa | 0.5 | 0.5 | 0.52 | 0.55 |" in card
-    assert metrics == {"card_bytes": len(card.encode()), "figures": 5, "stages": 6,
+    assert "chosen is the reference answer and rejected is the instruction model's own answer, sampled" in card
+    assert "| preference accuracy | 0.9 | the reference's own, by likelihood: 0.100 |" in card
+    assert "| aligned model | 0.15 | 0.05 | 2.8 | 0.625 (4 judgements, both orders; stub) |" in card
+    assert "| Say hi \\| now | Hi! | Hello. | Hi there! |" in card
+    assert "| aligned ROUGE-L (test) | 0.15 | held-out preference accuracy 0.900 |" in card
+    assert metrics == {"card_bytes": len(card.encode()), "figures": 5, "stages": 7,
                        "scaling_prediction_error": pytest.approx(0.1 / 5.5), "scaling_prediction_inside_interval": True}
     again = tmp_path / "again"
     again.mkdir()

@@ -40,7 +40,7 @@ NOT_REPRODUCIBLE = {"download": "download fetches its sources from the network: 
                                 "data/raw`)"}
 #: Training stages: bf16 autocast, torch.compile and GPU kernels are not bit-exact from run to run, so
 #: their weights may differ; their verdict rests on the metrics, floats within TRAIN_REL_TOL.
-TRAINING = ("pretrain", "finetune_classifier", "finetune_instruct", "scaling")
+TRAINING = ("pretrain", "finetune_classifier", "finetune_instruct", "align", "scaling")
 TRAIN_REL_TOL = 0.02
 EXACT_MODE = "exact (every output file's sha256; metrics exact, timing not compared)"
 TRAINING_MODE = (f"files exact, weights may differ; metrics within {TRAIN_REL_TOL:.0%} (counts exact, "

@@ -32,6 +32,7 @@ class CardInputs:
     digests: dict[str, str] = field(default_factory=dict)
     pretrain_samples: list[str] = field(default_factory=list)
     instruct_samples: list[dict[str, Any]] = field(default_factory=list)
+    aligned_samples: list[dict[str, Any]] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, Any] = field(default_factory=dict)
     """scaling_fit's law.json: the ladder, the fit, the prediction (empty for a run without the ladder)."""
@@ -71,6 +72,16 @@ def last_samples(samples_file: Path, count: int) -> list[str]:
     blocks = [b.strip() for b in samples_file.read_text(encoding="utf-8").split("\n\n") if b.strip()]
     last_step = blocks[-1].split("]")[0] if blocks else ""
     return [b for b in blocks if b.startswith(last_step)][:count]
+
+
+def side_by_side(instruct_file: Path, aligned_file: Path, count: int) -> list[dict[str, Any]]:
+    """The first `count` test prompts with the reference and both models' answers (evaluate's files)."""
+    if not instruct_file.is_file() or not aligned_file.is_file():
+        return []
+    return [{"instruction": old["instruction"], "reference": old["reference"], "instruct": old["generated"],
+             "aligned": new["generated"]}
+            for old, new in zip(instruct_samples(instruct_file, count), instruct_samples(aligned_file, count),
+                                strict=False)]
 
 
 def instruct_samples(path: Path, count: int) -> list[dict[str, Any]]:
@@ -118,7 +129,8 @@ def section_summary(run: CardInputs) -> list[str]:
     lines = ["## Summary", "",
              f"A {pre['params_with_embeddings']:,}-parameter GPT ({recipe}) trained from scratch on "
              f"{pre['tokens_seen']:,} tokens, then fine-tuned into a classifier ({', '.join(class_labels(cls))}) "
-             "and an instruction follower. Every figure below comes from this run's metrics files.", ""]
+             "and an instruction follower, aligned to preference pairs. Every figure below comes from this run's "
+             "metrics files.", ""]
     rows = [["pretrain val loss (nats/token)", pre["val_loss"], f"unigram baseline {pre['unigram_val_loss']:.3f}"]]
     rows += [[f"{name} word-level perplexity", m["word_ppl"], f"bits per byte {m['bpb']:.3f}"]
              for name, m in ev["language_modeling"].items()]
@@ -130,6 +142,9 @@ def section_summary(run: CardInputs) -> list[str]:
                  f"majority {cls['baselines']['majority']['accuracy']:.4f}"])
     rows.append(["instruction ROUGE-L (test)", ev["instruct"]["rouge_l"],
                  f"exact match {ev['instruct']['exact_match']:.3f}"])
+    if "aligned" in ev and "align" in run.metrics:
+        rows.append(["aligned ROUGE-L (test)", ev["aligned"]["rouge_l"],
+                     f"held-out preference accuracy {run.metrics['align']['heldout']['preference_accuracy']:.3f}"])
     return lines + table(["measure", "value", "for scale"], rows) + [""]
 
 
@@ -222,6 +237,45 @@ def section_evaluation(run: CardInputs) -> list[str]:
     return lines + [""]
 
 
+def section_alignment(run: CardInputs) -> list[str]:
+    """How the preference pairs were made, what DPO did to them (held out), and the answers before and after."""
+    if "align" not in run.metrics or "aligned" not in run.metrics["evaluate"]:
+        return []
+    al, params = run.metrics["align"], run.manifests.get("align", {}).get("params", {})
+    ev_new, ev_old = run.metrics["evaluate"]["aligned"], run.metrics["evaluate"]["instruct"]
+    built = al["pair_source"] == "built from the instruction set"
+    how = ("built from the instruction set: for each prompt, chosen is the reference answer and rejected is the "
+           "instruction model's own answer, sampled "
+           f"(temperature {params.get('sample_temperature')}, top-k {params.get('sample_top_k')}); training pairs "
+           "from its train split, held-out pairs from its val split, its test split never used"
+           if built else "read from the preference sources, a hash of each id holding pairs out")
+    held, cleaning = al["heldout"], al["cleaning"]
+    lines = ["## Alignment", "",
+             f"Direct preference optimisation (DPO) of the instruction model, itself the frozen reference "
+             f"(β {params.get('beta')}, plus {params.get('nll_weight')} × the chosen answers' next-token loss; "
+             f"{params.get('epochs')} epochs at lr {params.get('lr')}). The pairs were {how}. "
+             f"{al['pairs']['train']} training and {al['pairs']['heldout']} held-out pairs after "
+             f"{cleaning['duplicates_removed']} duplicates and {cleaning['decontaminated']} pairs sharing a "
+             "13-word n-gram with a benchmark were dropped.", ""]
+    lines += table(["held-out measure", "value", "for scale"], [
+        ["preference accuracy", held["preference_accuracy"],
+         f"the reference's own, by likelihood: {held['reference_accuracy']:.3f}"],
+        ["reward margin (β-scaled log-ratio)", held["reward_margin"], "0 before training"],
+        ["KL(aligned ‖ instruction model) per token", held["kl_per_token"], "0 before training"]])
+    judge = ev_new.get("judge_pairwise", {})
+    lines += ["", "On the instruction model's test prompts (greedy answers):", ""]
+    lines += table(["model", "ROUGE-L", "exact match", "response loss", "judge win rate vs instruction model"], [
+        ["instruction model", ev_old["rouge_l"], ev_old["exact_match"], ev_old["loss"], ""],
+        ["aligned model", ev_new["rouge_l"], ev_new["exact_match"], ev_new["loss"],
+         f"{judge['win_rate']:.3f} ({judge['judgements']} judgements, both orders; {judge['model']})"
+         if "win_rate" in judge else judge.get("skipped", "")]])
+    if run.aligned_samples:
+        lines += ["", "The same test prompts, before and after alignment:", ""]
+        lines += table(["instruction", "reference", "instruction model", "aligned model"],
+                       [[s["instruction"], s["reference"], s["instruct"], s["aligned"]] for s in run.aligned_samples])
+    return lines + [""]
+
+
 def section_samples(run: CardInputs) -> list[str]:
     lines = ["## Sample generations", ""]
     if run.pretrain_samples:
@@ -245,7 +299,8 @@ def section_limitations(run: CardInputs) -> list[str]:
             "- WikiText-2 is scored after cleaning (tokenisation artefacts undone), so word-level perplexity "
             "is close to, not identical with, the figure on the raw published text.",
             *(["- The spam data are English SMS from 2011; the instruction data are chatterbot's small Q→A "
-               "corpus."] if {"sms_spam", "chatterbot"} <= set(run.metrics["download"]) else []),
+               "corpus, questions on Wikipedia leads and the spam task as instructions: a reply format, not "
+               "reliable answers."] if {"sms_spam", "chatterbot"} <= set(run.metrics["download"]) else []),
             "- Not evaluated for bias, toxicity or factuality; not for production use.", ""]
 
 
@@ -315,8 +370,8 @@ def section_lineage(run: CardInputs) -> list[str]:
 
 
 def render(run: CardInputs, title: str = "scratchlm model card") -> str:
-    sections = [section_summary, section_data, section_model, section_evaluation, section_scaling, section_samples,
-                section_limitations, section_lineage]
+    sections = [section_summary, section_data, section_model, section_evaluation, section_alignment, section_scaling,
+                section_samples, section_limitations, section_lineage]
     lines = [f"# {title}", ""]
     for section in sections:
         lines += section(run)

@@ -10,9 +10,11 @@ from scratchlm.lineage import manifest_sha256
 from scratchlm.runrecord import read_run_record
 from scratchlm.tracking import flatten_metrics
 
-#: stage whose output is a registered model -> the evaluate metrics that travel with it as tags
-REGISTERED = {"pretrain": ("language_modeling", "benchmark_mean"), "finetune_classifier": ("classifier",),
-              "finetune_instruct": ("instruct",)}
+#: stage whose output is a registered model -> (its name after the prefix, the evaluate metrics that travel with it
+#: as tags)
+REGISTERED = {"pretrain": ("pretrain", ("language_modeling", "benchmark_mean")),
+              "finetune_classifier": ("classifier", ("classifier",)), "finetune_instruct": ("instruct", ("instruct",)),
+              "align": ("aligned", ("aligned",))}
 
 
 class Registrar(Protocol):
@@ -28,13 +30,14 @@ def registry_tags(evaluation: dict[str, Any], keys: tuple[str, ...], trained_by:
 
 def register_models(run: Registrar, outputs: dict[str, Path], card: Path, evaluation: dict[str, Any],
                     prefix: str) -> dict[str, str | None]:
-    """A new version of `<prefix>-pretrain`, `-classifier` and `-instruct`, each with the card; returns versions."""
+    """A new version of `<prefix>-pretrain`, `-classifier`, `-instruct` and `-aligned`, each with the card; returns
+    versions."""
     versions = {}
-    for stage, keys in REGISTERED.items():
+    for stage, (model, keys) in REGISTERED.items():
         record = read_run_record(stage) or {}
         vouches = record.get("manifest_sha256") == manifest_sha256(outputs[stage])
         trained_by = (record.get("mlflow_run_id") or "") if vouches else ""
-        name = f"{prefix}-{stage.removeprefix('finetune_')}"
+        name = f"{prefix}-{model}"
         versions[name] = run.register_model(name, outputs[stage], card, registry_tags(evaluation, keys, trained_by))
     return versions
 

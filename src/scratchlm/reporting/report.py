@@ -18,11 +18,12 @@ from scratchlm.reporting.model_card import (
     load_sources,
     render,
     scaling_check,
+    side_by_side,
 )
 from scratchlm.scaling.law import LAW_FILE
 
 METRIC_STAGES = ["download", "clean", "dedup", "validate", "tokenizer", "tokenize", "scaling_fit", "pretrain",
-                 "finetune_classifier", "finetune_instruct", "evaluate"]
+                 "finetune_classifier", "finetune_instruct", "align", "evaluate"]
 
 
 def funnel(metrics: dict[str, dict[str, Any]]) -> list[tuple[str, int]]:
@@ -69,6 +70,8 @@ def build_report(metrics_dir: Path, loss_curve: Path, outputs: dict[str, Path], 
                     pretrain_samples=last_samples(outputs["pretrain"] / "samples.txt", params.sample_generations),
                     instruct_samples=instruct_samples(outputs["evaluate"] / "instruct_test.jsonl",
                                                       params.sample_generations),
+                    aligned_samples=side_by_side(outputs["evaluate"] / "instruct_test.jsonl",
+                                                 outputs["evaluate"] / "aligned_test.jsonl", params.sample_generations),
                     figures=draw_figures(metrics, loss_curve, out_dir / "figures", law), scaling=law)
     card = render(run)
     (out_dir / "model_card.md").write_text(card, encoding="utf-8")
