@@ -15,6 +15,9 @@ import math
 from scratchlm.config import PretrainParams, ScalingRunParams
 from scratchlm.model.gpt import GPT, GPTConfig
 
+#: What each rung writes and the fit reads.
+RUNG_FILE = "rung.json"
+
 
 def tokens_per_step(params: PretrainParams) -> int:
     """Tokens one optimizer step consumes on one device (the ladder trains on one)."""

@@ -15,10 +15,9 @@ from typing import Any
 from scratchlm.config import PretrainParams, ScalingFitParams
 from scratchlm.io import DataFormatError
 from scratchlm.scaling.fit import Rung, fit_chinchilla, predict
-from scratchlm.scaling.ladder import planned_compute
+from scratchlm.scaling.ladder import RUNG_FILE, planned_compute
 from scratchlm.scaling.tasks import task_trends
 
-RUNG_FILE = "rung.json"
 LAW_FILE = "law.json"
 
 

@@ -16,8 +16,7 @@ from scratchlm.evaluation.evaluate import benchmarks
 from scratchlm.io import dumps_json
 from scratchlm.model.gpt import load_model
 from scratchlm.runrecord import split_timing
-from scratchlm.scaling.ladder import rung_params
-from scratchlm.scaling.law import RUNG_FILE
+from scratchlm.scaling.ladder import RUNG_FILE, rung_params
 from scratchlm.tokenizer import load_tokenizer
 from scratchlm.training.pretrain import LogFn, pretrain
 
