@@ -477,12 +477,12 @@ class AlignParams(FinetuneParams):
 
     beta: float = Field(default=0.1, gt=0, le=10, description="DPO's β: how far from the reference the policy "
                         "may move (the KL penalty's inverse temperature)")
-    nll_weight: float = Field(default=0.2, ge=0, description="weight of the chosen responses' next-token loss "
+    nll_weight: float = Field(default=1.0, ge=0, description="weight of the chosen responses' next-token loss "
                               "added to DPO's (RPO): keeps the chosen answers likely, not only preferred")
-    epochs: int = Field(default=2, ge=1)
+    epochs: int = Field(default=1, ge=1)
     batch_size: int = Field(default=8, ge=1, description="pairs per batch")
-    lr: float = Field(default=5e-5, gt=0, le=1)
-    min_lr: float = Field(default=5e-6, ge=0)
+    lr: float = Field(default=1e-4, gt=0, le=1)
+    min_lr: float = Field(default=1e-5, ge=0)
     warmup_steps: int = Field(default=10, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
     heldout: float = Field(default=0.1, gt=0, lt=1, description="share of a preference source's pairs held out "
@@ -490,7 +490,8 @@ class AlignParams(FinetuneParams):
     max_pairs: int | None = Field(default=1000, ge=1, description="training pairs at most (the first by a hash "
                                   "of the id); null: all")
     heldout_pairs: int = Field(default=200, ge=1, description="held-out pairs scored at most")
-    sample_temperature: float = Field(default=1.0, gt=0, le=2, description="sampling the rejected answers")
+    sample_temperature: float = Field(default=0.5, gt=0, le=2, description="sampling the rejected answers: "
+                                      "low, so they are close to what the model answers (greedily)")
     sample_top_k: int | None = Field(default=50, ge=1)
     max_new_tokens: int = Field(default=40, ge=1, description="longest sampled answer")
     decontaminate_ngram: int = Field(default=13, ge=1, description="pairs sharing a word n-gram this long "
@@ -542,7 +543,8 @@ class EvaluateParams(Section):
     lm_stride: int = Field(default=256, ge=1, description="new tokens per rolling window (≥ block_size: disjoint "
                                                          "windows, as lm-evaluation-harness scores WikiText)")
     lm_max_documents: int | None = Field(default=None, ge=1, description="per split, the first by id; null = all")
-    instruct_items: int | None = Field(default=100, ge=1, description="test items answered and scored")
+    instruct_items: int | None = Field(default=200, ge=1, description="test items answered and scored by each "
+                                       "instruction model (the first in a seeded order of ids); null = all")
     num_threads: int | None = Field(default=None, ge=1)
     judge: JudgeParams = Field(default_factory=JudgeParams)
 

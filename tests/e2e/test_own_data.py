@@ -89,3 +89,32 @@ def test_a_three_class_labelled_set_with_other_names_trains_and_evaluates(
     card = (root / "reports/model_card/model_card.md").read_text()
     assert "classes pan, praise, shrug" in card
     assert sh(root, "scratchlm", "audit", check=False).returncode == 0
+
+
+def test_own_preference_pairs_align_the_instruction_model(debug_dag: tuple[Path, Path], tmp_path: Path) -> None:
+    """The README's recipe for one's own preference pairs: one `preference` source block; the pairs replace the
+    built ones, and only the stages that read preference data re-run; the audit traces the aligned model's
+    scores to the pairs' bytes."""
+    root = Path(shutil.copytree(debug_dag[1], tmp_path / "repo", symlinks=True))
+    pairs = [{"prompt": f"Is {word} a good word?", "chosen": "Yes, it is.", "rejected": f"{word} {word} {word}"}
+             for word in ("apple", "river", "stone", "cloud", "green", "music", "light", "sugar", "paper", "dream",
+                          "north", "tiger", "ocean", "bread", "glass", "honey", "earth", "piano", "smile", "storm")]
+    (root / "pairs.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["download"]["sources"]["my_pairs"] = {"kind": "local", "format": "preference_jsonl",
+                                                  "role": "preference", "licence": "own",
+                                                  "members": {"data": "pairs.jsonl"}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    ran = set(re.findall(r"Running stage '(\w+)'", sh(root, "dvc", "repro").stdout))
+
+    assert ran == {"download", "validate", "align", "evaluate", "report"}, ran
+    metrics = json.loads((root / "reports/metrics/align.json").read_text())
+    assert metrics["pair_source"] == "preference sources"
+    assert metrics["pairs"] == {"train": 18, "heldout": 2}  # align.heldout 0.1, by a hash of the ids
+    written = [json.loads(line) for line in (root / "models/aligned/pairs.jsonl").read_text().splitlines()]
+    assert {p["id"] for p in written} == {f"my_pairs/{n:06d}" for n in range(1, 21)}
+    manifest = json.loads((root / "models/aligned/manifest.json").read_text())
+    assert "data/raw/preference" in manifest["inputs"]
+    audit = sh(root, "scratchlm", "audit", "models/aligned", check=False)
+    assert audit.returncode == 0 and "download" in audit.stdout, audit.stdout

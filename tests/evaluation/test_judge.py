@@ -159,3 +159,26 @@ def test_parse_choice_takes_the_first_choice_word(text: str, choice: str) -> Non
 def test_parse_choice_rejects_replies_without_a_choice(text: str) -> None:
     with pytest.raises(JudgeError, match="not 1, 2 or tie"):
         parse_choice(text)
+
+
+def test_evaluate_judges_both_models_and_the_aligned_one_pairwise() -> None:
+    """The evaluate stage's judge step (`judge_scores`) against the stub: each model's mean score, and the aligned
+    model's win rate over the instruction model's answers to the same prompts, in both orders."""
+    from scratchlm.config import EvaluateParams
+    from scratchlm.evaluation.evaluate import judge_scores
+
+    def prefer_the_reference(prompt: str) -> str:
+        if "on a scale" in prompt:
+            return "80" if "`Hi!` on a scale" in prompt else "20"
+        first = prompt.split("Response 1:")[1].split("Response 2:")[0]
+        return "1" if "Hi!" in first else "2"
+
+    old = [{"instruction": "Say hi", "input": "", "reference": "Hi!", "generated": "Bye."}]
+    new = [{**old[0], "generated": "Hi!"}]
+    for endpoint, seen in serve(prefer_the_reference):
+        params = EvaluateParams(judge={"endpoint": endpoint, "model": "stub", "items": 1})
+        instruct, aligned = {}, {}
+        judge_scores(instruct, aligned, old, new, params)
+        assert instruct["judge"]["score"] == 20.0 and aligned["judge"]["score"] == 80.0
+        assert aligned["judge_pairwise"]["win_rate"] == 1.0 and aligned["judge_pairwise"]["judgements"] == 2
+        assert len(seen) == 4

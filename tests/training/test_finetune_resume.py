@@ -15,10 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scratchlm.config import FinetuneClassifierParams, FinetuneInstructParams
+from scratchlm.config import AlignParams, FinetuneClassifierParams, FinetuneInstructParams
 from scratchlm.io import write_jsonl
 from scratchlm.model.gpt import GPT, GPTConfig, save_model
 from scratchlm.tokenizer import train_bpe
+from scratchlm.training.align import align
 from scratchlm.training.checkpoint import FINGERPRINT, LAST
 from scratchlm.training.classifier import finetune_classifier
 from scratchlm.training.finetune import finetune_fingerprint as fingerprint
@@ -180,6 +181,25 @@ def test_instruct_ctrl_c_mid_epoch_keeps_the_steps_done(instruct_inputs, instruc
     assert [e for _, e in logged] == list(range(1, EPOCHS)), "continues inside epoch 1, not from scratch"
     state = torch.load(tmp_path / "mid-ckpt" / LAST, weights_only=True)
     assert state["global_step"] == steps and [h["epoch"] for h in history(tmp_path / "mid-ckpt")] == [0, 1, 2]
+
+
+def align_params() -> AlignParams:
+    return AlignParams(epochs=EPOCHS, batch_size=4, lr=3e-3, warmup_steps=2, max_length=32, max_new_tokens=4,
+                       precision="32-true", accelerator="cpu", num_threads=1)
+
+
+def test_align_resumed_after_a_crash_matches_an_uninterrupted_run(instruct_inputs, instruct_reference,
+                                                                  tmp_path: Path) -> None:
+    """DPO from the instruction model (dropout on, pairs sampled from it) resumes as the other fine-tunes do."""
+    inputs = (instruct_inputs[0], [], instruct_reference[2])
+    full, full_logged, full_out = run(align, inputs, tmp_path, "full", align_params())
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(align, inputs, tmp_path, "resumed", align_params(), [StopAtEpoch(STOP_AT, RuntimeError("simulated crash"))])
+    resumed, logged, out = run(align, inputs, tmp_path, "resumed", align_params())
+    assert [e for _, e in logged] == list(range(STOP_AT, EPOCHS)), "the second run continues, it does not restart"
+    assert_same_weights(full_out, out)
+    assert (out / "pairs.jsonl").read_bytes() == (full_out / "pairs.jsonl").read_bytes()
+    assert resumed == full
 
 
 def test_a_checkpoint_written_with_other_params_is_not_resumed(instruct_inputs, tmp_path: Path) -> None:

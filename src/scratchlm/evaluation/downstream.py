@@ -74,7 +74,7 @@ def evaluate_instruct(data_files: list[Path], model_dir: Path, max_items: int | 
     """Test-split response loss, and greedy answers scored by ROUGE-L and exact match."""
     from scratchlm.model.gpt import load_model
     from scratchlm.tokenizer import EOT, PAD
-    from scratchlm.training.finetune import generate_answers, stored_splits
+    from scratchlm.training.finetune import generate_answers, hash_order, stored_splits
     from scratchlm.training.instruct import encode_example, exact_match, format_prompt, rouge_l
 
     model, params = load_model(model_dir), training_params(model_dir)
@@ -87,7 +87,7 @@ def evaluate_instruct(data_files: list[Path], model_dir: Path, max_items: int | 
     examples = [encode_example(p, r["output"], encode, tokenizer.token_to_id(EOT), params["max_length"])
                 for p, r in zip(prompts, test, strict=True)]
     loss = instruct_loss(model, examples, tokenizer.token_to_id(PAD), batch_size)
-    scored = test[:max_items] if max_items else test
+    scored = hash_order(test, 0)[:max_items] if max_items else test  # a sample across the set's sources
     answers = generate_answers(model, tokenizer, prompts[: len(scored)], params["max_new_tokens"])
     references = [r["output"] for r in scored]
     rows = [{"id": r["id"], "instruction": r["instruction"], "input": r.get("input", ""), "reference": r["output"],

@@ -31,7 +31,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from scratchlm.config import AlignParams, OptimParams
-from scratchlm.io import write_jsonl
+from scratchlm.io import DataFormatError, write_jsonl
 from scratchlm.model.gpt import GPT, load_model, save_model
 from scratchlm.tokenizer import EOT, PAD
 from scratchlm.training.callbacks import LogFn
@@ -123,13 +123,16 @@ class AlignModule(GPTModule):
 
 
 def encode_pairs(pairs: Sequence[Record], tokenizer: Tokenizer, reference: GPT, params: AlignParams
-                 ) -> list[Example]:
-    """Each pair's two (ids, labels) examples, with the reference's log-probabilities of both answers."""
+                 ) -> tuple[list[Example], int]:
+    """Each pair's two (ids, labels) examples, with the reference's log-probabilities of both answers; and the
+    count of pairs dropped because a prompt fills `max_length` and leaves one of the answers no token."""
     encode, eot, pad = (lambda t: tokenizer.encode(t).ids), tokenizer.token_to_id(EOT), tokenizer.token_to_id(PAD)
-    chosen = [encode_example(p["prompt"], p["chosen"], encode, eot, params.max_length) for p in pairs]
-    rejected = [encode_example(p["prompt"], p["rejected"], encode, eot, params.max_length) for p in pairs]
-    ref = reference_logps(reference, chosen + rejected, pad, params.batch_size * 2, params.precision)
-    return [(*c, *r, ref[i], ref[len(pairs) + i]) for i, (c, r) in enumerate(zip(chosen, rejected, strict=True))]
+    encoded = [(encode_example(p["prompt"], p["chosen"], encode, eot, params.max_length),
+                encode_example(p["prompt"], p["rejected"], encode, eot, params.max_length)) for p in pairs]
+    kept = [(c, r) for c, r in encoded if any(t != IGNORE for t in c[1]) and any(t != IGNORE for t in r[1])]
+    ref = reference_logps(reference, [c for c, _ in kept] + [r for _, r in kept], pad, params.batch_size * 2,
+                          params.precision)
+    return [(*c, *r, ref[i], ref[len(kept) + i]) for i, (c, r) in enumerate(kept)], len(pairs) - len(kept)
 
 
 def pair_loaders(examples: dict[str, list[Example]], batch_size: int, seed: int, pad: int) -> dict[str, DataLoader]:
@@ -191,7 +194,10 @@ def align(instruction_files: list[Path], preference_files: list[Path], instruct_
     pairs, cleaning = capped(raw, benchmark_dir, params)
     write_jsonl(out_dir / "pairs.jsonl", ({key: p[key] for key in ("id", "split", "instruction", "input", "chosen",
                                                                     "rejected")} for s in pairs.values() for p in s))
-    examples = {split: encode_pairs(pairs[split], tokenizer, reference, params) for split in pairs}
+    encoded = {split: encode_pairs(pairs[split], tokenizer, reference, params) for split in pairs}
+    examples = {split: found for split, (found, _) in encoded.items()}
+    if not examples["train"] or not examples["heldout"]:
+        raise DataFormatError(f"no training or held-out pair fits in max_length {params.max_length} tokens")
     data = pair_loaders(examples, params.batch_size, params.seed, tokenizer.token_to_id(PAD))
     module = AlignModule(policy, params, params.epochs * len(data["train"]), params.beta, params.nll_weight)
     epochs = EpochLog(log_fn)
@@ -206,6 +212,7 @@ def align(instruction_files: list[Path], preference_files: list[Path], instruct_
     shutil.copy2(instruct_dir / "template.json", out_dir / "template.json")
     last = epochs.history[-1] if epochs.history else {}
     return {"heldout": scores, "train_loss": last.get("train_loss"), "train_accuracy": last.get("train_accuracy"),
-            "pairs": {split: len(p) for split, p in pairs.items()}, "cleaning": cleaning,
+            "pairs": {split: len(found) for split, found in examples.items()}, "cleaning": cleaning,
+            "dropped_too_long": {split: dropped for split, (_, dropped) in encoded.items()},
             "pair_source": "preference sources" if preference_files else "built from the instruction set",
             "epochs": epochs.history}

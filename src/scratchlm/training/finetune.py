@@ -11,6 +11,8 @@ run resumed at an epoch boundary ends with the same weights and metrics as one t
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,19 +88,40 @@ def trainer_for(params: FinetuneParams, callbacks: list[L.Callback], **overrides
 
 
 def generate_answers(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int,
-                     temperature: float = 0.0, top_k: int | None = None,
-                     generator: torch.Generator | None = None) -> list[str]:
+                     temperature: float = 0.0, top_k: int | None = None, generator: torch.Generator | None = None,
+                     batch_size: int = 32) -> list[str]:
     """Answers, each stopped by the end token (the model learned to emit it): greedy by default, sampled
-    with a temperature (and the seeded `generator`, so the same seed gives the same answers)."""
-    eot, answers = tokenizer.token_to_id(EOT), []
+    with a temperature (and the seeded `generator`, so the same seed gives the same answers).
+
+    Prompts of the same token length are answered together, up to `batch_size` at a time (the model has no
+    padding mask, so a batch is only ever prompts of one length): the same answers, several times faster.
+    """
+    eot = tokenizer.token_to_id(EOT)
     model.eval()
     limit = model.config.block_size - max_new_tokens
-    for prompt in prompts:
-        ids = tokenizer.encode(prompt).ids[-max(1, limit):]
-        out = model.generate(torch.tensor([ids]), max_new_tokens, temperature=temperature, top_k=top_k, eos=eot,
-                             generator=generator)[0, len(ids):].tolist()
-        answers.append(tokenizer.decode([i for i in out if i != eot]).strip())
+    encoded = [tokenizer.encode(prompt).ids[-max(1, limit):] for prompt in prompts]
+    answers = [""] * len(encoded)
+    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+    for length, same in itertools.groupby(order, key=lambda i: len(encoded[i])):
+        rows = list(same)
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            out = model.generate(torch.tensor([encoded[i] for i in batch]), max_new_tokens, temperature=temperature,
+                                 top_k=top_k, eos=eot, generator=generator)[:, length:].tolist()
+            for row, ids in zip(batch, out, strict=True):
+                answers[row] = tokenizer.decode(ids[: ids.index(eot)] if eot in ids else ids).strip()
     return answers
+
+
+def id_hash(record: dict[str, Any], seed: int) -> str:
+    """A record's place in a seeded order that depends on its id alone."""
+    return hashlib.sha256(f"{seed}:{record['id']}".encode()).hexdigest()
+
+
+def hash_order(records: Sequence[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """The records in the seeded order of their ids' hashes: the first n of it are a sample across the set's
+    sources, where the first n by id would all be the first source's."""
+    return sorted(records, key=lambda r: id_hash(r, seed))
 
 
 def stored_splits(data_files: list[Path], model_dir: Path) -> dict[str, list[dict[str, Any]]]:

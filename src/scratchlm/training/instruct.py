@@ -32,7 +32,7 @@ from scratchlm.tokenizer import EOT, PAD
 from scratchlm.training.callbacks import LogFn
 from scratchlm.training.checkpoint import epoch_checkpoints, fit_resuming
 from scratchlm.training.data import own_generator
-from scratchlm.training.finetune import EpochLog, finetune_fingerprint, generate_answers, prepare, trainer_for
+from scratchlm.training.finetune import EpochLog, finetune_fingerprint, generate_answers, id_hash, prepare, trainer_for
 from scratchlm.training.module import GPTModule
 
 IGNORE = -100
@@ -228,8 +228,11 @@ def finetune_instruct(data_files: list[Path], pretrain_dir: Path, out_dir: Path,
     epochs = EpochLog(log_fn)
     trainer = trainer_for(params, [epochs, *epoch_checkpoints(ckpt_dir), *(callbacks or [])])
     fit_resuming(trainer, module, data, ckpt_dir, finetune_fingerprint(params, data_files, pretrain_dir))
-    items = splits["val"][: params.eval_items]
-    answers = generate_answers(body, tokenizer, prompts["val"][: params.eval_items], params.max_new_tokens)
+    # the first eval_items in a seeded order of ids: a sample across the set's sources
+    val = splits["val"]
+    picked = sorted(range(len(val)), key=lambda i: id_hash(val[i], params.seed))[: params.eval_items]
+    items = [val[i] for i in picked]
+    answers = generate_answers(body, tokenizer, [prompts["val"][i] for i in picked], params.max_new_tokens)
     references = [r["output"] for r in items]
     export_instruct(body, tokenizer, params, items, answers, out_dir)
     last = epochs.history[-1] if epochs.history else {}

@@ -17,7 +17,6 @@ aligned model (`pairs.jsonl`), so the audit traces its scores to them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from scratchlm.config import AlignParams
 from scratchlm.data.finetune_sets import clean_set, normalized
 from scratchlm.io import DataFormatError, read_set
 from scratchlm.model.gpt import GPT
-from scratchlm.training.finetune import generate_answers
+from scratchlm.training.finetune import generate_answers, hash_order
 from scratchlm.training.instruct import format_prompt
 
 Record = dict[str, Any]
@@ -39,11 +38,6 @@ SPLITS = ("train", "heldout")
 def pair_text(pair: Record) -> str:
     """What a pair says (its duplicate key, and what decontamination looks in)."""
     return f"{pair['instruction']} {pair['input']} {pair['chosen']} {pair['rejected']}"
-
-
-def by_hash(records: Sequence[Record], seed: int) -> list[Record]:
-    """A seeded order that does not depend on the records' order: the hash of (seed, id)."""
-    return sorted(records, key=lambda r: hashlib.sha256(f"{seed}:{r['id']}".encode()).hexdigest())
 
 
 def source_pairs(files: Sequence[Path], template: dict[str, str], params: AlignParams) -> dict[str, list[Record]]:
@@ -56,15 +50,15 @@ def source_pairs(files: Sequence[Path], template: dict[str, str], params: AlignP
         pairs.append({"id": str(record["id"]), "instruction": record["prompt"], "input": record.get("input") or "",
                       "chosen": record["chosen"], "rejected": record["rejected"]})
     cut = round(len(pairs) * (1 - params.heldout))
-    ordered = by_hash(pairs, params.seed)
+    ordered = hash_order(pairs, params.seed)
     return with_prompts({"train": ordered[:cut], "heldout": ordered[cut:]}, template)
 
 
 def built_pairs(splits: dict[str, list[Record]], model: GPT, tokenizer: Tokenizer, template: dict[str, str],
                 params: AlignParams) -> dict[str, list[Record]]:
     """Pairs from the instruction set's train and val splits: the reference against the model's own sample."""
-    chosen = {"train": by_hash(splits.get("train", []), params.seed)[: params.max_pairs],
-              "heldout": by_hash(splits.get("val", []), params.seed)[: params.heldout_pairs]}
+    chosen = {"train": hash_order(splits.get("train", []), params.seed)[: params.max_pairs],
+              "heldout": hash_order(splits.get("val", []), params.seed)[: params.heldout_pairs]}
     generator = torch.Generator().manual_seed(params.seed)
     out: dict[str, list[Record]] = {}
     for split, records in chosen.items():
@@ -92,7 +86,8 @@ def capped(splits: dict[str, list[Record]], benchmark_dir: Path | None, params: 
     tagged = [{**p, "split": split} for split in SPLITS for p in splits.get(split, [])]
     kept, cleaning = clean_set(tagged, pair_text, benchmark_dir, params.decontaminate_ngram)
     limits = {"train": params.max_pairs, "heldout": params.heldout_pairs}
-    out = {split: by_hash([p for p in kept if p["split"] == split], params.seed)[: limits[split]] for split in SPLITS}
+    out = {split: hash_order([p for p in kept if p["split"] == split], params.seed)[: limits[split]]
+           for split in SPLITS}
     if not out["train"] or not out["heldout"]:
         raise DataFormatError(f"no training or held-out preference pairs left ({len(out['train'])} and "
                               f"{len(out['heldout'])} after cleaning: {cleaning})")
