@@ -14,8 +14,9 @@ from scratchlm.config import AlignParams, ConfigError, FinetuneInstructParams, p
 from scratchlm.evaluation.downstream import evaluate_instruct
 from scratchlm.io import DataFormatError, read_jsonl, write_jsonl
 from scratchlm.model.gpt import GPT, GPTConfig, load_model, save_model
-from scratchlm.tokenizer import train_bpe
+from scratchlm.tokenizer import load_tokenizer, train_bpe
 from scratchlm.training.align import align, dpo_terms, response_logps
+from scratchlm.training.finetune import generate_answers
 from scratchlm.training.instruct import IGNORE, finetune_instruct, format_prompt
 
 TEMPLATE = "Q: {instruction}{input_block}\nA: "
@@ -102,6 +103,12 @@ def test_built_pairs_learn_the_references_and_hold_out_the_val_split(instruct_mo
     (out / "manifest.json").write_text(json.dumps({"params": align_params().model_dump(mode="json")}))
     scores, rows = evaluate_instruct(data, out, None)
     assert scores["items"] == sum(1 for s in split.values() if s == "test") == len(rows)
+    few, firsts = evaluate_instruct(data, out, 3)
+    assert few["generated_items"] == 3 and firsts == rows[:3], "a capped evaluation answers the same first items"
+    model, tokenizer = load_model(out), load_tokenizer(out / "tokenizer.json")
+    for row in firsts:  # each answer is the model's answer to that row's prompt
+        prompt = format_prompt(TEMPLATE, "", row["instruction"], row["input"])
+        assert row["generated"] == generate_answers(model, tokenizer, [prompt], 6)[0]
     assert load_model(out).config == load_model(instruct).config
     samples = list(read_jsonl(out / "samples.jsonl"))
     assert samples and set(samples[0]) == {"instruction", "input", "reference", "instruct", "aligned"}

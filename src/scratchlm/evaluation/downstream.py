@@ -80,14 +80,14 @@ def evaluate_instruct(data_files: list[Path], model_dir: Path, max_items: int | 
     model, params = load_model(model_dir), training_params(model_dir)
     template = json.loads((model_dir / "template.json").read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(model_dir / "tokenizer.json")
-    test = stored_splits(data_files, model_dir)["test"]
+    test = hash_order(stored_splits(data_files, model_dir)["test"], 0)  # its first items: a sample across sources
     prompts = [format_prompt(template["prompt_template"], template["input_template"], r["instruction"],
                              r.get("input", "")) for r in test]
     encode = lambda t: tokenizer.encode(t).ids  # noqa: E731
     examples = [encode_example(p, r["output"], encode, tokenizer.token_to_id(EOT), params["max_length"])
                 for p, r in zip(prompts, test, strict=True)]
     loss = instruct_loss(model, examples, tokenizer.token_to_id(PAD), batch_size)
-    scored = hash_order(test, 0)[:max_items] if max_items else test  # a sample across the set's sources
+    scored = test[:max_items] if max_items else test
     answers = generate_answers(model, tokenizer, prompts[: len(scored)], params["max_new_tokens"])
     references = [r["output"] for r in scored]
     rows = [{"id": r["id"], "instruction": r["instruction"], "input": r.get("input", ""), "reference": r["output"],
