@@ -1,7 +1,8 @@
 """Your own data, as the README's recipes have it, through the real DAG (debug profile) and its audit: a
 folder of `.txt` files (the same file names in different subfolders, a train member only) replaces the
 default pretraining sources with nothing else in params.yaml changed; a three-class labelled set with
-other label names replaces the SMS set and re-runs only the stages that read it."""
+other label names replaces the SMS set, and a preference set of one's own replaces the built pairs, each
+re-running only the stages that read it."""
 
 from __future__ import annotations
 
@@ -57,10 +58,15 @@ WORDS = {"praise": ["great", "lovely", "superb", "moving", "brilliant", "charmin
          "shrug": ["average", "fine", "passable", "ordinary", "decent", "okay"]}
 
 
-def test_a_three_class_labelled_set_with_other_names_trains_and_evaluates(
+PAIR_WORDS = ("apple", "river", "stone", "cloud", "green", "music", "light", "sugar", "paper", "dream", "north", "tiger",
+              "ocean", "bread", "glass", "honey", "earth", "piano", "smile", "storm")
+
+
+def test_own_labelled_set_and_preference_pairs_train_align_and_evaluate(
         debug_dag: tuple[Path, Path], tmp_path: Path) -> None:
-    """The README's recipe for one's own labelled set: its source block, `positive_label: null` (more than two
-    classes) and no share bounds for labels the set does not have; nothing else."""
+    """The README's recipes for one's own labelled set (its source block, `positive_label: null` for more than
+    two classes, no share bounds for labels the set does not have) and one's own preference pairs (one source
+    block), in one run: only the stages that read them re-run, and the audit traces both models to their bytes."""
     root = Path(shutil.copytree(debug_dag[1], tmp_path / "repo", symlinks=True))
     rows = [{"review": f"the film was {' '.join(WORDS[label][(i + k) % 6] for k in range(5))}", "verdict": label}
             for i in range(60) for label in WORDS]
@@ -72,12 +78,19 @@ def test_a_three_class_labelled_set_with_other_names_trains_and_evaluates(
         "text_field": "review", "label_field": "verdict", "members": {"data": "reviews.jsonl"}}
     params["finetune_classifier"]["positive_label"] = None
     params["validate"]["label_shares"] = {}
+    pairs = [{"prompt": f"Is {word} a good word?", "chosen": "Yes, it is.", "rejected": f"{word} {word} {word}"}
+             for word in PAIR_WORDS]
+    (root / "pairs.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    params["download"]["sources"]["my_pairs"] = {"kind": "local", "format": "preference_jsonl",
+                                                  "role": "preference", "licence": "own",
+                                                  "members": {"data": "pairs.jsonl"}}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     ran = set(re.findall(r"Running stage '(\w+)'", sh(root, "dvc", "repro").stdout))
 
-    # dependencies per role: a new labelled set re-runs what reads it, never the tokenizer or the LM
-    assert ran == {"download", "validate", "finetune_classifier", "evaluate", "report"}, ran
+    # dependencies per role: new labelled and preference sets re-run what reads them, never the tokenizer or the
+    # LM, nor the instruction model
+    assert ran == {"download", "validate", "finetune_classifier", "align", "evaluate", "report"}, ran
     tuned = json.loads((root / "reports/metrics/finetune_classifier.json").read_text())
     assert set(tuned["test"]["per_class"]) == {"pan", "praise", "shrug"}
     assert json.loads((root / "models/classifier/config.json").read_text())["head"]["labels"] == [
@@ -88,33 +101,12 @@ def test_a_three_class_labelled_set_with_other_names_trains_and_evaluates(
     assert (root / "reports/plots/classifier_confusion.csv").read_text().startswith("actual,predicted\n")
     card = (root / "reports/model_card/model_card.md").read_text()
     assert "classes pan, praise, shrug" in card
-    assert sh(root, "scratchlm", "audit", check=False).returncode == 0
-
-
-def test_own_preference_pairs_align_the_instruction_model(debug_dag: tuple[Path, Path], tmp_path: Path) -> None:
-    """The README's recipe for one's own preference pairs: one `preference` source block; the pairs replace the
-    built ones, and only the stages that read preference data re-run; the audit traces the aligned model's
-    scores to the pairs' bytes."""
-    root = Path(shutil.copytree(debug_dag[1], tmp_path / "repo", symlinks=True))
-    pairs = [{"prompt": f"Is {word} a good word?", "chosen": "Yes, it is.", "rejected": f"{word} {word} {word}"}
-             for word in ("apple", "river", "stone", "cloud", "green", "music", "light", "sugar", "paper", "dream",
-                          "north", "tiger", "ocean", "bread", "glass", "honey", "earth", "piano", "smile", "storm")]
-    (root / "pairs.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["download"]["sources"]["my_pairs"] = {"kind": "local", "format": "preference_jsonl",
-                                                  "role": "preference", "licence": "own",
-                                                  "members": {"data": "pairs.jsonl"}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-    ran = set(re.findall(r"Running stage '(\w+)'", sh(root, "dvc", "repro").stdout))
-
-    assert ran == {"download", "validate", "align", "evaluate", "report"}, ran
-    metrics = json.loads((root / "reports/metrics/align.json").read_text())
-    assert metrics["pair_source"] == "preference sources"
-    assert metrics["pairs"] == {"train": 18, "heldout": 2}  # align.heldout 0.1, by a hash of the ids
+    aligned = json.loads((root / "reports/metrics/align.json").read_text())
+    assert aligned["pair_source"] == "preference sources"
+    assert aligned["pairs"] == {"train": 18, "heldout": 2}  # align.heldout 0.1, by a hash of the ids
     written = [json.loads(line) for line in (root / "models/aligned/pairs.jsonl").read_text().splitlines()]
     assert {p["id"] for p in written} == {f"my_pairs/{n:06d}" for n in range(1, 21)}
-    manifest = json.loads((root / "models/aligned/manifest.json").read_text())
-    assert "data/raw/preference" in manifest["inputs"]
-    audit = sh(root, "scratchlm", "audit", "models/aligned", check=False)
-    assert audit.returncode == 0 and "download" in audit.stdout, audit.stdout
+    assert "data/raw/preference" in json.loads((root / "models/aligned/manifest.json").read_text())["inputs"]
+    assert "read from the preference sources" in card
+    assert sh(root, "scratchlm", "audit", check=False).returncode == 0  # the card's lineage: both models
+

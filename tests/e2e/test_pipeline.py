@@ -260,31 +260,31 @@ def test_experiment_is_compared_by_metrics_diff_exp_show_and_mlflow_tags(repo: P
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "baseline run")
     sh(repo, "dvc", "exp", "run", "--queue", "-n", "fewer-items", "-S", "evaluate.max_items=10")
-    sh(repo, "dvc", "exp", "run", "--queue", "-n", "more-steps", "-S", "pretrain.max_steps=24")
+    sh(repo, "dvc", "exp", "run", "--queue", "-n", "more-epochs", "-S", "finetune_classifier.epochs=2")
     sh(repo, "dvc", "exp", "run", "--run-all")
-    for name, changed in (("fewer-items", "evaluate.max_items"), ("more-steps", "pretrain.max_steps")):
+    for name, changed in (("fewer-items", "evaluate.max_items"), ("more-epochs", "finetune_classifier.epochs")):
         against_baseline = json.loads(sh(repo, "dvc", "exp", "diff", "HEAD", name, "--json").stdout)
         assert set(against_baseline["params"]["params.yaml"]) == {changed}, against_baseline["params"]
     with sqlite3.connect(repo / "mlflow.db") as db:
         tagged = db.execute("select r.name from runs r join tags t on t.run_uuid = r.run_uuid "
                             "where t.key = 'dvc_exp' and t.value = 'fewer-items'").fetchall()
     assert sorted(name for (name,) in tagged) == ["evaluate", "report"], "only what the change re-runs"
-    exp_diff = json.loads(sh(repo, "dvc", "exp", "diff", "fewer-items", "more-steps", "--json").stdout)
-    assert exp_diff["params"]["params.yaml"]["pretrain.max_steps"] == {"old": 20, "new": 24, "diff": 4}
+    exp_diff = json.loads(sh(repo, "dvc", "exp", "diff", "fewer-items", "more-epochs", "--json").stdout)
+    assert exp_diff["params"]["params.yaml"]["finetune_classifier.epochs"] == {"old": 1, "new": 2, "diff": 1}
     assert exp_diff["params"]["params.yaml"]["evaluate.max_items"] == {"old": 10, "new": 20, "diff": 10}
-    assert "reports/metrics/pretrain.json" in exp_diff["metrics"]
+    assert "reports/metrics/finetune_classifier.json" in exp_diff["metrics"]
     table = sh(repo, "dvc", "exp", "show", "--no-pager", "--csv", "--drop", ".*", "--keep",
-               r"Experiment|pretrain\.max_steps|evaluate\.max_items").stdout
+               r"Experiment|finetune_classifier\.epochs|evaluate\.max_items").stdout
     header, *rows = table.splitlines()
-    assert sorted(header.split(",")) == ["Experiment", "evaluate.max_items", "pretrain.max_steps"], table
-    assert {"more-steps", "fewer-items"} <= {row.split(",")[0] for row in rows}, table
+    assert sorted(header.split(",")) == ["Experiment", "evaluate.max_items", "finetune_classifier.epochs"], table
+    assert {"more-epochs", "fewer-items"} <= {row.split(",")[0] for row in rows}, table
     every = sh(repo, "dvc", "exp", "show", "--no-pager", "--csv").stdout.splitlines()[0].split(",")
     changed = sh(repo, "dvc", "exp", "show", "--no-pager", "--csv", "--only-changed").stdout.splitlines()[0].split(",")
     assert len(changed) < len(every) / 2, (len(changed), len(every))
-    plots = json.loads(sh(repo, "dvc", "plots", "diff", "fewer-items", "more-steps", "--json").stdout)
+    plots = json.loads(sh(repo, "dvc", "plots", "diff", "fewer-items", "more-epochs", "--json").stdout)
     curves = plots["data"]["reports/plots/pretrain_loss.csv"]
     revisions = {rev for entry in curves for rev in entry.get("revisions", [])}
-    assert {"fewer-items", "more-steps"} <= revisions, curves
+    assert {"fewer-items", "more-epochs"} <= revisions, curves
     sh(repo, "dvc", "exp", "apply", "fewer-items")
     assert "max_items: 10" in (repo / "params.yaml").read_text() and "max_steps: 20" in (repo / "params.yaml").read_text()
     # queued experiments ran in `.dvc/tmp/exps/<tmp>`, deleted since: their MLflow runs landed in the repository's
@@ -298,6 +298,6 @@ def test_experiment_is_compared_by_metrics_diff_exp_show_and_mlflow_tags(repo: P
     assert result.returncode == 0, result.stdout[-3000:]
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "HEAD", "--json").stdout)
     assert diff["reports/metrics/evaluate.json"]["benchmarks.hellaswag.items"] == {"old": 20, "new": 10, "diff": -10}
-    sh(repo, "dvc", "exp", "branch", "more-steps", "keep-more-steps")
-    assert "keep-more-steps" in sh(repo, "git", "branch", "--list").stdout
+    sh(repo, "dvc", "exp", "branch", "more-epochs", "keep-more-epochs")
+    assert "keep-more-epochs" in sh(repo, "git", "branch", "--list").stdout
 

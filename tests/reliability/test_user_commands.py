@@ -69,7 +69,7 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("command", "out", "message"), [
-    ("export", "models", "--out models contains models/classifier, a pipeline output tracked by DVC"),
+    ("export", "models", "--out models contains models/aligned, a pipeline output tracked by DVC"),
     ("export", "models/pretrain", "--out models/pretrain is models/pretrain, a pipeline output tracked by DVC"),
     ("export", "models/pretrain/hf", "--out models/pretrain/hf lies inside models/pretrain, a pipeline output"),
     ("export", "data/raw/x", "--out data/raw/x lies inside data/raw, a pipeline output tracked by DVC"),
@@ -78,7 +78,7 @@ def project(tmp_path: Path) -> Path:
     ("export", "..", "--out .. is or contains the project"),
     ("export", "notes", "--out notes is a folder that scratchlm did not create"),
     ("export", "notes/mine.txt", "--out notes/mine.txt is a file"),
-    ("import-hf", "models", "--out models contains models/classifier, a pipeline output tracked by DVC"),
+    ("import-hf", "models", "--out models contains models/aligned, a pipeline output tracked by DVC"),
     ("import-hf", "models/tokenizer", "--out models/tokenizer is models/tokenizer, a pipeline output tracked by DVC"),
     ("import-hf", "notes", "--out notes is a folder that scratchlm did not create"),
 ], ids=lambda value: value if isinstance(value, str) and " " not in value else None)

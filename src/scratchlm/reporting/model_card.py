@@ -253,7 +253,8 @@ def section_alignment(run: CardInputs) -> list[str]:
     lines = ["## Alignment", "",
              f"Direct preference optimisation (DPO) of the instruction model, itself the frozen reference "
              f"(β {params.get('beta')}, plus {params.get('nll_weight')} × the chosen answers' next-token loss; "
-             f"{params.get('epochs')} epochs at lr {params.get('lr')}). The pairs were {how}. "
+             f"{params.get('epochs')} epoch{'' if params.get('epochs') == 1 else 's'} at lr {params.get('lr')}). "
+             f"The pairs were {how}. "
              f"{al['pairs']['train']} training and {al['pairs']['heldout']} held-out pairs after "
              f"{cleaning['duplicates_removed']} duplicates and {cleaning['decontaminated']} pairs sharing a "
              "13-word n-gram with a benchmark were dropped.", ""]
