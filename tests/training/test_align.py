@@ -148,5 +148,8 @@ def test_a_pair_without_a_chosen_answer_is_named(instruct_model, tmp_path: Path)
     data, instruct = instruct_model
     write_jsonl(tmp_path / "pairs.jsonl", [{"id": "p/1", "prompt": "Hi?", "chosen": " ", "rejected": "No."}])
     (tmp_path / "out").mkdir()
-    with pytest.raises(DataFormatError, match="pair p/1: missing or empty 'chosen'"):
+    with pytest.raises(DataFormatError, match="pairs.jsonl: pair p/1: missing or empty 'chosen'"):
+        align(data, [tmp_path / "pairs.jsonl"], instruct, tmp_path / "out", tmp_path / "ckpt", align_params())
+    write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "Hi?", "chosen": "Yes.", "rejected": "No."}])
+    with pytest.raises(DataFormatError, match="pairs.jsonl: pair 1: missing or empty 'id'"):
         align(data, [tmp_path / "pairs.jsonl"], instruct, tmp_path / "out", tmp_path / "ckpt", align_params())

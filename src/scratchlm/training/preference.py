@@ -43,10 +43,13 @@ def pair_text(pair: Record) -> str:
 def source_pairs(files: Sequence[Path], template: dict[str, str], params: AlignParams) -> dict[str, list[Record]]:
     """The preference sources' pairs, split by a hash of (seed, id): `heldout` of them held out."""
     pairs = []
-    for record in read_set(list(files)):
+    for number, record in enumerate(read_set(list(files)), start=1):
+        where = f"{', '.join(map(str, files))}: pair {record.get('id', number)}"
+        if record.get("id") in (None, ""):
+            raise DataFormatError(f"{where}: missing or empty 'id'")
         for field in ("prompt", "chosen", "rejected"):
             if not isinstance(record.get(field), str) or not record[field].strip():
-                raise DataFormatError(f"{files[0].parent}: pair {record.get('id')}: missing or empty '{field}'")
+                raise DataFormatError(f"{where}: missing or empty '{field}'")
         pairs.append({"id": str(record["id"]), "instruction": record["prompt"], "input": record.get("input") or "",
                       "chosen": record["chosen"], "rejected": record["rejected"]})
     cut = round(len(pairs) * (1 - params.heldout))
