@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from benchmark_dirs import benchmark_folder
+
 from scratchlm.data.finetune_sets import clean_set, drop_duplicates
-from scratchlm.io import write_jsonl
 
 QUERY = "the quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat today"
 
 
 def text(record: dict) -> str:
     return f"{record['instruction']} {record['output']}"
-
-
-def benchmarks(root: Path) -> Path:
-    folder = root / "benchmark" / "tasks"
-    folder.mkdir(parents=True)
-    (folder / "source.json").write_text(json.dumps({"role": "benchmark"}))
-    write_jsonl(folder / "sciq.jsonl", [{"id": "sciq/0", "task": "sciq", "query": QUERY, "requests": []}])
-    return folder
 
 
 def test_duplicates_keep_the_first_id_whatever_the_case_and_spacing() -> None:
@@ -34,7 +26,7 @@ def test_a_record_holding_a_benchmark_item_goes_and_is_counted_by_task(tmp_path:
     records = [{"id": "1", "instruction": "Finish this.", "output": QUERY.upper()},
                {"id": "2", "instruction": "Say hi", "output": "Hi!"},
                {"id": "3", "instruction": "say HI", "output": "hi!"}]
-    kept, stats = clean_set(records, text, benchmarks(tmp_path), 13)
+    kept, stats = clean_set(records, text, benchmark_folder(tmp_path, "sciq", QUERY), 13)
     assert [r["id"] for r in kept] == ["2"]
     assert stats == {"records_in": 3, "duplicates_removed": 1, "decontaminated": 1,
                      "decontaminated_by": {"sciq": 1}, "records_kept": 1}

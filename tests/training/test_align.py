@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from benchmark_dirs import benchmark_folder
 
 from scratchlm.config import AlignParams, ConfigError, FinetuneInstructParams, parse_section
 from scratchlm.evaluation.downstream import evaluate_instruct
@@ -122,21 +123,13 @@ def preference_source(root: Path, n: int = 40) -> list[Path]:
     return [root / "pairs.jsonl"]
 
 
-def benchmark_dir(root: Path) -> Path:
-    folder = root / "benchmark" / "tasks"
-    folder.mkdir(parents=True)
-    (folder / "source.json").write_text(json.dumps({"role": "benchmark"}))
-    write_jsonl(folder / "piqa.jsonl", [{"id": "piqa/0", "task": "piqa", "query": BENCHMARK_QUERY, "requests": []}])
-    return folder
-
-
 @pytest.mark.slow
 def test_preference_source_pairs_are_split_by_hash_and_decontaminated(instruct_model, tmp_path: Path) -> None:
     data, instruct = instruct_model
     out = tmp_path / "aligned"
     out.mkdir()
     metrics = align(data, preference_source(tmp_path), instruct, out, tmp_path / "ckpt", align_params(epochs=2),
-                    benchmark_dir=benchmark_dir(tmp_path))
+                    benchmark_dir=benchmark_folder(tmp_path, "piqa", BENCHMARK_QUERY))
     assert metrics["cleaning"]["decontaminated"] == 1 and metrics["cleaning"]["decontaminated_by"] == {"piqa": 1}
     pairs = list(read_jsonl(out / "pairs.jsonl"))
     assert "pref/leak" not in {p["id"] for p in pairs}
