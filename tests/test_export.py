@@ -144,7 +144,8 @@ def test_export_and_import_refuse_to_overwrite_their_input(tmp_path: Path) -> No
     ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx=True is not supported"),
     ({"layer_norm_epsilon": 1e-6}, "layer_norm_epsilon=1e-06 is not supported"),
     ({"n_inner": 7}, "n_inner=7 is not supported"),
-    ({"n_layer": None}, "missing key n_layer"),
+    ({"num_attention_heads": 3}, "n_embd: 16 is not divisible by n_head 3"),  # transformers' alias of n_head
+    ({"n_embd": "wide"}, r"transformers cannot read it \(Validation error for field 'n_embd'"),
 ])
 def test_import_refuses_configs_we_cannot_compute(tmp_path: Path, change: dict, message: str) -> None:
     hf_dir = tmp_path / "hf"

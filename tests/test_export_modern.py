@@ -105,13 +105,19 @@ def write_llama_config(hf_dir: Path, change: dict[str, Any]) -> None:
     ({"hidden_act": "gelu"}, "hidden_act='gelu' is not supported"),
     ({"attention_bias": True}, "attention_bias=True is not supported"),
     ({"mlp_bias": True}, "mlp_bias=True is not supported"),
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_type='llama3' is not supported"),
-    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6}}, "rope_type='yarn' is not supported"),
-    ({"head_dim": 7}, "rotary embeddings need an even head size, got 7"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 32}}, "rope_scaling .*: rope_type='llama3' is not supported"),
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 2.0}},
+     "rope_parameters .*: rope_type='yarn' is not supported"),
+    ({"rope_parameters": {"rope_type": "default"}, "rope_scaling": {"rope_type": "linear", "factor": 4}},
+     "rope_scaling .*'factor': 4.*: rope_type='linear' is not supported"),  # transformers lets rope_scaling win
+    ({"head_dim": 7}, "transformers cannot read it .*RoPE requires an even rotary dimension"),
     ({"model_type": "qwen3", "use_sliding_window": True}, "use_sliding_window=True is not supported"),
     ({"layer_types": ["full_attention", "sliding_attention"]}, "layer_types has sliding-window layers"),
     ({"num_key_value_heads": 3}, "n_kv_head: 3 must divide n_head 4"),
-    ({"intermediate_size": None}, "missing key intermediate_size"),
+    ({"hidden_size": "wide"}, r"transformers cannot read it \(Validation error for field 'hidden_size'"),
+    ({"auto_map": {"AutoModelForCausalLM": "modeling.Custom"}}, "auto_map is not supported"),
+    ({"quantization_config": {"quant_method": "fp8"}}, "quantization_config is not supported"),
     ({"model_type": "mistral"}, "model_type is 'mistral'; only gpt2, qwen3, llama"),
 ])
 def test_import_refuses_llama_configs_we_cannot_compute(tmp_path: Path, change: dict[str, Any], message: str) -> None:

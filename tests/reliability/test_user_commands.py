@@ -152,7 +152,7 @@ def test_import_of_a_pickled_bin_refuses_and_runs_nothing(tmp_path: Path) -> Non
                                             "config.json gives [3000000], the weights have [48])"),
     ({"vocab_size": 10**9}, "config.json does not match the weights (wte.weight: config.json gives [1000000000, 16]"),
     ({"n_layer": 3}, "config.json does not match the weights (h.2."),
-    ({"n_embd": "wide"}, "config.json: n_embd: 'wide' is not a valid int"),
+    ({"n_embd": "wide"}, "hf/config.json: transformers cannot read it (Validation error for field 'n_embd'"),
 ])
 def test_import_compares_config_with_the_weights_before_allocating(tmp_path: Path, change: dict,
                                                                    message: str) -> None:

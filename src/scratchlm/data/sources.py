@@ -36,7 +36,7 @@ from tqdm import tqdm
 from urllib3.util.retry import Retry
 
 from scratchlm.config import SourceSpec
-from scratchlm.io import CHUNK, sha256_file
+from scratchlm.io import CHUNK, sha256_file, walk_tree
 
 NET_CHUNK = 1 << 16  # small network reads keep most of a transfer that breaks off, for the resume
 RETRY_STATUS = (429, 500, 502, 503, 504)  # worth asking again; any other 4xx is final
@@ -78,7 +78,7 @@ def fetch_source(name: str, spec: SourceSpec, workdir: Path, *, timeout_s: float
         origin = {"url": spec.url}
     if spec.members:
         root = dest / "members"
-        files = extract_members(name, artefact, spec.members, root, max_member_bytes)
+        files = extract_members(name, artefact, spec.members, root, max_member_bytes, _Budget(name, spec))
     else:  # a url without members: the whole file is the data
         root, files = artefact.parent, {"data": [artefact]}
     return Fetched(files, {"kind": spec.kind, **origin, "artefact": artefact.name, "sha256": spec.sha256,
@@ -227,17 +227,18 @@ def _write_body(response: requests.Response, part: Path, have: int) -> None:
 
 
 def extract_members(name: str, archive: Path, members: dict[str, str], dest: Path,
-                    max_bytes: int) -> dict[str, list[Path]]:
-    """Extract each member (a path or an fnmatch glob) of a zip/wheel or tar archive safely into `dest`."""
+                    max_bytes: int, budget: _Budget | None = None) -> dict[str, list[Path]]:
+    """Extract each member (a path or an fnmatch glob) of a zip/wheel or tar archive safely into `dest`;
+    `budget` bounds the files and bytes of the whole source."""
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 zip_entries = {i.filename: _zip_opener(zf, i) for i in zf.infolist() if not i.is_dir()}
-                return _extract(name, members, zip_entries, dest, max_bytes)
+                return _extract(name, members, zip_entries, dest, max_bytes, budget)
         if tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 tar_entries = {m.name.removeprefix("./"): _tar_opener(tf, m) for m in tf.getmembers() if not m.isdir()}
-                return _extract(name, members, tar_entries, dest, max_bytes)
+                return _extract(name, members, tar_entries, dest, max_bytes, budget)
     except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, OSError) as error:
         raise SourceError(f"{name}: cannot extract from {archive.name}: {error}") from None
     raise SourceError(f"{name}: {archive.name} is neither a zip nor a tar archive, but members were requested")
@@ -267,14 +268,18 @@ def _tar_opener(tf: tarfile.TarFile, member: tarfile.TarInfo) -> Opener:
 
 
 def _extract(name: str, members: dict[str, str], entries: dict[str, Opener], dest: Path,
-             max_bytes: int) -> dict[str, list[Path]]:
+             max_bytes: int, budget: _Budget | None) -> dict[str, list[Path]]:
     """Match every member pattern against the archive's names; one that matches nothing is an error."""
     files: dict[str, list[Path]] = {}
     for key, pattern in sorted(members.items()):
         matched = sorted(entry for entry in entries if fnmatch.fnmatchcase(entry, pattern))
         if not matched:
             raise SourceError(f"{name}: member {pattern!r} ({key}) not found in the archive")
-        files[key] = [_extract_one(name, entry, entries[entry], dest, max_bytes) for entry in matched]
+        files[key] = []
+        for entry in matched:
+            files[key].append(_extract_one(name, entry, entries[entry], dest, max_bytes))
+            if budget is not None:
+                budget.take(files[key][-1].stat().st_size, f"{pattern!r} matches more")
     return files
 
 
@@ -321,30 +326,133 @@ def _copy_capped(source: IO[bytes], target: Path, max_bytes: int) -> bool:
 def fetch_local(name: str, spec: SourceSpec) -> Fetched:
     """Files or globs (relative to the current folder, or absolute) used in place; digests recorded.
 
-    A file a glob finds through a symbolic link that leads outside the glob's own folder (a link to
-    /etc/passwd dropped into a corpus folder) is refused, as archives refuse link entries; a file named
-    outright, without a wildcard, is taken as named.
+    A glob walks its folder (the part of the pattern before the first wildcard) without ever entering a
+    symbolic link to a folder, so each real file is read once, under its own path, and a link to a parent
+    cannot loop: a link to a folder inside the source's folder that the glob would enter is skipped with one
+    warning line naming it, one that leads outside the folder is refused. A link to a file outside the folder
+    (a link to /etc/passwd dropped into a corpus folder) is refused, as archives refuse link entries; two
+    names of one file (a link beside its target, a hard link) are read once, under the first name that is not
+    a link. A file named outright, without a wildcard, is taken as named. At most `max_files` files and
+    `max_bytes` bytes are read per source.
     """
     files: dict[str, list[Path]] = {}
+    budget = _Budget(name, spec)
     for key, pattern in sorted(spec.members.items()):
         pattern = os.path.expanduser(pattern)
-        matched = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        matched = _glob_files(name, pattern, budget) if glob.has_magic(pattern) else _named_file(pattern, budget)
         if not matched:
             raise SourceError(f"{name}: no file matches {pattern!r} ({key})")
-        base = glob_base(pattern)
-        for path in matched if glob.has_magic(pattern) else []:  # a file named outright is the user's choice
-            if not path.resolve().is_relative_to(base):
-                raise SourceError(f"{name}: {path} refused: a link to {path.resolve()}, outside the source's "
-                                  f"folder {base}")
         files[key] = matched
     members = {key: [{"path": str(p), "sha256": sha256_file(p)} for p in paths] for key, paths in files.items()}
     return Fetched(files, {"kind": "local", "licence": spec.licence, "members": members})
 
 
-def glob_base(pattern: str) -> Path:
-    """The folder a glob searches: its leading part without wildcards, resolved."""
+class _Budget:
+    """The files and bytes one source may still read (`max_files`, `max_bytes`); past either, a one-line error."""
+
+    def __init__(self, name: str, spec: SourceSpec) -> None:
+        self.name, self.max_files, self.max_bytes = name, spec.max_files, spec.max_bytes
+        self.files = self.bytes = 0
+
+    def take(self, size: int, what: str) -> None:
+        self.files, self.bytes = self.files + 1, self.bytes + size
+        if self.files > self.max_files:
+            raise SourceError(f"{self.name}: more than {self.max_files} files ({what}); raise "
+                              f"download.sources.{self.name}.max_files to read more")
+        if self.bytes > self.max_bytes:
+            raise SourceError(f"{self.name}: more than {self.max_bytes} bytes ({what}); raise "
+                              f"download.sources.{self.name}.max_bytes to read more")
+
+
+def _named_file(pattern: str, budget: _Budget) -> list[Path]:
+    path = Path(pattern)
+    if not path.is_file():
+        return []
+    budget.take(path.stat().st_size, str(path))
+    return [path]
+
+
+def _glob_files(name: str, pattern: str, budget: _Budget) -> list[Path]:
+    """The regular files a glob matches, as `glob.glob(pattern, recursive=True)` names them, but walked by
+    `walk_tree`: no link to a folder is entered, and each real file is kept once."""
     fixed = list(itertools.takewhile(lambda part: not glob.has_magic(part), Path(pattern).parts))
-    return (Path(*fixed) if fixed else Path(".")).resolve()
+    start = Path(*fixed) if fixed else Path(".")
+    rest = Path(pattern).parts[len(fixed):]
+    base = start.resolve()
+    kept: dict[tuple[int, int], tuple[bool, Path]] = {}  # (device, inode) -> (is a link, path)
+    dropped: list[tuple[Path, tuple[int, int]]] = []
+    for entry in walk_tree(start, lambda parts: _glob_match(rest, parts, prefix=True)):
+        path = Path(*fixed, *entry.parts)
+        if entry.link is not None and (entry.kind == "dir" and _glob_match(rest, entry.parts, prefix=True)
+                                       or entry.kind != "dir" and _glob_match(rest, entry.parts)):
+            target = _resolved(path)
+            if target is not None and not target.is_relative_to(base):
+                raise SourceError(f"{name}: {path} refused: a link to {target}, outside the source's folder {base}")
+            if entry.kind != "file":
+                what = {"dir": "a link to a folder, never followed (each file is read under its own path)",
+                        "broken": "a link to nothing", "other": "a link to no regular file"}[entry.kind]
+                _warn(f"{name}: {path} -> {entry.link} skipped: {what}")
+                continue
+        if entry.kind != "file" or not _glob_match(rest, entry.parts):
+            continue
+        info = path.stat()
+        identity, is_link = (info.st_dev, info.st_ino), entry.link is not None
+        if identity in kept:  # a second name of a file already matched: keep the first name that is no link
+            first_link, first = kept[identity]
+            if first_link and not is_link:
+                kept[identity] = (is_link, path)
+                dropped.append((first, identity))
+            else:
+                dropped.append((path, identity))
+            continue
+        budget.take(info.st_size, f"{pattern!r} matches more")
+        kept[identity] = (is_link, path)
+    for path, identity in dropped:
+        _warn(f"{name}: {path} skipped: the same file as {kept[identity][1]}, read once")
+    return sorted(path for _, path in kept.values())
+
+
+def _resolved(path: Path) -> Path | None:
+    """Where a link leads, None for a loop of links (which Python 3.11's resolve raises on)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
+
+
+def _glob_match(pattern: tuple[str, ...], parts: tuple[str, ...], prefix: bool = False) -> bool:
+    """Whether `parts` match the glob `pattern` (its segments, `**` for any number of folders) as `glob.glob`
+    matches names (a leading dot only by a segment that starts with one; `**` never enters a hidden folder);
+    with `prefix`, whether something below `parts` still could."""
+    states = _after_stars(pattern, {0})
+    for part in parts:
+        states = _after_stars(pattern, {i + (pattern[i] != "**") for i in states if i < len(pattern)
+                                        and _segment_matches(pattern[i], part)})
+        if not states:
+            return False
+    return any(i < len(pattern) for i in states) if prefix else len(pattern) in states
+
+
+def _after_stars(pattern: tuple[str, ...], states: set[int]) -> set[int]:
+    """`states` with every `**` also matching no folder at all."""
+    todo, out = list(states), set(states)
+    while todo:
+        i = todo.pop()
+        if i < len(pattern) and pattern[i] == "**" and i + 1 not in out:
+            out.add(i + 1)
+            todo.append(i + 1)
+    return out
+
+
+def _segment_matches(segment: str, name: str) -> bool:
+    if name.startswith(".") and not segment.startswith("."):
+        return False
+    return segment == "**" or fnmatch.fnmatchcase(name, segment)
+
+
+def _warn(message: str) -> None:
+    """One warning line of its own, even under download's progress bar."""
+    tqdm.write(f"warning: download: {message}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------ hf
