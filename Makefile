@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ACTIVATE := . $(VENV)/bin/activate
 
-.PHONY: install repro test lint bench clean-venv
+.PHONY: install repro test lint bench clean-venv server server-stop hooks
 
 install: $(VENV)/.installed
 
@@ -19,11 +19,24 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 repro: install
 	$(ACTIVATE) && dvc repro
 
+# two workers (pytest-xdist): the debug DAG's tests on one, the rest on the other (tests/conftest.py)
 test: install
-	$(ACTIVATE) && pytest
+	$(ACTIVATE) && pytest -n 2 --dist loadgroup
 
 lint: install
 	$(ACTIVATE) && ruff check src pipelines tests
+
+# The team setup: an MLflow server on PostgreSQL with proxied artifacts, all in .mlflow-server/ (see
+# scratchlm/team_server.py); it prints the `export MLFLOW_TRACKING_URI=...` line the stages then need.
+server: install
+	$(PY) -m scratchlm.team_server start --folder .mlflow-server
+
+server-stop: install
+	$(PY) -m scratchlm.team_server stop --folder .mlflow-server
+
+# git refuses to commit a run record made on a dirty tree (scratchlm publish-check --staged, .githooks/pre-commit)
+hooks: install
+	git config core.hooksPath .githooks
 
 clean-venv:
 	rm -rf $(VENV)

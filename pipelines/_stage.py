@@ -35,8 +35,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from scratchlm.config import (ConfigError, ExecutorParams, Section, TrackingParams, nested_params, parse_section,
-                              read_params_file)
+from scratchlm.config import (
+    ConfigError,
+    ExecutorParams,
+    Section,
+    TrackingParams,
+    nested_params,
+    parse_section,
+    read_params_file,
+)
 from scratchlm.data.parallel import Executor, make_executor
 from scratchlm.io import DataFormatError, atomic_output_dir, dumps_json, file_hashes, list_files, remove_stale
 from scratchlm.launch import is_rank_zero
@@ -292,7 +299,7 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
         write_run_record(stage, output=output, manifest_sha256=digest, run_id=run.run_id,
                          experiment=tracking.experiment if run.enabled else None, started=started,
                          seconds=time.monotonic() - clock, timing=timing, dvc_exp=exp, commit=commit, dirty=dirty,
-                         executor=[executor.describe() for executor in ctx.used])
+                         executor=[executor.describe() for executor in ctx.used], store=run.store)
     except OSError as error:
         print(f"warning: {stage}: its run record could not be written ({error}); `scratchlm audit` will find "
               f"the MLflow run {run.run_id} by the manifest's digest", file=sys.stderr)

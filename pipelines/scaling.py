@@ -21,10 +21,14 @@ def main() -> None:
 
     def work(params, out, stage):
         from scratchlm.data.roles import role_folder
+        from scratchlm.scaling.ladder import RUNG_SIZE_KEYS
         from scratchlm.scaling.rung import train_rung  # torch + Lightning: seconds; bad params fail first
 
         benchmarks = role_folder(Path(args.benchmarks), "benchmark")
-        return train_rung(params, Path(args.tokens), Path(args.tokenizer), benchmarks, out, stage.run.log_metrics_at)
+        results = train_rung(params, Path(args.tokens), Path(args.tokenizer), benchmarks, out, stage.run.log_metrics_at)
+        # every rung's size under the same keys, so MLflow's compare view plots loss against `rung.n_embd`
+        stage.run.log_params({"rung": {key: results[key] for key in RUNG_SIZE_KEYS}})
+        return results
 
     run_stage(f"scaling@{args.rung}", [args.tokens, args.tokenizer, args.benchmarks], args.output, work)
 

@@ -20,7 +20,7 @@ def main() -> None:
     args = parser.parse_args()
 
     def work(params, out, stage):
-        from scratchlm.runrecord import read_run_record
+        from scratchlm.runrecord import read_run_record, run_in_store
         from scratchlm.scaling.law import LAW_FILE, fit_ladder
         from scratchlm.tokenizer import load_tokenizer
 
@@ -28,7 +28,8 @@ def main() -> None:
         names = list(params.ladder.rungs)
         law = fit_ladder(Path(args.ladder), names, params.recipe, vocab, params.fit)
         (out / LAW_FILE).write_text(dumps_json(law), encoding="utf-8")
-        rung_runs = [(read_run_record(f"scaling@{name}") or {}).get("mlflow_run_id") for name in names]
+        # the rungs whose runs are in this run's store (a rung another clone ran is nested where it lives)
+        rung_runs = [run_in_store(read_run_record(f"scaling@{name}") or {}, stage.run.store) for name in names]
         stage.publish.append(lambda: stage.run.adopt(rung_runs))  # once every check has passed
         return {key: law[key] for key in ("prediction", "cost", "pretrain_planned")} | {"law": law["law"]}
 

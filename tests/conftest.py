@@ -10,6 +10,17 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+#: Fixtures made once per session and shared: the tests that use them run on one pytest-xdist worker.
+SHARED_FIXTURES = {"debug_dag", "repo", "dag", "team_server"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs `pytest -n 2 --dist loadgroup`), the tests of the debug DAG and of the
+    team server form one group on one worker, so each session fixture is made once (a worker has its own
+    session); every other test goes to whichever worker is free."""
+    for item in items:
+        if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("shared-dag"))
 
 
 @pytest.fixture

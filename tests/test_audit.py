@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import socket
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from mlflow import MlflowClient
+from ports import free_port
 from typer.testing import CliRunner
 
 from scratchlm.audit import (
@@ -91,7 +93,7 @@ def fake_stage(stage: str, inputs: list[str], out: str, files: dict[str, bytes],
         run.log_metrics({**flatten_metrics(metrics), **flatten_metrics(timing or {})})
     write_run_record(stage, output=out, manifest_sha256=digest or "", run_id=run.run_id, experiment="t",
                      started=utc_now(), seconds=1.0, timing=timing or {}, dvc_exp=None, commit=git("rev-parse", "HEAD"),
-                     dirty=False)
+                     dirty=False, store=run.store)
     return run.run_id or ""
 
 
@@ -282,17 +284,81 @@ def test_deleted_run_fails_naming_the_run_id(lineage: dict[str, str]) -> None:
     assert problems(report, "mlflow") == [f"MLflow run {lineage['download']} is deleted"]
 
 
-def test_unknown_run_missing_or_corrupt_backend_fail_in_one_line(lineage: dict[str, str],
-                                                                monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def records_name(store: dict[str, Any]) -> None:
+    """Every run record names `store` as the one holding its run (keys given replace the recorded ones)."""
+    for path in Path("reports/runs").glob("*.json"):
+        edit_json(path, lambda r: r.update(mlflow_store={**r["mlflow_store"], **store}))
+
+
+def test_a_run_record_names_the_store_that_holds_its_run(lineage: dict[str, str], template) -> None:
+    record = json.loads(Path("reports/runs/train.json").read_text())
+    store = record["mlflow_store"]
+    assert store["kind"] == "local" and store["host"] == socket.gethostname()
+    assert store["uri"] == f"sqlite:///{template[0] / 'mlflow.db'}"  # absolute: the store the template's runs went to
+    experiment = MlflowClient(store["uri"]).get_experiment_by_name("t")
+    assert experiment.tags["scratchlm.store_id"] == store["id"] and len(store["id"]) == 32
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
+
+
+def test_the_run_is_checked_in_the_store_its_record_names_wherever_the_audit_points(
+        lineage: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Pointed at a store without these runs, the audit still checks each run where its record says it is (a
+    local store on this machine), and never creates the store it was pointed at."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    report = audit("models/train", ".")
+    assert {statuses(report, stage)["mlflow"] for stage in lineage} == {OK} and not report.unchecked
+    assert not (tmp_path / "elsewhere.db").exists()
+    edit_json("reports/runs/download.json", lambda r: r.update(mlflow_run_id="f" * 32))  # a run the store lacks
+    found = problems(audit("data/raw", "."), "mlflow")
+    assert found == [f"MLflow run {'f' * 32} not found in {json.loads(Path('reports/runs/download.json').read_text())['mlflow_store']['uri']}"]
+
+
+def test_the_workspaces_own_store_gone_or_corrupt_fails_in_one_line(lineage: dict[str, str]) -> None:
+    """A store that the records name as this workspace's own is missing or corrupt: a failure, never 'out of
+    reach' (its runs are lost, not elsewhere)."""
+    own = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    records_name({"uri": own})
+    Path("mlflow.db").unlink()
     report = audit("data/raw", ".")
-    assert problems(report, "mlflow") == [f"MLflow run {lineage['download']} not found in "
-                                          f"sqlite:///{tmp_path / 'elsewhere.db'}"]
-    assert not (tmp_path / "elsewhere.db").exists()  # the audit never creates an empty backend
-    (tmp_path / "elsewhere.db").write_bytes(b"\x00garbage" * 1000)
+    assert problems(report, "mlflow") == [f"MLflow run {lineage['download']} not found in {own}"]
+    assert not Path("mlflow.db").exists() and not report.unchecked  # the audit never creates an empty backend
+    Path("mlflow.db").write_bytes(b"\x00garbage" * 1000)
     found = problems(audit("data/raw", "."), "mlflow")
     assert len(found) == 1 and "cannot be read (DatabaseError: (sqlite3.DatabaseError) file is not a database)" in found[0]
     assert "\n" not in found[0]
+
+
+def test_a_run_in_another_machines_local_store_is_listed_not_failed_and_strict_fails(
+        lineage: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A clone on another machine: its own store (empty here) is not the one the records name, and the named one
+    is a file on machine 'laptop-a'. Every other check still runs; the runs are listed; --strict fails."""
+    records_name({"host": "laptop-a"})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mine.db'}")
+    report = audit("models/train", ".")
+    assert not report.failed and [node.stage for node in report.unchecked] == ["train", "clean", "download"]
+    for stage in lineage:
+        assert statuses(report, stage) == {"outputs": OK, "inputs": OK, "lock": SKIP, "dvc": SKIP, "record": OK,
+                                           "git": OK, "mlflow": INFO, "versions": OK}
+    [line] = problems(report, "mlflow", "clean")
+    assert line.startswith(f"MLflow run {lineage['clean']} is in a local store this audit cannot reach") \
+        and "on machine 'laptop-a'" in line
+    tree = render_tree(report)
+    assert "i 3 MLflow run(s) not checked, in stores this audit cannot reach" in tree and "audit verified" in tree
+    assert f"clean ({lineage['clean'][:8]})" in tree
+    assert audit("models/train", ".", strict=True).failed
+    assert CliRunner().invoke(app, ["audit", "models/train"]).exit_code == 0
+    strict = CliRunner().invoke(app, ["audit", "models/train", "--strict"])
+    assert strict.exit_code == 1 and "audit FAILED" in strict.output and "--strict fails on them" in strict.output
+    assert json.loads(Path("reports/audit.json").read_text())["unchecked"] == {
+        stage: lineage[stage] for stage in ("train", "clean", "download")}
+
+
+def test_a_record_that_names_a_server_is_checked_there(lineage: dict[str, str]) -> None:
+    """A server named by a record is where its run is checked: one that does not answer fails, naming it."""
+    port = free_port()
+    records_name({"kind": "server", "uri": f"http://127.0.0.1:{port}", "id": "0" * 32})
+    found = problems(audit("data/raw", "."), "mlflow")
+    assert len(found) == 1 and f"http://127.0.0.1:{port} is unreachable" in found[0], found
 
 
 def test_missing_commit_fails_and_changed_code_warns(lineage: dict[str, str]) -> None:

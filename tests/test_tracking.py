@@ -4,9 +4,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from ports import free_port as closed_port
 
 from scratchlm.config import TrackingParams
-from scratchlm.tracking import TrackingError, flatten, stage_run
+from scratchlm.tracking import TrackingError, flatten, stage_run, tracking_uri
 
 
 @pytest.fixture
@@ -16,11 +17,6 @@ def local_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
 
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_stage_run_logs_params_metrics_inputs_and_tags(local_backend: str, tmp_path: Path) -> None:
@@ -66,3 +62,34 @@ def test_unreachable_server_is_a_warning_when_not_required(monkeypatch: pytest.M
 
 def test_flatten() -> None:
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}}) == {"a.b": "1", "a.c.d": "[1, 2]", "e": "{}"}
+
+
+def test_the_tracking_uri_comes_from_params_unless_the_environment_names_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """params' `tracking.uri` (a relative SQLite file is the workspace's), else the default; MLFLOW_TRACKING_URI
+    wins over both, as MLflow users expect."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri() == "sqlite:///mlflow.db"
+    assert tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:6000")
+    assert tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:6000"
+    inside = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"  # a queued experiment's workspace logs to its repo's
+    inside.mkdir(parents=True)
+    monkeypatch.chdir(inside)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking_uri("sqlite:///runs.db") == f"sqlite:///{tmp_path.resolve() / 'runs.db'}"
+
+
+def test_a_stage_run_logs_to_the_configured_store_and_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with stage_run("clean", TrackingParams(uri="sqlite:///team.db", experiment="t"), {}) as run:
+        pass
+    assert (tmp_path / "team.db").is_file() and not (tmp_path / "mlflow.db").exists()
+    store = run.store or {}
+    assert store["kind"] == "local" and store["uri"] == f"sqlite:///{tmp_path.resolve() / 'team.db'}"
+    assert store["host"] == socket.gethostname()
+    with stage_run("clean", TrackingParams(uri="sqlite:///team.db", experiment="t"), {}) as again:
+        pass
+    assert again.store == store  # one store, one id, however many runs

@@ -1,4 +1,5 @@
-"""`scratchlm`: the home of user commands (profiles, generate, classify, chat, export, import-hf, audit, lm-eval)."""
+"""`scratchlm`: the home of user commands (profiles, generate, classify, chat, export, import-hf, audit,
+publish-check, lm-eval)."""
 
 from __future__ import annotations
 
@@ -148,7 +149,8 @@ def chat(
 def export(
     model: Path = typer.Option(Path("models/pretrain"), help="scratchlm model folder (not a classifier)"),
     out: Path = typer.Option(..., help="folder to write (replaced atomically if it exists)"),
-    fmt: str = typer.Option("hf", "--format", help="hf: a transformers checkpoint, GPT-2 or Qwen3/Llama (needs transformers)"),
+    fmt: str = typer.Option("hf", "--format",
+                            help="hf: a transformers checkpoint, GPT-2 or Qwen3/Llama (needs transformers)"),
 ) -> None:
     """Export a model for other tools (hf: loads with AutoModelForCausalLM / AutoTokenizer)."""
     from scratchlm.export import export_hf
@@ -165,7 +167,8 @@ def export(
 
 @app.command("import-hf")
 def import_hf(
-    hf_dir: Path = typer.Argument(..., help="local Hugging Face GPT-2, Llama or Qwen3 folder (config.json + weights + tokenizer)"),
+    hf_dir: Path = typer.Argument(..., help="local Hugging Face GPT-2, Llama or Qwen3 folder "
+                                            "(config.json + weights + tokenizer)"),
     out: Path = typer.Option(Path("models/gpt2"), help="scratchlm model folder to write"),
 ) -> None:
     """Import GPT-2, Llama or Qwen3 weights as a scratchlm model, e.g. as the fine-tunes' pretrained model."""
@@ -188,10 +191,15 @@ def audit(
     reproduce: str = typer.Option(None, "--reproduce", metavar="STAGE",
                                   help="re-run STAGE in a scratch folder from its manifest's params and inputs "
                                        "and compare the result with the recorded hashes (writes no report)"),
+    strict: bool = typer.Option(False, "--strict", help="a release check: also fail when a stage's MLflow run is "
+                                                        "in a store this audit cannot reach"),
 ) -> None:
     """Re-verify an output's lineage down to the raw downloads: hashes, dvc.lock, git, MLflow.
 
-    With --reproduce STAGE, re-run that one stage instead and compare its outputs file by file.
+    MLflow is read where each run record says its run is (a server, or a local store on this machine), else
+    in params.yaml's `tracking.uri` (MLFLOW_TRACKING_URI wins). A run in a local store on another machine is
+    listed as not checked; --strict fails on it. With --reproduce STAGE, re-run that one stage instead and
+    compare its outputs file by file.
 
     Exit status 0 when every check passed (warnings allowed) or the stage reproduced,
     1 when anything failed to verify or reproduce, 2 when the target or stage cannot be audited at all.
@@ -203,7 +211,7 @@ def audit(
         _reproduce(reproduce, target, repo_root)
         return
     try:
-        report = run_audit(target, repo_root)
+        report = run_audit(target, repo_root, uri=configured_uri(repo_root), strict=strict)
     except (AuditError, OSError, ValueError) as error:
         typer.echo(f"error: {str(error).splitlines()[0]}", err=True)
         raise typer.Exit(2) from None
@@ -212,6 +220,17 @@ def audit(
     typer.echo(f"wrote {json_out} and {md_out}")
     if report.failed:
         raise typer.Exit(1)
+
+
+def configured_uri(repo_root: Path) -> str | None:
+    """`tracking.uri` of the repository's params.yaml (None without the file or the key): the one place the
+    stages read it from too. A bad section is a ConfigError naming the key."""
+    from scratchlm.config import parse_section, read_params_file
+
+    path = repo_root / "params.yaml"
+    if not path.is_file():
+        return None
+    return parse_section("tracking", read_params_file(path).get("tracking")).uri  # type: ignore[attr-defined]
 
 
 def _reproduce(stage: str, target: str | None, repo_root: Path) -> None:
@@ -229,6 +248,27 @@ def _reproduce(stage: str, target: str | None, repo_root: Path) -> None:
     typer.echo(render_reproduce(report), nl=False)
     if not report.reproduced:
         raise typer.Exit(1)
+
+
+@app.command("publish-check")
+def publish_check(
+    staged: bool = typer.Option(False, "--staged", help="check the run records staged for the next commit (what "
+                                                        "the pre-commit hook runs), not every record in the tree"),
+    repo_root: Path = typer.Option(Path("."), "--repo", help="repository to check"),
+) -> None:
+    """Refuse to publish outputs nobody can audit: a run record made on a dirty tree or at a missing commit.
+
+    Exit status 0 when every record was made from committed code, 1 with one line per record otherwise.
+    """
+    from scratchlm.publish import record_problems, staged_records, workspace_records
+
+    records = staged_records(repo_root) if staged else workspace_records(repo_root)
+    problems = record_problems(records, repo_root)
+    for line in problems:
+        typer.echo(f"error: {line}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{len(records)} run record(s) made from committed code")
 
 
 @app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

@@ -14,8 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -102,6 +110,11 @@ class SourceSpec(Section):
     members: dict[str, str] = Field(default_factory=dict)
     # keep at most this many records per member (debug slices); null keeps all
     limit: int | None = Field(default=None, ge=1)
+    # local, wheel and url members: a bound on what one source reads, so a runaway glob stops with its key named
+    max_files: int = Field(default=1_000_000, ge=1, description="refuse the source when its members' paths and "
+                           "globs match more files than this (archive members included)")
+    max_bytes: int = Field(default=100_000_000_000, ge=1, description="refuse the source when the files its "
+                           "members match hold more bytes than this in all")
 
     @model_validator(mode="after")
     def _fields_match_kind(self) -> SourceSpec:
@@ -122,7 +135,8 @@ class SourceSpec(Section):
             plain_name(member, "member")
         if (role := FORMAT_ROLES.get(self.format)) is not None and self.role != role:
             article = "an" if role[0] in "aeiou" else "a"
-            raise ValueError(f"format {self.format!r} is {article} {role} set: role must be {role!r}, not {self.role!r}")
+            raise ValueError(f"format {self.format!r} is {article} {role} set: role must be {role!r}, "
+                             f"not {self.role!r}")
         return self
 
 
@@ -577,9 +591,14 @@ class ReportParams(Section):
 class TrackingParams(Section):
     """Where runs are logged; `required: false` lets a stage go on with local metrics only."""
 
-    experiment: str = "scratchlm"
-    required: bool = True
-    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    uri: str | None = Field(default=None, min_length=1, description="the MLflow tracking store every stage, the "
+                            "audit and the CLI use: a server (`http://host:5000`) or `sqlite:///mlflow.db` (the "
+                            "default); the environment's MLFLOW_TRACKING_URI wins over it, as in MLflow itself")
+    experiment: str = Field(default="scratchlm", min_length=1, description="the MLflow experiment of every run")
+    required: bool = Field(default=True, description="false: a store that does not answer is reported once and "
+                           "the stage goes on with its local metrics files only")
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120, description="seconds to wait for a tracking "
+                                     "server before the stage fails naming it")
 
 
 # --------------------------------------------------------------------------------------------

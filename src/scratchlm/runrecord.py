@@ -114,15 +114,18 @@ def machine() -> dict[str, Any]:
 
 def write_run_record(stage: str, *, output: str, manifest_sha256: str, run_id: str | None, experiment: str | None,
                      started: str, seconds: float, timing: dict[str, Any], dvc_exp: str | None,
-                     commit: str | None, dirty: bool, executor: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                     commit: str | None, dirty: bool, executor: list[dict[str, Any]] | None = None,
+                     store: dict[str, str] | None = None) -> dict[str, Any]:
     """Replace `reports/runs/<stage>.json` with this execution's record (`executor`: where the data stages'
-    per-shard work ran, one entry per map)."""
+    per-shard work ran, one entry per map; `store`: the tracking store that holds the run, so an audit from
+    another clone or machine knows where to look, `scratchlm.tracking.describe_store`)."""
     record = {
         "stage": stage,
         "output": output,
         "manifest_sha256": manifest_sha256,
         "mlflow_run_id": run_id,
         "mlflow_experiment": experiment,
+        "mlflow_store": store if run_id else None,
         "git_commit": commit,
         "git_dirty": dirty,
         "dvc_exp": dvc_exp,
@@ -150,6 +153,14 @@ def read_run_record(stage: str, root: Path = Path(".")) -> dict[str, Any] | None
     if not isinstance(record, dict):
         raise DataFormatError(f"{name}: corrupt run record (not an object)")
     return record
+
+
+def run_in_store(record: Mapping[str, Any], store: Mapping[str, str] | None) -> str | None:
+    """The record's MLflow run id when its run lives in `store` (the same store id), else None: a run in
+    another clone's or machine's store cannot be tagged or nested from here."""
+    recorded = record.get("mlflow_store")
+    same = isinstance(recorded, Mapping) and store is not None and recorded.get("id") == store.get("id")
+    return record.get("mlflow_run_id") if same else None
 
 
 def upstream_run_ids(inputs: Mapping[str, Mapping[str, Any]], root: Path = Path(".")) -> dict[str, str]:

@@ -13,6 +13,8 @@ import contextlib
 import functools
 import logging
 import os
+import socket
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -23,6 +25,9 @@ from scratchlm.config import TrackingParams
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+#: Experiment tags: the UI's kind (it opens such an experiment on its runs table) and the store's own id.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+STORE_TAG = "scratchlm.store_id"
 DEFAULT_ARTIFACTS = Path("mlartifacts")
 MLFLOW_DIGEST_MAX = 36  # MLflow's limit on a dataset digest; the full sha256 is in the manifest
 MLFLOW_PARAM_MAX = 6000
@@ -44,12 +49,13 @@ def main_workspace(cwd: str | Path | None = None) -> Path:
     return folder
 
 
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, else the default database of the main workspace."""
-    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
-        return uri
+def tracking_uri(configured: str | None = None) -> str:
+    """The store every stage, the audit and the CLI use: MLFLOW_TRACKING_URI (the environment wins, as in MLflow
+    itself), else params' `tracking.uri`, else `sqlite:///mlflow.db`. A relative SQLite file is the main
+    workspace's (see `main_workspace`), so an experiment's temporary workspace logs where its repository does."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_URI
     main = main_workspace()
-    return DEFAULT_URI if main == Path(os.path.abspath(Path.cwd())) else f"sqlite:///{main / 'mlflow.db'}"
+    return uri if main == Path(os.path.abspath(Path.cwd())) else resolve_uri(uri, main)
 
 
 def _limit_http_waits(timeout_s: float) -> None:
@@ -102,9 +108,11 @@ class StageRun:
     what could not be logged; with `required: false` it warns once and the run goes on untracked.
     """
 
-    def __init__(self, run_id: str | None, required: bool = True) -> None:
+    def __init__(self, run_id: str | None, required: bool = True, store: dict[str, str] | None = None) -> None:
         self.run_id = run_id
         self.required = required
+        self.store = store
+        """The store that holds the run (`describe_store`), what the run record names."""
         self.ended = False
 
     @property
@@ -245,15 +253,37 @@ class StageRun:
                 mlflow.log_input(MetaDataset(source, name=path, digest=digest), context="input")
 
 
-def _experiment_id(name: str, uri: str) -> str:
-    """Find or create the experiment; a local backend keeps artifacts in `mlartifacts/`."""
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def _experiment(name: str, uri: str) -> tuple[str, str]:
+    """Find or create the experiment, tagged for the UI and with its store's id; (experiment id, store id).
+
+    A local backend keeps artifacts in `mlartifacts/`. The UI opens an experiment tagged
+    `mlflow.experimentKind` on its runs table (without the tag, MLflow 3 opens on its GenAI overview).
+    """
     import mlflow
 
     experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None if uri.startswith(("http://", "https://")) else (main_workspace() / DEFAULT_ARTIFACTS).as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
+    if experiment is None:
+        location = None if is_server(uri) else (main_workspace() / DEFAULT_ARTIFACTS).as_uri()
+        experiment = mlflow.get_experiment(mlflow.create_experiment(name, artifact_location=location))
+    tags = dict(experiment.tags)
+    store = tags.get(STORE_TAG) or uuid.uuid4().hex
+    for key, value in ((KIND_TAG, KIND), (STORE_TAG, store)):
+        if tags.get(key) != value:
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id, store
+
+
+def describe_store(uri: str, store_id: str) -> dict[str, str]:
+    """What a run record says of the store that holds its run: a server by its URI; a local store by its
+    absolute URI and its machine (another machine's file is out of any audit's reach). `id` tells a store from
+    another one at the same place (a database deleted and made anew) and follows a copy of it."""
+    if is_server(uri):
+        return {"kind": "server", "uri": uri, "id": store_id}
+    return {"kind": "local", "uri": resolve_uri(uri, main_workspace()), "host": socket.gethostname(), "id": store_id}
 
 
 def dvc_experiment() -> str | None:
@@ -264,11 +294,11 @@ def dvc_experiment() -> str | None:
 @contextlib.contextmanager
 def stage_run(stage: str, tracking: TrackingParams, tags: Mapping[str, str]) -> Iterator[StageRun]:
     """Open the stage's MLflow run; mark it FAILED if the stage raises."""
-    uri = tracking_uri()
+    uri = tracking_uri(tracking.uri)
     _limit_http_waits(tracking.connect_timeout_s)
     try:
         check_backend(uri, tracking.connect_timeout_s)
-        run_id = _start(stage, tracking.experiment, uri, tags)
+        run_id, store_id = _start(stage, tracking.experiment, uri, tags)
     except Exception as error:
         if tracking.required:
             message = str(error) if isinstance(error, TrackingError) else f"MLflow backend {uri}: {error}"
@@ -277,7 +307,7 @@ def stage_run(stage: str, tracking: TrackingParams, tags: Mapping[str, str]) -> 
                       stacklevel=2)
         yield StageRun(None, required=False)
         return
-    run = StageRun(run_id, tracking.required)
+    run = StageRun(run_id, tracking.required, describe_store(uri, store_id))
     try:
         yield run
     except BaseException:
@@ -286,14 +316,15 @@ def stage_run(stage: str, tracking: TrackingParams, tags: Mapping[str, str]) -> 
     run.end()
 
 
-def _start(stage: str, experiment: str, uri: str, tags: Mapping[str, str]) -> str:
+def _start(stage: str, experiment: str, uri: str, tags: Mapping[str, str]) -> tuple[str, str]:
+    """Start the stage's run; (run id, the store's id)."""
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
-    experiment_id = _experiment_id(experiment, uri)
+    experiment_id, store_id = _experiment(experiment, uri)
     run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags={"stage": stage, **tags})
-    return run.info.run_id
+    return run.info.run_id, store_id
 
 
 # ---------------------------------------------------------------------------------- reading runs (audit)
@@ -335,6 +366,17 @@ def _reading(uri: str) -> Iterator[None]:
     except Exception as error:
         reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
         raise TrackingError(f"MLflow backend {uri} cannot be read ({type(error).__name__}: {reason})") from None
+
+
+def read_store_id(uri: str, experiment: str) -> str | None:
+    """The id the experiment carries in this store (see `describe_store`); None when the store is a local file
+    that does not exist (never created by reading) or lacks the experiment; TrackingError when it cannot answer."""
+    db = _sqlite_file(uri)
+    if db is not None and not db.is_file():
+        return None
+    with _reading(uri):
+        found = _client(uri).get_experiment_by_name(experiment)
+    return found.tags.get(STORE_TAG) if found is not None else None
 
 
 def get_run_summary(run_id: str, uri: str | None = None) -> dict[str, Any] | None:

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ports import free_port
 from repo_shell import sh
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -27,11 +27,6 @@ ray = pytest.importorskip("ray")
 
 DATA_STAGES = ["download", "clean", "dedup", "validate", "tokenizer", "tokenize"]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ def test_the_ladder_predicts_pretrain_and_a_changed_rung_reruns_alone(debug_dag:
     # the prediction is for exactly the run pretrain then made, computed from its params before it ran
     assert law["pretrain_planned"]["flops"] == pytest.approx(pretrain["flops_per_token"] * pretrain["tokens_seen"])
     assert law["pretrain_planned"]["tokens"] == pretrain["tokens_seen"]
-    assert 0 < law["cost"]["share_of_pretrain_flops"] and set(law["tasks"]) == {
+    assert law["cost"]["share_of_pretrain_flops"] > 0 and set(law["tasks"]) == {
         "hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande", "sciq", "lambada"}
     report = json.loads((root / "reports/metrics/report.json").read_text())
     assert report["scaling_prediction_error"] == pytest.approx(
@@ -43,8 +43,20 @@ def test_the_ladder_predicts_pretrain_and_a_changed_rung_reruns_alone(debug_dag:
     with sqlite3.connect(root / "mlflow.db") as db:
         parents = dict(db.execute("select r.name, t.value from runs r join tags t on t.run_uuid = r.run_uuid "
                                   "where t.key = 'mlflow.parentRunId'").fetchall())
+        sizes = db.execute("select r.name, p.key, p.value from runs r join params p on p.run_uuid = r.run_uuid "
+                           "where p.key like 'rung.%'").fetchall()
+        kind = db.execute("select t.value from experiment_tags t join experiments e on e.experiment_id = "
+                          "t.experiment_id where e.name = 'scratchlm' and t.key = 'mlflow.experimentKind'").fetchall()
     assert {name: parents.get(name) for name in (f"scaling@{r}" for r in RUNGS)} == {
         f"scaling@{r}": fit_run for r in RUNGS}
+    # every rung's size under the same keys (one column of the compare view), with the rung's own values
+    logged = {(name, key): value for name, key, value in sizes}
+    for rung in RUNGS:
+        made = json.loads((root / f"models/scaling/{rung}/rung.json").read_text())
+        assert {key: logged.get((f"scaling@{rung}", f"rung.{key}")) for key in ("n_layer", "n_embd", "params",
+                "tokens", "flops")} == {key: str(made[key]) for key in ("n_layer", "n_embd", "params", "tokens",
+                                                                        "flops")}
+    assert kind == [("custom_model_development",)]  # the UI opens the experiment on its runs table
 
     # a changed ladder re-runs the rungs whose params changed, the fit and what reads it: nothing else
     params = yaml.safe_load((root / "params.yaml").read_text())

@@ -10,7 +10,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from dag_tools import dvc, fresh_tracking
+from ports import free_port as closed_port
 from stage_cli import error_line, run_stage, set_params
 
 from scratchlm.io import tree_sha256
@@ -52,11 +52,6 @@ def test_disk_full_while_writing_is_one_line_and_keeps_the_previous_output(tmp_p
     assert tree_sha256(tmp_path / "data" / "raw") == before
     assert not list((tmp_path / "data").glob(".raw.*"))
 
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("required", [True, False])

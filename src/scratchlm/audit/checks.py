@@ -11,7 +11,8 @@
 - `record`: the stage's run record names this output's manifest digest (or an MLflow run does);
 - `git`: the recorded commit exists; a dirty tree then, or code changed since, is a warning;
 - `mlflow`: the run exists, is live and finished, recorded this manifest digest, and carries the
-  manifest's params, the metrics file's values and the run record's timing;
+  manifest's params, the metrics file's values and the run record's timing, in the store the run record
+  names (`walk.run_store`); a run in a local store out of reach (another machine's) is information;
 - `versions`: packages whose installed version differs from the recorded one (information only).
 """
 
@@ -327,12 +328,15 @@ def check_mlflow(subject: Subject, ctx: Context) -> Check:
         if _record_vouches(subject):
             return _untracked(subject, ctx)
         return Check("mlflow", SKIP, ["not checked: no run record or MLflow run vouches for this output"])
+    uri = subject.store_uri
+    if uri is None:
+        return Check("mlflow", INFO, [subject.unreachable])
     try:
-        run = tracking.get_run_summary(run_id, ctx.uri)
+        run = tracking.get_run_summary(run_id, uri)
     except tracking.TrackingError as error:
         return Check("mlflow", FAIL, [f"MLflow run {run_id} not checked: {error}"])
     if run is None:
-        return Check("mlflow", FAIL, [f"MLflow run {run_id} not found in {ctx.uri}"])
+        return Check("mlflow", FAIL, [f"MLflow run {run_id} not found in {uri}"])
     if run["lifecycle_stage"] == "deleted":
         return Check("mlflow", FAIL, [f"MLflow run {run_id} is deleted"])
     problems = [] if run["status"] == "FINISHED" else [f"MLflow run {run_id} has status {run['status']}"]
@@ -343,7 +347,7 @@ def check_mlflow(subject: Subject, ctx: Context) -> Check:
         if run["params"].get(key) != value:
             problems.append(f"param {key}: manifest {value!r}, MLflow run {run_id} {run['params'].get(key)!r}")
     timing = (subject.record or {}).get("timing") if _record_vouches(subject) else None
-    problems += _metric_problems(subject.stage, run_id, run["metrics"], ctx, timing or {})
+    problems += _metric_problems(subject.stage, run_id, run["metrics"], ctx, timing or {}, uri)
     return Check.of("mlflow", problems)
 
 
@@ -362,7 +366,7 @@ def _untracked(subject: Subject, ctx: Context) -> Check:
 
 
 def _metric_problems(stage: str, run_id: str, logged: dict[str, float], ctx: Context,
-                     timing: dict[str, Any]) -> list[str]:
+                     timing: dict[str, Any], uri: str) -> list[str]:
     """Keys of reports/metrics/<stage>.json (and of the run record's timing) whose value the run does not carry."""
     path = METRICS_DIR / f"{stage}.json"
     try:
@@ -376,7 +380,7 @@ def _metric_problems(stage: str, run_id: str, logged: dict[str, float], ctx: Con
         for key, value in sorted(tracking.flatten_metrics(values).items()):
             if key in logged and _same(value, logged[key]):
                 continue
-            if any(_same(value, v) for v in tracking.last_logged_values(run_id, key, ctx.uri)):
+            if any(_same(value, v) for v in tracking.last_logged_values(run_id, key, uri)):
                 continue  # also logged per step: the value logged last is the final one
             problems.append(f"{name}: {key} = {value!r}, MLflow run {run_id} has "
                             f"{logged.get(key, 'no such metric')!r}")

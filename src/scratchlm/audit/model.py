@@ -51,7 +51,15 @@ class AuditReport:
     root: str
     nodes: dict[str, Node]
     seconds: float = 0.0
+    strict: bool = False
+    """A release check: a run the audit could not check (its store out of reach) fails it too."""
+
+    @property
+    def unchecked(self) -> list[Node]:
+        """The stages whose MLflow run is in a store out of this audit's reach: listed, never passed silently."""
+        return [node for node in self.nodes.values()
+                if any(check.name == "mlflow" and check.status == INFO for check in node.checks)]
 
     @property
     def failed(self) -> bool:
-        return any(node.failed for node in self.nodes.values())
+        return any(node.failed for node in self.nodes.values()) or (self.strict and bool(self.unchecked))

@@ -49,7 +49,19 @@ def render_tree(report: AuditReport) -> str:
 
     walk(report.root, "", "", True)
     verdict = "FAILED" if report.failed else "verified"
-    return "\n".join([*lines, "", f"audit {verdict}: {len(report.nodes)} stages, {report.seconds:.1f}s"]) + "\n"
+    return "\n".join([*lines, "", *unchecked_lines(report),
+                      f"audit {verdict}: {len(report.nodes)} stages, {report.seconds:.1f}s"]) + "\n"
+
+
+def unchecked_lines(report: AuditReport) -> list[str]:
+    """The runs the audit could not check, by stage: information, or the failure of a `--strict` audit."""
+    if not report.unchecked:
+        return []
+    mark = MARKS[FAIL] if report.strict else MARKS[INFO]
+    runs = ", ".join(f"{node.stage} ({(node.run_id or '-')[:8]})" for node in report.unchecked)
+    why = "--strict fails on them" if report.strict else "everything else about them verified; --strict fails on them"
+    return [f"{mark} {len(report.unchecked)} MLflow run(s) not checked, in stores this audit cannot reach ({why}): "
+            f"{runs}"]
 
 
 def to_markdown(report: AuditReport) -> str:
@@ -67,7 +79,7 @@ def to_markdown(report: AuditReport) -> str:
                      f"| {marks} |")
     problems = [f"- {MARKS[c.status]} **{n.stage}** {c.name}: {p}" for n in report.nodes.values()
                 for c in n.checks if c.status != OK for p in c.problems]
-    lines += ["", "## Findings", "", *(problems or ["None."]), "", "## Lineage", "", "```",
+    lines += ["", "## Findings", "", *(problems or ["None."]), *unchecked_lines(report), "", "## Lineage", "", "```",
               render_tree(report).rstrip("\n"), "```", ""]
     return "\n".join(lines)
 
@@ -79,6 +91,7 @@ def _checks(report: AuditReport) -> list[Check]:
 def to_json(report: AuditReport) -> dict[str, Any]:
     """reports/audit.json: the whole report, with a top-level verdict for scripts."""
     return {"target": report.target, "root": report.root, "failed": report.failed, "seconds": report.seconds,
+            "strict": report.strict, "unchecked": {node.stage: node.run_id for node in report.unchecked},
             "nodes": {path: {**asdict(node), "failed": node.failed} for path, node in report.nodes.items()}}
 
 

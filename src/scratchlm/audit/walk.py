@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ class Context:
     uri: str
     versions: dict[str, str]
     hashes: dict[Path, dict[str, Any]] = field(default_factory=dict)
+    store_ids: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
     def file(self, path: Path) -> dict[str, Any]:
         """sha256, md5 and size of a file, once per audit: a raw corpus is read by several stages."""
@@ -53,6 +55,15 @@ class Context:
         if path.is_file():
             return self.file(path)["sha256"]
         return content_sha256({p.relative_to(path).as_posix(): self.file(p) for p in list_files(path)})
+
+    def store_id(self, uri: str, experiment: str) -> str | None:
+        """The experiment's store id in `uri`, once per audit; None where it cannot be read."""
+        if (uri, experiment) not in self.store_ids:
+            try:
+                self.store_ids[uri, experiment] = tracking.read_store_id(uri, experiment)
+            except tracking.TrackingError:
+                self.store_ids[uri, experiment] = None
+        return self.store_ids[uri, experiment]
 
     def rel(self, path: Path) -> str:
         """`path` relative to the repository, as written (links inside the repository are not followed)."""
@@ -78,13 +89,22 @@ class Subject:
     run_note: str = ""
     commit: str | None = None
     dirty: bool = False
+    store_uri: str | None = None
+    """Where the run is checked (`run_store`); None when its store is out of this audit's reach."""
+    unreachable: str = ""
+    """Why the run cannot be checked from here (a local store on another machine), said as information."""
 
 
 # ---------------------------------------------------------------------------------- the walk
 
 
-def audit(target: str | None, repo_root: str | Path = ".") -> AuditReport:
-    """Audit the lineage of `target` (output folder, file, metrics file or run id; default: the report)."""
+def audit(target: str | None, repo_root: str | Path = ".", *, uri: str | None = None,
+          strict: bool = False) -> AuditReport:
+    """Audit the lineage of `target` (output folder, file, metrics file or run id; default: the report).
+
+    `uri`: the tracking store the project is configured with (params' `tracking.uri`; MLFLOW_TRACKING_URI wins);
+    `strict`: a run in a store out of reach fails the audit (a release check) instead of being information.
+    """
     from scratchlm.audit.checks import CHECKS
 
     started = time.monotonic()
@@ -93,7 +113,7 @@ def audit(target: str | None, repo_root: str | Path = ".") -> AuditReport:
     start = resolve_target(target or DEFAULT_TARGET, root, stages)
     with ThreadPoolExecutor(max_workers=1) as pool:  # `dvc status` runs while the walk hashes files
         ctx = Context(root, stages, load_lock(root), pool.submit(dvc_status, root),
-                      tracking.resolve_uri(tracking.tracking_uri(), root), package_versions())
+                      tracking.resolve_uri(tracking.tracking_uri(uri), root), package_versions())
         nodes: dict[str, Node] = {}
         queue = [start]
         while queue:
@@ -105,7 +125,7 @@ def audit(target: str | None, repo_root: str | Path = ".") -> AuditReport:
             nodes[rel] = Node(subject.stage, rel, subject.run_id, subject.commit,
                               [check(subject, ctx) for check in CHECKS], upstream_of(subject, ctx))
             queue.extend(ctx.root / path for path in nodes[rel].upstream)
-    return AuditReport(target or DEFAULT_TARGET, ctx.rel(start), nodes, round(time.monotonic() - started, 2))
+    return AuditReport(target or DEFAULT_TARGET, ctx.rel(start), nodes, round(time.monotonic() - started, 2), strict)
 
 
 def load_subject(folder: Path, ctx: Context) -> Subject:
@@ -121,12 +141,45 @@ def load_subject(folder: Path, ctx: Context) -> Subject:
     except DataFormatError as error:
         subject.record_error = str(error)
     record = subject.record or {}
+    subject.store_uri = ctx.uri
     if record and record.get("manifest_sha256") == subject.digest:
         subject.run_id, subject.commit, subject.dirty = (record.get("mlflow_run_id"), record.get("git_commit"),
                                                          bool(record.get("git_dirty")))
+        if subject.run_id:
+            subject.store_uri, subject.unreachable = run_store(record, ctx)
     elif record and subject.digest:
         vouch_from_mlflow(subject, ctx)
     return subject
+
+
+def run_store(record: dict[str, Any], ctx: Context) -> tuple[str | None, str]:
+    """Where the record's run can be checked: (URI, "") or (None, why it cannot be reached from here).
+
+    The store the audit is pointed at when it is the record's store (the same id: the workspace's own
+    database, a copy of it, a server under another name); else a server by the URI the record names; else a
+    local store on this machine at the path the record names. The audited workspace's own database is always
+    checked (gone or made anew, its runs are missing, not out of reach). What remains is a local store of
+    another machine, or of a clone that no longer exists: information, and the rest of the chain is verified.
+    A record from before stores were named is checked in the store the audit is pointed at.
+    """
+    store = record.get("mlflow_store")
+    if not isinstance(store, dict):
+        return ctx.uri, ""
+    experiment, wanted = str(record.get("mlflow_experiment") or ""), store.get("id")
+    if wanted and ctx.store_id(ctx.uri, experiment) == wanted:
+        return ctx.uri, ""
+    uri = str(store.get("uri") or "")
+    if store.get("kind") == "server":
+        return uri, ""
+    here = store.get("host") == socket.gethostname()
+    if here and wanted and ctx.store_id(uri, experiment) == wanted:
+        return uri, ""
+    if here and uri == ctx.uri:
+        return ctx.uri, ""
+    where = "this machine" if here else f"machine {store.get('host')!r}"
+    return None, (f"MLflow run {record.get('mlflow_run_id')} is in a local store this audit cannot reach ({uri} on "
+                  f"{where}): not checked here; the rest of the chain is (point MLFLOW_TRACKING_URI at a store "
+                  "that holds it, or share runs through a tracking server)")
 
 
 def vouch_from_mlflow(subject: Subject, ctx: Context) -> None:

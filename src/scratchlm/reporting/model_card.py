@@ -20,6 +20,9 @@ from scratchlm.data.roles import source_dirs
 from scratchlm.io import DataFormatError, read_jsonl
 from scratchlm.lineage import code_sha256, read_manifest
 
+#: Pretrain's settings the card's "Model and training" table lists, in this order.
+TRAINING_SETTINGS = ("optimizer", "max_steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps",
+                     "weight_decay", "precision", "compile", "seed")
 
 @dataclass
 class CardInputs:
@@ -186,9 +189,7 @@ def section_model(run: CardInputs) -> list[str]:
              f"{tok['bytes_per_token']:.2f} bytes/token and {tok['tokens_per_word']:.2f} tokens/word on validation "
              f"text, {pct(tok['byte_token_share'])} of tokens are lone bytes.", "", "## Model and training", ""]
     lines += table(["setting", "value"], [[key, json.dumps(value)] for key, value in sorted(params["model"].items())]
-                   + [[key, json.dumps(params[key])] for key in ("optimizer", "max_steps", "batch_size", "grad_accum", "lr",
-                                                                 "min_lr", "warmup_steps", "weight_decay",
-                                                                 "precision", "compile", "seed") if key in params])
+                   + [[key, json.dumps(params[key])] for key in TRAINING_SETTINGS if key in params])
     flops = pre["flops_per_token"] * pre["tokens_seen"]
     lines += ["", "### Compute", "", f"Pretraining: {pre['steps']:,} steps, {pre['tokens_seen']:,} tokens, "
               f"{flops:.3g} training FLOPs in {pre['precision']}. Its wall time, speed (tokens/s, MFU) and "
@@ -326,7 +327,8 @@ def section_scaling(run: CardInputs) -> list[str]:
     lines += ["", *table(["pretrain val loss", "value"], [
         ["predicted", f"{p['pretrain_val_loss']:.3f} ({p['confidence']:.0%} interval {p['low']:.3f}–{p['high']:.3f})"],
         ["measured", f"{pre['val_loss']:.3f}"],
-        ["error", f"{pct(check['relative_error'])} ({'inside' if check['inside_interval'] else 'outside'} the interval)"],
+        ["error", f"{pct(check['relative_error'])} "
+                  f"({'inside' if check['inside_interval'] else 'outside'} the interval)"],
     ]), ""]
     tasks = law.get("tasks") or {}
     if tasks:

@@ -17,6 +17,8 @@ from scratchlm.model.gpt import GPT, GPTConfig
 
 #: What each rung writes and the fit reads.
 RUNG_FILE = "rung.json"
+#: A rung's size as every rung logs it to MLflow (`rung.<key>`), one column per key in the compare view.
+RUNG_SIZE_KEYS = ("n_layer", "n_embd", "params", "tokens", "flops")
 
 
 def tokens_per_step(params: PretrainParams) -> int:
