@@ -25,7 +25,7 @@ from scratchlm.config import TrackingParams
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-#: Experiment tags: the UI's kind (it opens such an experiment on its runs table) and the store's own id.
+#: Experiment tags: MLflow's kind for a model-training experiment, and the store's own id (`describe_store`).
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 STORE_TAG = "scratchlm.store_id"
 DEFAULT_ARTIFACTS = Path("mlartifacts")
@@ -260,8 +260,9 @@ def is_server(uri: str) -> bool:
 def _experiment(name: str, uri: str) -> tuple[str, str]:
     """Find or create the experiment, tagged for the UI and with its store's id; (experiment id, store id).
 
-    A local backend keeps artifacts in `mlartifacts/`. The UI opens an experiment tagged
-    `mlflow.experimentKind` on its runs table (without the tag, MLflow 3 opens on its GenAI overview).
+    A local backend keeps artifacts in `mlartifacts/`. `mlflow.experimentKind` marks the experiment as model
+    training, not GenAI (MLflow 3.17's UI still lands on its GenAI overview until its "Model training" switch is
+    picked: README, Tracking).
     """
     import mlflow
 
