@@ -25,11 +25,12 @@ from pathlib import Path
 
 import yaml
 from _bench import Figure, best_of, report
+from _memory import vm_hwm_mb
 from tokenizers import Tokenizer
 
 from scratchlm.config import CleanParams, DedupParams, TokenizeParams
 from scratchlm.data.clean import clean_corpus
-from scratchlm.data.dedup import candidate_pairs, dedup_corpus, exact_edges, sign_corpus
+from scratchlm.data.dedup import dedup_corpus
 from scratchlm.data.filters import words_of
 from scratchlm.data.parallel import LocalExecutor
 from scratchlm.data.roles import source_dirs
@@ -53,23 +54,27 @@ def clean_figures(raw: Path, params: CleanParams) -> list[Figure]:
         Figure("clean scaling 1 → 2 workers", rates[2][0] / rates[1][0], "x")]
 
 
-def dedup_figures(clean: Path, params: DedupParams) -> list[Figure]:
+def dedup_figures(clean: Path, raw: Path, params: DedupParams) -> list[Figure]:
+    """The whole dedup on 1 and 2 workers: the signature tasks' MB/s, and the global steps' (LSH, confirmation,
+    clusters) time, all executor tasks since 2026-12-07."""
     texts = [doc["text"] for path in document_shards(clean) for doc in read_documents(path)]
     size = sum(len(t.encode("utf-8")) for t in texts) / MB
-    rates = {}
-    with tempfile.TemporaryDirectory() as work:
-        for workers in (1, 2):
-            (corpus, groups), seconds = timed(sign_corpus, clean, Path(work) / str(workers), params,
-                                              LocalExecutor(workers))
-            rates[workers] = size / seconds
-        _, lsh_seconds = timed(candidate_pairs, corpus, exact_edges(groups)[1])
+    evaluation = [raw / "benchmark", raw / "instruction"]
+    phases = {}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as out:
+            metrics = dedup_corpus(clean, evaluation, Path(out), params, LocalExecutor(workers))
+        phases[workers] = metrics["seconds"]
+    rates = {w: size / phases[w]["signatures"] for w in (1, 2)}
+    global_steps = {w: sum(phases[w].get(p, 0.0) for p in ("lsh", "confirm", "clusters")) for w in (1, 2)}
     normalised, norm_seconds = timed(lambda: [" ".join(words_of(t)).encode("utf-8") for t in texts])
     _, hash_seconds = timed(lambda: [hashlib.blake2b(t, digest_size=16).digest() for t in normalised])
     return [
         Figure("dedup signatures, 1 worker", rates[1], "MB/s"),
         Figure("dedup signatures, 2 workers", rates[2], "MB/s", target=15),
         Figure("dedup signatures scaling 1 → 2 workers", rates[2] / rates[1], "x", target=1.6),
-        Figure("dedup LSH join (band files)", len(texts) / lsh_seconds, "docs/s"),
+        Figure("dedup global steps (LSH, confirm, clusters), 2 workers", len(texts) / global_steps[2], "docs/s",
+               note=f"{global_steps[1]:.2f} s on 1 worker, {global_steps[2]:.2f} s on 2"),
         Figure("exact dedup: text normalisation", size / norm_seconds, "MB/s"),
         Figure("exact dedup: blake2b of normalised text", size / hash_seconds, "MB/s",
                note="normalisation, not hashing, bounds exact dedup" if hash_seconds < norm_seconds else ""),
@@ -160,13 +165,6 @@ def memory_child(kind: str, args: list[str]) -> None:
                       "mb": size / MB, "phases": metrics.get("seconds", {})}))
 
 
-def vm_hwm_mb() -> float:
-    """This process image's peak RSS (VmHWM, reset at exec). `ru_maxrss` would also count the memory of the
-    parent it was forked from, which here holds the whole corpus."""
-    status = Path("/proc/self/status").read_text().splitlines()
-    return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
-
-
 def scale_figures(raw: Path, tokenizer_dir: Path, scale: int, base: dict[str, float]) -> list[Figure]:
     """clean → dedup → tokenize on the corpus ×`scale`, one child process per stage; `base` holds each
     stage's MB/s per core at ×1 (the default corpus through the same code), filled in when `scale` is 1."""
@@ -212,7 +210,7 @@ def main() -> None:
     raw = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
     data = Path("data")
     clean = clean_figures(data / "raw" / "pretrain", CleanParams(**raw["clean"]))
-    dedup = dedup_figures(data / "clean", DedupParams(**raw["dedup"]))
+    dedup = dedup_figures(data / "clean", data / "raw", DedupParams(**raw["dedup"]))
     tokenize = tokenize_figures(data / "dedup", Path("models/tokenizer"), TokenizeParams(**raw["tokenize"]))
     base: dict[str, float] = {}
     figures = clean + dedup + tokenize

@@ -1,4 +1,8 @@
-"""pretrain: train the GPT on the token files with Lightning (see scratchlm.training.pretrain)."""
+"""pretrain: train the GPT on the token files with Lightning (see scratchlm.training.pretrain).
+
+On several nodes every node runs this same command in its own checkout, started by a launcher
+(`scratchlm.launch`); rank 0 alone writes the outputs, the manifest, the run record and the MLflow run.
+"""
 
 import argparse
 from pathlib import Path

@@ -214,6 +214,9 @@ class DedupParams(Section):
     val_fraction: float = Field(default=0.01, ge=0, lt=1)
     shard_docs: int = Field(default=5000, ge=1)
     source_priority: list[str] = Field(default_factory=list, description="kept first within a duplicate cluster")
+    partitions: int | None = Field(default=None, ge=1, le=65536, json_schema_extra=EXECUTION, description="tasks "
+                                   "per global step (band grouping, pair confirmation, clusters); null: one per "
+                                   "4M band keys. The output bytes do not depend on it")
 
     @model_validator(mode="after")
     def _bands_and_rows_together(self) -> DedupParams:
@@ -357,9 +360,15 @@ class PretrainParams(OptimParams):
     deterministic: bool = False
     accelerator: Accelerator = "auto"
     devices: int | Literal["auto"] = "auto"
-    num_nodes: int = Field(default=1, ge=1)
-    strategy: Literal["auto", "ddp", "ddp_spawn"] = Field(
-        default="auto", description="fsdp waits for a full-state-dict export and sharded clipping")
+    num_nodes: int = Field(default=1, ge=1, description="machines; above 1, start one process per device on each "
+                           "yourself (torchrun, srun, or MASTER_ADDR, MASTER_PORT, NODE_RANK, LOCAL_RANK set by hand: "
+                           "scratchlm.launch); rank 0 alone writes the outputs")
+    strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp"] = Field(
+        default="auto", description="fsdp: weights, gradients and optimizer state sharded over the ranks (GPUs only, "
+        "AdamW only); the export and samples gather the whole model")
+    dist_timeout_minutes: float = Field(default=30.0, gt=0, json_schema_extra=EXECUTION, description="how long a "
+                                        "rank waits for the others (start-up, each collective) before the run fails; "
+                                        "ddp, ddp_spawn, fsdp, and auto on several nodes")
     num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: all cores)")
     val_every: int = Field(default=100, ge=1, description="validate every N optimizer steps")
     val_windows: int = Field(default=32, ge=1, description="fixed validation windows scored each time")
@@ -374,6 +383,13 @@ class PretrainParams(OptimParams):
     def _schedule_fits(self) -> PretrainParams:
         if self.warmup_steps >= self.max_steps:
             raise ValueError("warmup_steps must be < max_steps")
+        return self
+
+    @model_validator(mode="after")
+    def _fsdp_with_adamw(self) -> PretrainParams:
+        """Muon orthogonalises whole matrices; FSDP hands the optimizer each rank's flat shard of them."""
+        if self.strategy == "fsdp" and self.optimizer == "muon":
+            raise ValueError("strategy fsdp needs optimizer adamw: Muon needs whole matrices, FSDP shards them")
         return self
 
 

@@ -34,7 +34,7 @@ TRACKED_PACKAGES = (
 #: Metric names that measure the machine, not the computation: they go to the run record and MLflow,
 #: never into a DVC output (a leaf or a nested key ending like this, or named exactly so).
 TIMING_SUFFIXES = ("seconds", "_per_s")
-TIMING_NAMES = ("mfu", "peak_tflops", "peak_tflops_source")
+TIMING_NAMES = ("mfu", "peak_tflops", "peak_tflops_source", "executor_tasks")  # the last: how work was cut
 
 
 def utc_now() -> str:

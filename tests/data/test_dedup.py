@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from scratchlm.config import DedupParams
-from scratchlm.data.dedup import dedup_corpus, shingle_hashes, split_of
+from scratchlm.data.dedup import dedup_corpus
+from scratchlm.data.minhash import shingle_hashes
+from scratchlm.data.split import split_of
 from scratchlm.io import make_document, read_documents, write_jsonl, write_sharded
 
 VOCAB = [f"w{i}" for i in range(3000)]
@@ -95,22 +97,29 @@ def test_planted_duplicates_are_found_as_the_threshold_says(planted, tmp_path: P
     assert metrics["exact_duplicates_removed"] == 30 and metrics["near_duplicates_removed"] == round(recall * 40)
 
 
-def test_outputs_do_not_depend_on_the_worker_count(planted, tmp_path: Path) -> None:
+@pytest.mark.parametrize("runs", [((1, None), (2, None)), ((2, 3), (1, 8))], ids=["workers", "partitions"])
+def test_outputs_do_not_depend_on_the_worker_or_partition_count(planted, tmp_path: Path, runs) -> None:
     from scratchlm.data.parallel import LocalExecutor
     from scratchlm.io import list_files, sha256_file
 
     clean_dir, _ = planted
     digests = []
-    for workers in (1, 2):
-        out = tmp_path / f"w{workers}"
-        flagged_by(clean_dir, out, DedupParams(num_proc=workers), LocalExecutor(workers))
+    reference = tmp_path / "reference"
+    flagged_by(clean_dir, reference, DedupParams(num_proc=1))
+    for workers, partitions in runs:
+        out = tmp_path / f"w{workers}-p{partitions}"
+        _, metrics = flagged_by(clean_dir, out, DedupParams(num_proc=workers, partitions=partitions),
+                                LocalExecutor(workers))
+        assert metrics["executor_tasks"]["partitions"] == (partitions or 1)
         digests.append({p.relative_to(out).as_posix(): sha256_file(p) for p in list_files(out)})
-    assert digests[0] == digests[1] and "train/part-00000.parquet" in digests[0]
+    assert digests[0] == digests[1] == {p.relative_to(reference).as_posix(): sha256_file(p)
+                                        for p in list_files(reference)}
+    assert "train/part-00000.parquet" in digests[0]
     assert not any(name.startswith(".work") for name in digests[0]), "the scratch space is gone"
 
 
 def test_band_shape_follows_the_threshold_and_miss_rate() -> None:
-    from scratchlm.data.dedup import band_shape, candidate_probability
+    from scratchlm.data.minhash import band_shape, candidate_probability
 
     for threshold in (0.5, 0.7, 0.8, 0.9):
         bands, rows = band_shape(DedupParams(jaccard_threshold=threshold, miss_rate=0.01))

@@ -473,12 +473,32 @@ def test_hf_text_field_as_jsonl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     rows = [{"body": f"text {i} é", "n": i} for i in range(5)]
     (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     got = fetch_source("h", hf_spec(str(folder), text_field="body", limit=3), tmp_path / "w", **LIMITS)
+    assert [path.name for path in got.files["data"]] == ["data-00000.jsonl"], "one part below the part size"
     lines = [json.loads(line) for line in got.files["data"][0].read_text(encoding="utf-8").splitlines()]
-    assert lines == [{"id": f"h-{i}", "text": f"text {i} é"} for i in range(3)]
+    assert lines == [{"id": f"h-{i}", "text": f"text {i} é"} for i in range(3)], "no id column: name and position"
+    assert got.provenance["members"]["data"] == [{"path": "data-00000.jsonl",
+                                                  "sha256": sha(got.files["data"][0].read_bytes())}]
     assert got.provenance["members"]["data"][0]["sha256"] == got.provenance["sha256"]
+    assert got.provenance["id_field"] is None
     assert got.provenance["streamed"] and not list((tmp_path / "cache").rglob("*.arrow")), "streamed, not cached"
     with pytest.raises(SourceError, match=r"^h: .* has no field 'text' \(has body, n\)$"):
         fetch_source("h", hf_spec(str(folder)), tmp_path / "w", **LIMITS)
+
+
+def test_hf_ids_are_the_datasets_own_where_it_has_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset's `id_field` column gives the ids (a document traces back to its row); a row whose id is
+    empty falls back to name and position, as the labelled reader does."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    rows = [{"text": "a", "key": "<urn:uuid:1>"}, {"text": "b", "key": ""}, {"text": "c", "key": 7}]
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    got = fetch_source("h", hf_spec(str(folder), id_field="key"), tmp_path / "w", **LIMITS)
+    lines = [json.loads(line) for line in got.files["data"][0].read_text(encoding="utf-8").splitlines()]
+    assert [line["id"] for line in lines] == ["<urn:uuid:1>", "h-1", "7"]
+    assert got.provenance["id_field"] == "key"
 
 
 def test_hf_unreachable_hub_fails_quickly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,8 @@
-"""The data half of the debug DAG on a real Ray cluster on 127.0.0.1, against the local run: same hashes.
+"""The data half of the debug DAG on a real multi-node Ray cluster on 127.0.0.1, against the local run: the
+same hashes, with tasks run on more than one node.
 
-The test starts the head node itself (`ray start --head --block`) and stops it by its PID afterwards,
-so nothing of Ray outlives the test.
+The test starts the nodes itself (`ray start --block`, a head and workers) and stops them by their PIDs
+afterwards, so nothing of Ray outlives the test.
 """
 
 from __future__ import annotations
@@ -29,31 +30,69 @@ DATA_STAGES = ["download", "clean", "dedup", "validate", "tokenizer", "tokenize"
 
 
 
+NODES = 3  # a head and two worker nodes, one CPU each: tasks must spread over nodes to run in parallel
+
+
+def ray_process(log: Path, *args: str) -> subprocess.Popen:
+    """`ray start … --block` in its own process group (stopping it stops the processes it started)."""
+    ray_cli = Path(sys.executable).parent / "ray"
+    with open(log, "w") as out:
+        env = {**os.environ, "RAY_raylet_start_wait_time_s": "120"}  # the default 60 s is tight on 2 busy cores
+        return subprocess.Popen([str(ray_cli), "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus",
+                                 "1", "--disable-usage-stats", *args],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def alive_nodes(address: str) -> int:
+    """How many nodes `ray status` lists as active (0 while the cluster does not answer)."""
+    ray_cli = Path(sys.executable).parent / "ray"
+    status = subprocess.run([str(ray_cli), "status", "--address", address], capture_output=True, text=True)
+    if status.returncode:
+        return 0
+    active = status.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
+    return sum(" node_" in line for line in active.splitlines())
+
+
+def wait_for_nodes(address: str, count: int, processes: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + 120
+    while alive_nodes(address) < count:
+        assert all(p.poll() is None for p in processes), f"a `ray start` exited: {[p.args for p in processes]}"
+        assert time.monotonic() < deadline, f"{count} Ray nodes did not come up in 120 s"
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
-    """A one-node Ray cluster with 2 CPUs on 127.0.0.1; yields its address."""
+    """A Ray cluster of NODES nodes on 127.0.0.1 (`ray start --head`, then `ray start --address` for each
+    further node, with its own raylet and CPU), stopped by the PIDs of the `ray start` processes."""
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-    ray_cli = Path(sys.executable).parent / "ray"
-    head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-                             "--port", str(port), "--num-cpus", "2", "--include-dashboard=false",
-                             "--disable-usage-stats", "--temp-dir", temp],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"127.0.0.1:{port}"
+    logs = Path(temp)
+    processes = [ray_process(logs / "head.log", "--head", "--port", str(port), "--include-dashboard=false",
+                             "--temp-dir", temp)]
     try:
-        deadline = time.monotonic() + 120
-        while subprocess.run([str(ray_cli), "status", "--address", address], capture_output=True).returncode != 0:
-            assert head.poll() is None, "ray start --head exited"
-            assert time.monotonic() < deadline, "the Ray head did not come up in 120 s"
-            time.sleep(1)
+        wait_for_nodes(address, 1, processes)
+        for node in range(1, NODES):  # one at a time: two raylets registering at once time out on busy cores
+            processes.append(ray_process(logs / f"node{node}.log", "--address", address))
+            wait_for_nodes(address, node + 1, processes)
         yield address
+    except AssertionError:
+        for log in sorted(logs.glob("*.log")):
+            print(f"--- {log.name}", log.read_text()[-2000:], sep="\n")
+        raise
     finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(timeout=30)
+        for process in reversed(processes):
+            stop(process)
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -75,7 +114,9 @@ def test_the_data_stages_on_ray_write_the_bytes_the_local_run_wrote(repo: Path, 
     for stage in ("clean", "dedup", "tokenize"):
         record = json.loads((root / "reports/runs" / f"{stage}.json").read_text())
         assert [e["kind"] for e in record["executor"]] == ["ray"], record["executor"]
-        assert record["executor"][0]["cluster_cpus"] == 2
+        executor = record["executor"][0]
+        assert executor["cluster_cpus"] == NODES and executor["nodes"] == NODES, executor
+        assert len(executor["tasks_per_node"]) >= 2, f"{stage}: every task ran on one node: {executor}"
     audit = sh(root, sys.executable, "-m", "scratchlm.cli", "audit", "data/tokens", check=False)
     assert audit.returncode == 0, audit.stdout[-3000:]
 

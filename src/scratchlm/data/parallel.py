@@ -15,10 +15,10 @@ neither on the executor nor on the number of workers:
 from __future__ import annotations
 
 import socket
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from scratchlm.config import ExecutorParams, RayParams
@@ -64,24 +64,38 @@ class TaskFailed(RuntimeError):
 @dataclass(frozen=True)
 class RayExecutor:
     params: RayParams
+    tasks_per_node: Counter[str] = field(default_factory=Counter, compare=False)
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         ray = connect(self.params.address)
-        task = ray.remote(num_cpus=self.params.num_cpus, max_retries=2)(fn)
+        task = ray.remote(num_cpus=self.params.num_cpus, max_retries=2)(_on_node)
         pending: deque[Any] = deque()
         for item in items:
-            pending.append(task.remote(item))
+            pending.append(task.remote(fn, item))
             if len(pending) >= self.params.max_in_flight:
-                yield _result(ray, pending.popleft())
+                yield self._count(_result(ray, pending.popleft()))
         while pending:
-            yield _result(ray, pending.popleft())
+            yield self._count(_result(ray, pending.popleft()))
+
+    def _count(self, placed: tuple[str, R]) -> R:
+        node, result = placed
+        self.tasks_per_node[node] += 1
+        return result
 
     def describe(self) -> dict[str, Any]:
         import ray
 
         resources = ray.cluster_resources() if ray.is_initialized() else {}
         return {"kind": "ray", "address": self.params.address, "cluster_cpus": resources.get("CPU"),
-                "nodes": len([key for key in resources if key.startswith("node:") and "internal" not in key])}
+                "nodes": sum(bool(node.get("Alive")) for node in ray.nodes()) if ray.is_initialized() else 0,
+                "tasks_per_node": dict(sorted(self.tasks_per_node.items()))}
+
+
+def _on_node(fn: Callable[[T], R], item: T) -> tuple[str, R]:
+    """`fn(item)` and the Ray node it ran on (the run record counts the tasks each node ran)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:12], fn(item)
 
 
 def _result(ray: Any, ref: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import hashlib
 import itertools
 import json
 import os
@@ -25,7 +26,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -41,6 +42,7 @@ from scratchlm.io import CHUNK, sha256_file, walk_tree
 NET_CHUNK = 1 << 16  # small network reads keep most of a transfer that breaks off, for the resume
 RETRY_STATUS = (429, 500, 502, 503, 504)  # worth asking again; any other 4xx is final
 HUB_PROBE_S = 5.0  # the hub client retries for ~25 s when offline; a plain connect answers at once
+HF_PART_BYTES = 256 << 20  # an hf source's JSONL parts: bounded files, never one of the whole corpus
 
 Opener = Callable[[], tuple[int, IO[bytes]]]  # -> (size the header declares, readable stream)
 
@@ -461,7 +463,32 @@ def _warn(message: str) -> None:
 def fetch_hf(name: str, spec: SourceSpec, dest: Path, timeout_s: float) -> Fetched:
     """A `datasets` dataset's text column as JSONL `{"id", "text"}`, streamed record by record: a hub
     dataset of any size (FineWeb-Edu) goes to disk without ever being held in memory or cached whole.
-    Offline, a hub name fails in seconds; a local folder of data files or a dataset script works."""
+    Offline, a hub name fails in seconds; a local folder of data files or a dataset script works.
+
+    The records go to part files of at most `HF_PART_BYTES` each (`data-00000.jsonl`, …), hashed as they
+    are written, so a 10 GB corpus is never one file nor read back to be digested. A record's id is the
+    dataset's own `id_field` when the dataset has that column (FineWeb-Edu's WARC record id: a document
+    can be traced back to its row), else `{name}-{index}`; both depend on the records alone, never on
+    where the parts are cut."""
+    data, columns = _open_hf(name, spec, timeout_s)
+    if spec.text_field not in columns:
+        raise SourceError(f"{name}: {spec.dataset} has no field {spec.text_field!r} (has {', '.join(columns)})")
+    id_field = spec.id_field if spec.id_field in columns and spec.id_field != spec.text_field else None
+    rows = data.select_columns([spec.text_field, *([id_field] if id_field else [])])
+    with _Parts(dest, "data", HF_PART_BYTES) as parts:
+        for index, row in enumerate(tqdm(itertools.islice(_rows(name, spec, rows), spec.limit), total=spec.limit,
+                                         unit="doc", desc=name, leave=False)):
+            record = {"id": _hf_id(name, index, row, id_field), "text": row[spec.text_field]}
+            parts.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return Fetched({"data": parts.paths}, {
+        "kind": "hf", "dataset": spec.dataset, "config": spec.config, "split": spec.split,
+        "text_field": spec.text_field, "id_field": id_field, "limit": spec.limit, "licence": spec.licence,
+        "streamed": True, "part_bytes": HF_PART_BYTES, "sha256": parts.stream.hexdigest(),
+        "members": {"data": parts.records()}})
+
+
+def _open_hf(name: str, spec: SourceSpec, timeout_s: float) -> tuple[Any, list[str]]:
+    """The dataset as a streaming `IterableDataset` (nothing read but what is iterated) and its columns."""
     dataset = spec.dataset or ""
     if not Path(dataset).exists() and (why := _hub_unreachable(min(timeout_s, HUB_PROBE_S))):
         raise SourceError(f"{name}: cannot load {dataset}: the hub is unreachable ({why})")
@@ -469,21 +496,88 @@ def fetch_hf(name: str, spec: SourceSpec, dest: Path, timeout_s: float) -> Fetch
         import datasets
 
         data = datasets.load_dataset(dataset, spec.config, split=spec.split, streaming=True)
-        columns = data.column_names or list(next(iter(data), {}))
+        return data, list(data.column_names or next(iter(data), {}))
     except Exception as error:  # datasets raises many kinds; all mean "not available here"
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise SourceError(f"{name}: cannot load {dataset}: {reason}") from None
-    if spec.text_field not in columns:
-        raise SourceError(f"{name}: {dataset} has no field {spec.text_field!r} (has {', '.join(columns)})")
-    path = dest / "data.jsonl"
-    rows = data.select_columns([spec.text_field])
-    with open(path, "w", encoding="utf-8") as out:
-        for index, row in enumerate(itertools.islice(rows, spec.limit)):
-            out.write(json.dumps({"id": f"{name}-{index}", "text": row[spec.text_field]}, ensure_ascii=False) + "\n")
-    files = {"data": [path]}
-    return Fetched(files, {"kind": "hf", "dataset": dataset, "config": spec.config, "split": spec.split,
-                           "text_field": spec.text_field, "limit": spec.limit, "licence": spec.licence,
-                           "streamed": True, "sha256": sha256_file(path), "members": member_records(files, dest)})
+        raise SourceError(f"{name}: cannot load {dataset}: {_first_line(error)}") from None
+
+
+def _rows(name: str, spec: SourceSpec, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The dataset's rows, one at a time; a read that fails part-way (an unreadable data file, the network
+    gone after its retries) is one line naming the source and how many records came before it."""
+    iterator, count = iter(rows), 0
+    while True:
+        try:
+            row = next(iterator)
+        except StopIteration:
+            return
+        except Exception as error:  # datasets and pyarrow raise many kinds; all mean "the stream broke"
+            raise SourceError(f"{name}: reading {spec.dataset} failed after {count} records: "
+                              f"{_first_line(error)}") from None
+        count += 1
+        yield row
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _hf_id(name: str, index: int, row: dict[str, Any], id_field: str | None) -> str:
+    """The row's own id, or `{name}-{index}` for a dataset without one (or a row whose id is empty),
+    as the labelled reader falls back to the position."""
+    value = row.get(id_field) if id_field else None
+    return str(value) if value not in (None, "") else f"{name}-{index}"
+
+
+class _Parts:
+    """JSONL lines into `<stem>-00000.jsonl`, `<stem>-00001.jsonl`, … of at most `max_bytes` each (a longer
+    line gets a part of its own); where a part is cut depends on the lines alone.
+
+    Each part's sha256 (for the manifest) and the digest of all of them in order (`stream`: the digest the
+    single file had) are taken as the bytes go out, so gigabytes are never read back to be hashed. At least
+    one part exists, empty for an empty dataset (which `write_source` reports as an empty corpus)."""
+
+    def __init__(self, folder: Path, stem: str, max_bytes: int) -> None:
+        self.folder, self.stem, self.max_bytes = folder, stem, max_bytes
+        self.paths: list[Path] = []
+        self.digests: list[str] = []
+        self.stream = hashlib.sha256()
+        self._out: IO[bytes] | None = None
+        self._part = hashlib.sha256()
+        self._size = 0
+
+    def __enter__(self) -> _Parts:
+        for stale in self.folder.glob(f"{self.stem}-*.jsonl"):  # an earlier fetch's parts are not this one's
+            stale.unlink()
+        self._next()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
+    def write(self, line: str) -> None:
+        data = line.encode("utf-8")
+        if self._size and self._size + len(data) > self.max_bytes:
+            self._next()
+        assert self._out is not None
+        self._out.write(data)
+        self._part.update(data)
+        self.stream.update(data)
+        self._size += len(data)
+
+    def records(self) -> list[dict[str, str]]:
+        """The manifest's entries: each part's name and digest, in order."""
+        return [{"path": path.name, "sha256": digest} for path, digest in zip(self.paths, self.digests, strict=True)]
+
+    def _next(self) -> None:
+        self._close()
+        self.paths.append(self.folder / f"{self.stem}-{len(self.paths):05d}.jsonl")
+        self._out, self._part, self._size = open(self.paths[-1], "wb"), hashlib.sha256(), 0  # noqa: SIM115
+
+    def _close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self.digests.append(self._part.hexdigest())
+            self._out = None
 
 
 def _hub_unreachable(timeout_s: float) -> str | None:

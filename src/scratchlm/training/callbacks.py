@@ -2,6 +2,9 @@
 
 Metrics leave through a plain `log_fn(metrics, step)` so training never imports MLflow; the stage
 passes the tracking module's logger. Host syncs (`.item()`) happen only every `log_every` steps.
+
+Under data parallelism every rank runs these callbacks; rank 0 alone logs and generates. The train
+loss logged is the mean over the ranks (each rank's loss covers only its share of the step's batch).
 """
 
 from __future__ import annotations
@@ -49,11 +52,12 @@ class TrainingLog(L.Callback):
             return
         if trainer.fit_loop._should_accumulate():
             return
+        loss = trainer.strategy.reduce(pl_module.last_loss, reduce_op="mean")  # every rank reaches this step
         now = time.perf_counter()
         tokens_per_s = (step - self._step0) * self.tokens_per_step * self.world_size / max(now - self._t0, 1e-9)
         self._t0, self._step0 = now, step
         metrics = {
-            "train_loss": float(pl_module.last_loss),
+            "train_loss": float(loss),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "tokens_per_s": tokens_per_s,
             "mfu": tokens_per_s * self.flops_per_token / (self.peak_flops * self.world_size),
@@ -114,8 +118,13 @@ class SampleText(L.Callback):
         self.samples = list(state.get("samples", []))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        if trainer.sanity_checking or not self.max_new_tokens or not _is_rank_zero():
+        if trainer.sanity_checking or not self.max_new_tokens:
             return
+        with pl_module.gathered():  # every rank: under FSDP, gathering the weights is a collective
+            if _is_rank_zero():
+                self.generate(trainer, pl_module)
+
+    def generate(self, trainer: L.Trainer, pl_module: Any) -> None:
         model = pl_module.model
         was_training = model.training
         model.eval()

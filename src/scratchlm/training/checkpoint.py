@@ -82,6 +82,24 @@ class CheckpointOnInterrupt(L.Callback):
             trainer.save_checkpoint(self.path)
 
 
+class SameStart(L.Callback):
+    """Stop a multi-process run whose ranks resumed from different steps, before they train apart.
+
+    Lightning loads `last.ckpt` on every rank, so the checkpoint folder must be one every node sees; a
+    node with its own folder (a local disk) would start over while the others resume, and DDP would
+    average gradients of different steps without a word.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size == 1:
+            return
+        step = torch.tensor([trainer.global_step], device=pl_module.device)
+        steps = trainer.strategy.all_gather(step).flatten().tolist()
+        if len(set(steps)) > 1:
+            raise ValueError(f"the ranks start from different steps ({steps}): the checkpoint folder must be "
+                             "the same for every node (a shared filesystem), as Lightning loads last.ckpt on each")
+
+
 class EpochInterruptCheckpoint(CheckpointOnInterrupt):
     """Ctrl-C during an epoch's training batches saves `last.ckpt`; between epochs or in validation, nothing.
 

@@ -35,7 +35,12 @@ def as_pair(chunk: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 class RandomWindows(IterableDataset):
     """An endless stream of training windows, starting at sample `start` (for exact resume).
 
-    Under data parallelism each rank takes every world_size-th sample, so ranks never overlap.
+    Under data parallelism (one node or several) rank r of W takes samples start + r, start + r + W, …:
+    ranks never overlap, and the k-th micro-batches of batch B of all ranks together are exactly samples
+    start + kWB … start + (k+1)WB - 1, the k-th micro-batch of one process with batch W·B. As DDP averages
+    the ranks' gradients, W ranks train like that one process (the order inside a batch does not change
+    its mean loss), and `start` counts samples of all ranks, so a run resumes on another W with the same
+    W·B. With W = 1 the stream is start, start + 1, … as it always was.
     """
 
     def __init__(self, path: Path, block_size: int, seed: int, start: int = 0, rank: int = 0,

@@ -5,17 +5,26 @@ blocks' matrices; decay on matrices only, fused where the device allows it), lin
 to `min_lr`, a stop on the first non-finite loss,
 and the RNG state in checkpoints so a resumed run draws the same dropout masks. Subclasses
 implement `compute_loss(batch)`; pretraining is the plain language-modelling loss.
+
+Under FSDP (`strategy: fsdp`) each rank holds a flat shard of every weight, so three things that read
+whole weights go through the strategy: the optimizer is built before the model is wrapped (its groups
+read parameter shapes, and FSDP keeps the same parameter objects as views of its shards), clipping uses
+the wrapper's global norm, and whatever needs the whole model (export, samples) runs inside `gathered()`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from scratchlm.config import OptimParams
 from scratchlm.model.gpt import GPT, GPTConfig
@@ -66,13 +75,24 @@ def matmul_tflops(dtype: torch.dtype, device: str = "cpu", n: int = 1024, second
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e12
 
 
-def peak_tflops(configured: float | None, precision: str, accelerator: str) -> tuple[float, str]:
-    """(peak, "params" | "measured"): the configured peak, else a 1-second probe in the training dtype."""
+def peak_tflops(configured: float | None, precision: str, accelerator: str, local_rank: int = 0) -> tuple[float, str]:
+    """(peak, "params" | "measured"): the configured peak, else a 1-second probe in the training dtype.
+
+    The peak is one device's: on a GPU node each rank probes its own GPU (`local_rank`, before Lightning
+    has set the current device, so every rank would otherwise probe GPU 0 at once), and MFU divides by the
+    world size. Processes sharing CPU cores probe at the same time and measure their share.
+    """
     if configured is not None:
         return configured, "params"
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    device, n = ("cuda", 8192) if on_gpu else ("cpu", 1024)
+    device, n = (f"cuda:{local_rank % max(1, torch.cuda.device_count())}", 8192) if on_gpu else ("cpu", 1024)
     return matmul_tflops(PRECISION_DTYPES.get(precision, torch.float32), device, n), "measured"
+
+
+def fsdp_root(trainer: L.Trainer | None) -> FullyShardedDataParallel | None:
+    """The FSDP wrapper around the LightningModule once the strategy has set it up, else None."""
+    model = trainer.strategy.model if trainer is not None else None
+    return model if isinstance(model, FullyShardedDataParallel) else None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -100,6 +120,7 @@ class GPTModule(L.LightningModule):
         self.model = model if model is not None else GPT(config)
         self.last_loss: torch.Tensor | None = None
         self.grad_norm: torch.Tensor | None = None
+        self._prebuilt: dict[str, Any] | None = None
         # The compiled forward is kept outside the module tree (no duplicate state_dict keys); the
         # plain module stays for generation, whose changing shapes would only trigger recompiles.
         object.__setattr__(self, "_forward", torch.compile(self.model) if optim.compile else self.model)
@@ -130,11 +151,43 @@ class GPTModule(L.LightningModule):
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
         """Clip by global norm ourselves: Lightning refuses to with a fused optimizer, though with bf16
-        or fp32 there is no loss scaler to unscale first. The norm is kept for logging (no sync)."""
-        if gradient_clip_val:
+        or fp32 there is no loss scaler to unscale first. The norm is kept for logging (no sync).
+
+        Under DDP the gradients are already averaged over the ranks, so every rank clips alike; under
+        FSDP each rank holds a shard of them, and the wrapper's `clip_grad_norm_` reduces the norm."""
+        if not gradient_clip_val:
+            return
+        root = fsdp_root(self._trainer)
+        if root is not None:
+            self.grad_norm = root.clip_grad_norm_(gradient_clip_val)
+        else:
             self.grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
 
+    @contextlib.contextmanager
+    def gathered(self) -> Iterator[None]:
+        """The whole model on rank 0 for the block (every rank must enter: under FSDP it is a collective).
+
+        Without FSDP every rank already holds the whole model and this does nothing."""
+        root = fsdp_root(self._trainer)
+        if root is None:
+            yield
+            return
+        with FullyShardedDataParallel.summon_full_params(root, writeback=False, rank0_only=True):
+            yield
+
+    def setup(self, stage: str) -> None:
+        """Under FSDP, build the optimizer now, before the strategy wraps the model: its groups read the
+        parameters' shapes (decay on matrices only), which FSDP's flat shards no longer have; with
+        `use_orig_params` (Lightning's default) the parameter objects stay the same, as views of the shards."""
+        if stage == "fit" and self._trainer is not None and isinstance(self._trainer.strategy, FSDPStrategy):
+            self._prebuilt = self.build_optimizers()
+
     def configure_optimizers(self) -> dict[str, Any]:
+        built, self._prebuilt = self._prebuilt, None
+        return built or self.build_optimizers()
+
+    def build_optimizers(self) -> dict[str, Any]:
+        """The optimizer of `optim` and its warmup + cosine schedule, in Lightning's form."""
         optim = self.optim
         # fp16 needs a loss scaler, which cannot unscale a fused optimizer's gradients before clipping
         fused = optim.fused_adamw and self.device.type in ("cpu", "cuda") and optim.precision != "16-mixed"
