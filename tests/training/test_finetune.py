@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from scratchlm.evaluation.sampling import generate_answers
 from scratchlm.model.gpt import GPT, GPTConfig
 from scratchlm.tokenizer import train_bpe
-from scratchlm.training.finetune import generate_answers
 
 PROMPTS = ["Q: one\nA: ", "Q: two\nA: ", "Q: a longer question here\nA: ", "Q: three\nA: ", "Q: four five six\nA: "]
 

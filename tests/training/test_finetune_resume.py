@@ -18,12 +18,13 @@ from safetensors.torch import load_file
 from scratchlm.config import AlignParams, FinetuneClassifierParams, FinetuneInstructParams
 from scratchlm.io import write_jsonl
 from scratchlm.model.gpt import GPT, GPTConfig, save_model
+from scratchlm.prompts import format_prompt
 from scratchlm.tokenizer import train_bpe
 from scratchlm.training.align import align
 from scratchlm.training.checkpoint import FINGERPRINT, LAST
 from scratchlm.training.classifier import finetune_classifier
 from scratchlm.training.finetune import finetune_fingerprint as fingerprint
-from scratchlm.training.instruct import finetune_instruct, format_prompt
+from scratchlm.training.instruct import finetune_instruct
 
 pytestmark = pytest.mark.slow
 PAIRS = [("What is two plus two?", "Four."), ("Say hello.", "Hello!"), ("Name a colour.", "Blue."),

@@ -11,8 +11,9 @@ import torch
 from scratchlm.config import ALPACA, ConfigError, FinetuneInstructParams, parse_section
 from scratchlm.io import DataFormatError, write_jsonl
 from scratchlm.model.gpt import GPT, GPTConfig, save_model
+from scratchlm.prompts import IGNORE, collate, encode_example, format_prompt
 from scratchlm.tokenizer import train_bpe
-from scratchlm.training.instruct import IGNORE, LengthBatches, collate, encode_example, finetune_instruct, format_prompt
+from scratchlm.training.instruct import LengthBatches, finetune_instruct
 
 PAIRS = [("What is two plus two?", "Four."), ("Say hello.", "Hello!"), ("Name a colour.", "Blue."),
          ("What is the capital of France?", "Paris.")]

@@ -30,9 +30,9 @@ def evaluate_classifier(data_files: list[Path], model_dir: Path, batch_size: int
                         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Test-split accuracy, precision/recall/F1 (macro-F1 and per class), confusion matrix, next to the two
     baselines."""
-    from scratchlm.training.class_metrics import baselines, class_metrics, confusion
-    from scratchlm.training.classifier import EncodedDataset, encode, load_classifier, predict, trim_to_longest
-    from scratchlm.training.finetune import stored_splits
+    from scratchlm.evaluation.metrics import baselines, class_metrics, confusion
+    from scratchlm.evaluation.splits import stored_splits
+    from scratchlm.model.classifier import EncodedDataset, encode, load_classifier, predict, trim_to_longest
 
     model, labels = load_classifier(model_dir)
     params = training_params(model_dir)
@@ -55,7 +55,7 @@ def evaluate_classifier(data_files: list[Path], model_dir: Path, batch_size: int
 
 def instruct_loss(model: Any, examples: list[tuple[list[int], list[int]]], pad: int, batch_size: int) -> float:
     """Mean next-token loss over response tokens only (the fine-tune's own objective)."""
-    from scratchlm.training.instruct import IGNORE, collate
+    from scratchlm.prompts import IGNORE, collate
 
     total, count = 0.0, 0
     model.eval()
@@ -72,10 +72,12 @@ def instruct_loss(model: Any, examples: list[tuple[list[int], list[int]]], pad: 
 def evaluate_instruct(data_files: list[Path], model_dir: Path, max_items: int | None, batch_size: int = 16
                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Test-split response loss, and greedy answers scored by ROUGE-L and exact match."""
+    from scratchlm.evaluation.metrics import exact_match, rouge_l
+    from scratchlm.evaluation.sampling import generate_answers
+    from scratchlm.evaluation.splits import hash_order, stored_splits
     from scratchlm.model.gpt import load_model
+    from scratchlm.prompts import encode_example, format_prompt
     from scratchlm.tokenizer import EOT, PAD
-    from scratchlm.training.finetune import generate_answers, hash_order, stored_splits
-    from scratchlm.training.instruct import encode_example, exact_match, format_prompt, rouge_l
 
     model, params = load_model(model_dir), training_params(model_dir)
     template = json.loads((model_dir / "template.json").read_text(encoding="utf-8"))

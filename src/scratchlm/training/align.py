@@ -31,21 +31,17 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from scratchlm.config import AlignParams, OptimParams
+from scratchlm.evaluation.sampling import generate_answers
+from scratchlm.evaluation.splits import stored_splits
 from scratchlm.io import DataFormatError, write_jsonl
 from scratchlm.model.gpt import GPT, load_model, save_model
+from scratchlm.prompts import IGNORE, collate, encode_example
 from scratchlm.tokenizer import EOT, PAD
 from scratchlm.training.callbacks import LogFn
 from scratchlm.training.checkpoint import epoch_checkpoints, fit_resuming
 from scratchlm.training.data import own_generator
-from scratchlm.training.finetune import (
-    EpochLog,
-    finetune_fingerprint,
-    generate_answers,
-    prepare,
-    stored_splits,
-    trainer_for,
-)
-from scratchlm.training.instruct import IGNORE, InstructDataset, LengthBatches, collate, encode_example
+from scratchlm.training.finetune import EpochLog, finetune_fingerprint, prepare, trainer_for
+from scratchlm.training.instruct import InstructDataset, LengthBatches
 from scratchlm.training.module import GPTModule
 from scratchlm.training.preference import Record, built_pairs, capped, source_pairs
 

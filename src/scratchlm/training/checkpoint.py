@@ -33,6 +33,10 @@ LAST = "last.ckpt"
 FINGERPRINT = "fingerprint.json"
 #: The code a checkpoint was trained with: the training package and the model.
 CODE = [Path(__file__).parent, Path(__file__).parent.parent / "model"]
+#: The modules outside those folders that the fine-tunes train with: prompts and their encoding, split
+#: orders, sampled answers (preference pairs) and the validation metrics in the epoch history.
+CODE_FILES = [Path(__file__).parent.parent / name for name in
+              ("prompts.py", "evaluation/metrics.py", "evaluation/sampling.py", "evaluation/splits.py")]
 
 
 def fingerprint(params: Section, files: Sequence[Path]) -> str:
@@ -41,6 +45,7 @@ def fingerprint(params: Section, files: Sequence[Path]) -> str:
     parts = [type(params).__name__, json.dumps(params.model_dump(mode="json"), sort_keys=True)]
     parts += [sha256_file(path) for path in files]
     parts += [sha256_file(path) for folder in CODE for path in sorted(folder.glob("*.py"))]
+    parts += [sha256_file(path) for path in CODE_FILES]
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""What every fine-tune of a trained GPT shares: setup, the Trainer, the epoch log, greedy answers.
+"""What every fine-tune of a trained GPT shares: setup, the Trainer, the epoch log.
 
 The classifier (`classifier.py`), the instruction model (`instruct.py`) and the aligned model
 (`align.py`) each hold their stage beside their LightningModule; they start the same way (threads, seed,
@@ -11,8 +11,6 @@ run resumed at an epoch boundary ends with the same weights and metrics as one t
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,9 +21,9 @@ import torch
 from tokenizers import Tokenizer
 
 from scratchlm.config import FinetuneParams
-from scratchlm.io import DataFormatError, read_jsonl, read_set, write_jsonl
+from scratchlm.io import DataFormatError, write_jsonl
 from scratchlm.model.gpt import GPT, load_model
-from scratchlm.tokenizer import EOT, load_tokenizer
+from scratchlm.tokenizer import load_tokenizer
 from scratchlm.training.callbacks import LogFn
 from scratchlm.training.checkpoint import fingerprint
 from scratchlm.training.module import effective_precision
@@ -85,56 +83,3 @@ def trainer_for(params: FinetuneParams, callbacks: list[L.Callback], **overrides
                      precision=effective_precision(params.precision, params.accelerator),
                      max_epochs=params.epochs, gradient_clip_val=params.grad_clip or None, logger=False,
                      num_sanity_val_steps=0, callbacks=callbacks, enable_model_summary=False, **overrides)
-
-
-def generate_answers(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int,
-                     temperature: float = 0.0, top_k: int | None = None, generator: torch.Generator | None = None,
-                     batch_size: int = 32) -> list[str]:
-    """Answers, each stopped by the end token (the model learned to emit it): greedy by default, sampled
-    with a temperature (and the seeded `generator`, so the same seed gives the same answers).
-
-    Prompts of the same token length are answered together, up to `batch_size` at a time (the model has no
-    padding mask, so a batch is only ever prompts of one length): the same answers, several times faster.
-    """
-    eot = tokenizer.token_to_id(EOT)
-    model.eval()
-    limit = model.config.block_size - max_new_tokens
-    encoded = [tokenizer.encode(prompt).ids[-max(1, limit):] for prompt in prompts]
-    answers = [""] * len(encoded)
-    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
-    for length, same in itertools.groupby(order, key=lambda i: len(encoded[i])):
-        rows = list(same)
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start : start + batch_size]
-            out = model.generate(torch.tensor([encoded[i] for i in batch]), max_new_tokens, temperature=temperature,
-                                 top_k=top_k, eos=eot, generator=generator)[:, length:].tolist()
-            for row, ids in zip(batch, out, strict=True):
-                answers[row] = tokenizer.decode(ids[: ids.index(eot)] if eot in ids else ids).strip()
-    return answers
-
-
-def id_hash(record: dict[str, Any], seed: int) -> str:
-    """A record's place in a seeded order that depends on its id alone."""
-    return hashlib.sha256(f"{seed}:{record['id']}".encode()).hexdigest()
-
-
-def hash_order(records: Sequence[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    """The records in the seeded order of their ids' hashes: the first n of it are a sample across the set's
-    sources, where the first n by id would all be the first source's."""
-    return sorted(records, key=lambda r: id_hash(r, seed))
-
-
-def stored_splits(data_files: list[Path], model_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """The set's records grouped by the split the fine-tune stored; a missing record is an error."""
-    assigned = {row["id"]: row["split"] for row in read_jsonl(model_dir / "split.jsonl")}
-    splits: dict[str, list[dict[str, Any]]] = {}
-    for record in read_set(data_files):
-        if record.get("id") in assigned:
-            splits.setdefault(assigned.pop(record["id"]), []).append(record)
-    if assigned:
-        shown = ", ".join(str(path) for path in data_files)
-        raise DataFormatError(f"{shown}: record {next(iter(assigned))} of {model_dir / 'split.jsonl'} is missing "
-                              "(the data changed since fine-tuning)")
-    if not splits.get("test"):
-        raise DataFormatError(f"{model_dir / 'split.jsonl'}: no test records")
-    return splits

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +26,18 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from scratchlm.config import FinetuneInstructParams
 from scratchlm.data.finetune_sets import clean_set
+from scratchlm.evaluation.metrics import exact_match, rouge_l
+from scratchlm.evaluation.sampling import generate_answers
+from scratchlm.evaluation.splits import id_hash
 from scratchlm.io import DataFormatError, read_set, write_jsonl
 from scratchlm.model.gpt import GPT, save_model
+from scratchlm.prompts import IGNORE, collate, encode_example, format_prompt
 from scratchlm.tokenizer import EOT, PAD
 from scratchlm.training.callbacks import LogFn
 from scratchlm.training.checkpoint import epoch_checkpoints, fit_resuming
 from scratchlm.training.data import own_generator
-from scratchlm.training.finetune import EpochLog, finetune_fingerprint, generate_answers, id_hash, prepare, trainer_for
+from scratchlm.training.finetune import EpochLog, finetune_fingerprint, prepare, trainer_for
 from scratchlm.training.module import GPTModule
-
-IGNORE = -100
-
-
-def format_prompt(template: str, input_template: str, instruction: str, input_text: str = "") -> str:
-    """The prompt for one record; `input_template` (with `{input}`) is added only when there is an input."""
-    input_block = input_template.format(input=input_text) if input_text.strip() else ""
-    return template.format(instruction=instruction, input_block=input_block)
 
 
 def check_records(records: Sequence[dict[str, Any]], source: str) -> None:
@@ -66,15 +62,6 @@ def split_by_hash(records: Sequence[dict[str, Any]], ratios: dict[str, float], s
     return parts
 
 
-def encode_example(prompt: str, response: str, encode: Callable[[str], list[int]], eot: int,
-                   max_length: int) -> tuple[list[int], list[int]]:
-    """(ids, labels) with labels = IGNORE over the prompt; truncated to max_length tokens."""
-    prompt_ids, response_ids = encode(prompt), [*encode(response), eot]
-    ids = (prompt_ids + response_ids)[:max_length]
-    labels = ([IGNORE] * len(prompt_ids) + response_ids)[:max_length]
-    return ids, labels
-
-
 class InstructDataset(Dataset):
     def __init__(self, examples: list[tuple[list[int], list[int]]]) -> None:
         self.examples = examples
@@ -84,17 +71,6 @@ class InstructDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
         return self.examples[i]
-
-
-def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad to the longest example of the batch; inputs are ids[:-1], targets labels[1:]."""
-    width = max(len(ids) for ids, _ in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-    for row, (x, y) in enumerate(batch):
-        ids[row, : len(x)] = torch.tensor(x)
-        labels[row, : len(y)] = torch.tensor(y)
-    return ids[:, :-1], labels[:, 1:]
 
 
 class LengthBatches(Sampler[list[int]]):
@@ -146,20 +122,6 @@ class InstructModule(GPTModule):
         loss = self.checked(self.compute_loss(batch))
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=batch[0].size(0))
         return loss
-
-
-def rouge_l(references: Sequence[str], predictions: Sequence[str]) -> float:
-    """Mean ROUGE-L F-measure (rouge-score, with stemming, as the Alpaca/LLM-from-scratch evals use)."""
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    scores = [scorer.score(ref, pred)["rougeL"].fmeasure for ref, pred in zip(references, predictions, strict=True)]
-    return sum(scores) / max(1, len(scores))
-
-
-def exact_match(references: Sequence[str], predictions: Sequence[str]) -> float:
-    same = sum(ref.strip().lower() == pred.strip().lower() for ref, pred in zip(references, predictions, strict=True))
-    return same / max(1, len(references))
 
 
 # ------------------------------------------------------------------------------------ the stage

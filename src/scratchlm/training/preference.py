@@ -26,10 +26,11 @@ from tokenizers import Tokenizer
 
 from scratchlm.config import AlignParams
 from scratchlm.data.finetune_sets import clean_set, normalized
+from scratchlm.evaluation.sampling import generate_answers
+from scratchlm.evaluation.splits import hash_order
 from scratchlm.io import DataFormatError, read_set
 from scratchlm.model.gpt import GPT
-from scratchlm.training.finetune import generate_answers, hash_order
-from scratchlm.training.instruct import format_prompt
+from scratchlm.prompts import format_prompt
 
 Record = dict[str, Any]
 SPLITS = ("train", "heldout")
