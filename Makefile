@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ACTIVATE := . $(VENV)/bin/activate
 
-.PHONY: install repro test lint bench clean-venv server server-stop hooks
+.PHONY: install repro test lint docs bench clean-venv server server-stop hooks
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,11 @@ test: install
 
 lint: install
 	$(ACTIVATE) && ruff check src pipelines tests
+
+# the documentation site (MkDocs Material, mkdocs.yml) from docs/ into site/; --strict: a broken link or a
+# missing page fails the build
+docs: install
+	$(ACTIVATE) && mkdocs build --strict --site-dir site
 
 # The team setup: an MLflow server on PostgreSQL with proxied artifacts, all in .mlflow-server/ (see
 # scratchlm/team_server.py); it prints the `export MLFLOW_TRACKING_URI=...` line the stages then need.
