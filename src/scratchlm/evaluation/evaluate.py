@@ -21,8 +21,8 @@ from tokenizers import Tokenizer
 
 from scratchlm.config import EvaluateParams
 from scratchlm.evaluation.language_modeling import language_model_metrics
-from scratchlm.evaluation.multiple_choice import check_items, evaluate_task
-from scratchlm.io import DataFormatError, document_shards, read_documents, read_jsonl, write_jsonl
+from scratchlm.evaluation.zero_shot import benchmarks
+from scratchlm.io import DataFormatError, document_shards, read_documents, write_jsonl
 from scratchlm.model.gpt import GPT, load_model
 from scratchlm.tokenizer import EOT, load_tokenizer, timed
 
@@ -39,18 +39,6 @@ class EvalInputs:
     instruct: Path
     instruct_data: list[Path]
     aligned: Path
-
-
-def load_task(benchmarks_dir: Path, task: str, limit: int | None) -> list[dict[str, Any]]:
-    """The first `limit` items of a task by id (the harness's `--limit`), checked."""
-    path = benchmarks_dir / f"{task}.jsonl"
-    if not path.is_file():
-        raise DataFormatError(f"{path}: no such benchmark file (is '{task}' among download.sources.benchmarks?)")
-    items = sorted(read_jsonl(path), key=lambda item: item["id"])[:limit]
-    if not items:
-        raise DataFormatError(f"{path}: no items")
-    check_items(items, str(path))
-    return items
 
 
 def held_out_texts(dedup_dir: Path, split: str, sources: list[str] | None, limit: int | None
@@ -87,19 +75,6 @@ def language_modeling(model: GPT, tokenizer: Tokenizer, dedup_dir: Path, params:
     encode, bos = (lambda t: tokenizer.encode(t).ids), tokenizer.token_to_id(EOT)
     return {name: language_model_metrics(model, texts, encode, bos, params.lm_stride, params.batch_size, desc=name)
             for name, texts in scored_sets(dedup_dir, params).items()}
-
-
-def benchmarks(model: GPT, tokenizer: Tokenizer, benchmarks_dir: Path, out_dir: Path, params: EvaluateParams
-               ) -> dict[str, dict[str, float]]:
-    """Each task's metrics; its scored items go to `<out_dir>/<task>.jsonl`."""
-    encode, bos = (lambda t: tokenizer.encode(t).ids), tokenizer.token_to_id(EOT)
-    results = {}
-    for task in params.tasks:
-        items = load_task(benchmarks_dir, task, params.task_items.get(task, params.max_items))
-        (metrics, records), seconds = timed(evaluate_task, model, task, items, encode, bos, params.batch_size)
-        write_jsonl(out_dir / f"{task}.jsonl", records)
-        results[task] = {**metrics, "seconds": round(seconds, 2)}
-    return results
 
 
 def summary(tasks: dict[str, dict[str, float]]) -> dict[str, float]:

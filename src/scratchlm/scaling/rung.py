@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from scratchlm.config import EvaluateParams, ScalingRunParams
-from scratchlm.evaluation.evaluate import benchmarks
+from scratchlm.evaluation.zero_shot import benchmarks
 from scratchlm.io import dumps_json
 from scratchlm.model.gpt import load_model
 from scratchlm.runrecord import split_timing
