@@ -47,4 +47,4 @@ clean-venv:
 	rm -rf $(VENV)
 
 bench: install
-	$(ACTIVATE) && for b in matmul_peak train_throughput data_throughput eval_throughput pipeline quality_per_compute; do python bench/$$b.py || exit 1; done
+	$(ACTIVATE) && for b in matmul_peak train_throughput data_throughput dedup_scale eval_throughput pipeline quality_per_compute; do python bench/$$b.py || exit 1; done

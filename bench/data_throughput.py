@@ -1,6 +1,6 @@
 """MB/s and documents/s of the data stages on the default corpus, with 1 and 2 worker processes.
 
-clean, dedup (MinHash signatures and the LSH join apart; exact-key normalisation vs hashing) and
+clean, dedup (the signature tasks apart from the global steps; exact-key normalisation vs hashing) and
 tokenize (our encoder vs tiktoken's `encode_ordinary_batch` and HF's `encode_batch` on the same
 texts, with a check that all three give the same ids). Then clean → dedup → tokenize on the corpus made
 `--scale` times larger (each copy's documents perturbed so that they are new documents, 1 in 50 only
