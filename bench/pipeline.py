@@ -22,7 +22,7 @@ from pathlib import Path
 from _bench import Figure, report
 
 from scratchlm.audit.walk import load_stages
-from scratchlm.runrecord import read_run_record
+from scratchlm.lineage.runrecord import read_run_record
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,9 +3,9 @@
 import argparse
 from pathlib import Path
 
-from pipelines._stage import run_stage
 from scratchlm.data.roles import role_files, role_folder, source_roles
 from scratchlm.io import atomic_write_json
+from scratchlm.lineage.stage import run_stage
 
 
 def main() -> None:

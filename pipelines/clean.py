@@ -3,9 +3,9 @@
 import argparse
 from pathlib import Path
 
-from pipelines._stage import run_stage
 from scratchlm.data.clean import clean_corpus
 from scratchlm.data.roles import source_roles
+from scratchlm.lineage.stage import run_stage
 
 
 def main() -> None:

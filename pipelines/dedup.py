@@ -4,8 +4,8 @@ import argparse
 import shutil
 from pathlib import Path
 
-from pipelines._stage import run_stage
 from scratchlm.data.dedup import dedup_corpus
+from scratchlm.lineage.stage import run_stage
 
 
 def main() -> None:

@@ -3,9 +3,9 @@
 import argparse
 from pathlib import Path
 
-from pipelines._stage import run_stage
 from scratchlm.data.roles import role_files
 from scratchlm.io import atomic_write_json
+from scratchlm.lineage.stage import run_stage
 
 
 def confusion_rows(matrix: list[list[int]], labels: list[str]) -> str:

@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from pipelines._stage import run_stage
 from scratchlm.data.roles import role_files, role_folder
+from scratchlm.lineage.stage import run_stage
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ On several nodes every node runs this same command in its own checkout, started 
 import argparse
 from pathlib import Path
 
-from pipelines._stage import run_stage
 from scratchlm.launch import is_rank_zero
+from scratchlm.lineage.stage import run_stage
 
 
 def write_curve(path: Path, rows: list[dict]) -> None:

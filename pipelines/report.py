@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from pipelines._stage import run_stage
+from scratchlm.lineage.stage import run_stage
 from scratchlm.reporting.registry import REGISTERED, register_evaluated
 from scratchlm.reporting.report import METRIC_STAGES, build_report
 

@@ -7,7 +7,7 @@ and re-runs only those whose params changed.
 import argparse
 from pathlib import Path
 
-from pipelines._stage import run_stage
+from scratchlm.lineage.stage import run_stage
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ shows the ladder.
 import argparse
 from pathlib import Path
 
-from pipelines._stage import load_params, run_stage
 from scratchlm.config import ConfigError
 from scratchlm.io import dumps_json
+from scratchlm.lineage.stage import load_params, run_stage
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
     args = parser.parse_args()
 
     def work(params, out, stage):
-        from scratchlm.runrecord import read_run_record, run_in_store
+        from scratchlm.lineage.runrecord import read_run_record, run_in_store
         from scratchlm.scaling.law import LAW_FILE, fit_ladder
         from scratchlm.tokenizer import load_tokenizer
 

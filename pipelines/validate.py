@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from pipelines._stage import run_stage
 from scratchlm.data.roles import ROLE_FRAMES, source_roles
+from scratchlm.lineage.stage import run_stage
 
 
 def required_frames(roles: dict[str, str]) -> tuple[str, ...]:

@@ -42,9 +42,9 @@ from scratchlm.audit import (
 from scratchlm.cli import app
 from scratchlm.config import TrackingParams, parse_section
 from scratchlm.io import atomic_write_json, dvc_dir_md5, file_hashes
-from scratchlm.lineage import describe_code, describe_input, manifest_sha256, write_manifest
-from scratchlm.runrecord import utc_now, write_run_record
-from scratchlm.tracking import flatten_metrics, stage_run
+from scratchlm.lineage.manifest import describe_code, describe_input, manifest_sha256, write_manifest
+from scratchlm.lineage.runrecord import utc_now, write_run_record
+from scratchlm.lineage.tracking import flatten_metrics, stage_run
 
 DVC_YAML = """stages:
   download:
@@ -73,7 +73,7 @@ def git(*args: str) -> str:
 def fake_stage(stage: str, inputs: list[str], out: str, files: dict[str, bytes], params: dict[str, Any],
                metrics: dict[str, Any], steps: dict[str, float] | None = None, timing: dict[str, Any] | None = None
                ) -> str:
-    """What pipelines/_stage.py does, with the same library calls: inputs described, outputs and metrics
+    """What src/scratchlm/lineage/stage.py does, with the same library calls: inputs described, outputs and metrics
     written, the manifest last, its digest tagged on the MLflow run, then the run record."""
     described = {path: describe_input(path) for path in sorted(inputs)}
     metrics_file = Path(f"reports/metrics/{stage}.json")
@@ -431,7 +431,7 @@ REPRO_DVC_YAML = """stages:
 COPY_STAGE = """import json, sys
 from pathlib import Path
 import yaml
-from scratchlm.lineage import describe_input, write_manifest
+from scratchlm.lineage.manifest import describe_input, write_manifest
 src, out = map(Path, sys.argv[1:])
 times = yaml.safe_load(Path("params.yaml").read_text())["copy"]["times"]
 text = (src / "a.txt").read_text() * times

@@ -20,7 +20,7 @@ from scratchlm.data.clean import clean_corpus
 from scratchlm.data.dedup import dedup_corpus
 from scratchlm.data.parallel import LocalExecutor
 from scratchlm.io import make_document, sha256_file, write_jsonl, write_sharded
-from scratchlm.runrecord import split_timing
+from scratchlm.lineage.runrecord import split_timing
 from scratchlm.tokenizer import train_tokenizer
 from scratchlm.tokens import tokenize_splits
 

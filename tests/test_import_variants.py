@@ -18,7 +18,7 @@ import torch
 from model_dirs import SAMPLE, TEXTS
 from tokenizers import Tokenizer
 
-from scratchlm.export import import_hf
+from scratchlm.interop.hf import import_hf
 from scratchlm.model.gpt import load_model
 from scratchlm.tokenizer import EOT, train_bpe
 

@@ -153,7 +153,7 @@ def export(
                             help="hf: a transformers checkpoint, GPT-2 or Qwen3/Llama (needs transformers)"),
 ) -> None:
     """Export a model for other tools (hf: loads with AutoModelForCausalLM / AutoTokenizer)."""
-    from scratchlm.export import export_hf
+    from scratchlm.interop.hf import export_hf
 
     if fmt != "hf":
         typer.echo(f"error: --format {fmt!r} is not supported (choose: hf)", err=True)
@@ -172,7 +172,7 @@ def import_hf(
     out: Path = typer.Option(Path("models/gpt2"), help="scratchlm model folder to write"),
 ) -> None:
     """Import GPT-2, Llama or Qwen3 weights as a scratchlm model, e.g. as the fine-tunes' pretrained model."""
-    from scratchlm.export import import_hf as convert
+    from scratchlm.interop.hf import import_hf as convert
 
     try:
         convert(hf_dir, out)
@@ -260,7 +260,7 @@ def publish_check(
 
     Exit status 0 when every record was made from committed code, 1 with one line per record otherwise.
     """
-    from scratchlm.publish import record_problems, staged_records, workspace_records
+    from scratchlm.lineage.publish import record_problems, staged_records, workspace_records
 
     records = staged_records(repo_root) if staged else workspace_records(repo_root)
     problems = record_problems(records, repo_root)
@@ -280,7 +280,7 @@ def lm_eval(ctx: typer.Context) -> None:
     `scratchlm lm-eval --model_args pretrained=models/pretrain,batch_size=8 --tasks hellaswag`.
     """
     try:
-        from scratchlm.evaluation.harness import run_cli
+        from scratchlm.interop.harness import run_cli
     except ImportError as error:
         typer.echo(f"error: lm-eval is not installed ({error}): pip install 'scratchlm[harness]'", err=True)
         raise typer.Exit(1) from None

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from repo_shell import sh
 
-from scratchlm.lineage import manifest_sha256, part_sha256
+from scratchlm.lineage.manifest import manifest_sha256, part_sha256
+from scratchlm.lineage.runrecord import is_timing
+from scratchlm.lineage.tracking import flatten_metrics
 from scratchlm.reporting.model_card import outputs_digest
-from scratchlm.runrecord import is_timing
-from scratchlm.tracking import flatten_metrics
 
 DATA_STAGES = ["download", "clean", "dedup", "validate"]
 RUNGS = ("xs", "s", "m", "l", "xl")

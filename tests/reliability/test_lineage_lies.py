@@ -20,7 +20,7 @@ from dag_tools import dvc, fresh_tracking
 from stage_cli import error_line, run_stage, set_params, stage_argv
 
 from scratchlm.io import file_hashes, list_files, sha256_file
-from scratchlm.lineage import manifest_sha256
+from scratchlm.lineage.manifest import manifest_sha256
 
 pytestmark = pytest.mark.slow
 

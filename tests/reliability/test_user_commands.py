@@ -107,7 +107,7 @@ def test_export_may_replace_only_its_own_earlier_export(project: Path) -> None:
 
 def hf_folder(root: Path, config_change: dict | None = None, weights: str = "safetensors") -> Path:
     """A transformers-style GPT-2 folder made without transformers: our export's renaming, by hand."""
-    from scratchlm.export import to_hf_state
+    from scratchlm.interop.hf import to_hf_state
     from scratchlm.model.gpt import load_model
 
     ours = make_model_dir(root / "ours")
@@ -267,14 +267,14 @@ def test_audit_with_a_corrupt_mlflow_database_names_it_in_one_line(tmp_path: Pat
     root = tmp_path / "r"
     (root / "data" / "raw").mkdir(parents=True)
     (root / "data" / "raw" / "a.txt").write_text("a")
-    from scratchlm.lineage import write_manifest
-    from scratchlm.runrecord import write_run_record
+    from scratchlm.lineage.manifest import write_manifest
+    from scratchlm.lineage.runrecord import write_run_record
 
     cwd = Path.cwd()
     os.chdir(root)
     try:
         write_manifest(Path("data/raw"), stage="download", params={}, inputs={}, code={})
-        from scratchlm.lineage import manifest_sha256
+        from scratchlm.lineage.manifest import manifest_sha256
 
         write_run_record("download", output="data/raw", manifest_sha256=manifest_sha256("data/raw") or "",
                          run_id="a" * 32, experiment="e", started="t", seconds=1, timing={}, dvc_exp=None,

@@ -9,7 +9,7 @@ import pytest
 
 from scratchlm.config import ReportParams
 from scratchlm.io import DataFormatError
-from scratchlm.lineage import manifest_sha256
+from scratchlm.lineage.manifest import manifest_sha256
 from scratchlm.reporting.report import METRIC_STAGES, build_report, confusion_of, funnel
 
 SECTIONS = ["## Summary", "## Data", "### Sources", "### Through the stages", "## Tokenizer", "## Model and training",

@@ -1,11 +1,11 @@
 """`scratchlm audit`: re-verify everything behind an output, hop by hop, down to the raw downloads.
 
 A score is only as trustworthy as the chain of bytes, code, parameters and runs behind it. The
-manifests record that chain (deterministically: `scratchlm.lineage`), each stage's run record and MLflow
+manifests record that chain (deterministically: `scratchlm.lineage.manifest`), each stage's run record and MLflow
 run record who made each output; `walk` follows the chain upstream, `checks` verifies every stage on the
 way, `render` shows the result, and `reproduce` re-runs one stage from its record.
 
-Pure functions, no MLflow import (runs are read through `scratchlm.tracking`).
+Pure functions, no MLflow import (runs are read through `scratchlm.lineage.tracking`).
 """
 
 from scratchlm.audit.checks import CHECKS, input_problems

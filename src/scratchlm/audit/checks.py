@@ -26,13 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scratchlm import tracking
 from scratchlm.audit.model import FAIL, INFO, OK, SKIP, WARN, Check
 from scratchlm.audit.walk import Context, Subject, data_deps
 from scratchlm.config import SECTIONS, ConfigError, nested_params, parse_section
 from scratchlm.io import DataFormatError, dvc_dir_md5, list_files
-from scratchlm.lineage import FORMAT, MANIFEST, manifest_folder, manifest_sha256, part_sha256, read_manifest
-from scratchlm.runrecord import record_path
+from scratchlm.lineage import tracking
+from scratchlm.lineage.manifest import FORMAT, MANIFEST, manifest_folder, manifest_sha256, part_sha256, read_manifest
+from scratchlm.lineage.runrecord import record_path
 
 METRICS_DIR = Path("reports/metrics")
 REL_TOL = 1e-9

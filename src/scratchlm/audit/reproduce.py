@@ -23,14 +23,14 @@ from typing import Any
 
 import yaml
 
-from scratchlm import tracking
 from scratchlm.audit.checks import METRICS_DIR, _same, input_problems
 from scratchlm.audit.model import MARKS, OK, AuditError
 from scratchlm.audit.walk import load_stages, stage_folder
 from scratchlm.config import nested_params
 from scratchlm.io import list_files, sha256_file, tree_sha256
-from scratchlm.lineage import MANIFEST, manifest_folder, read_manifest
-from scratchlm.runrecord import is_timing
+from scratchlm.lineage import tracking
+from scratchlm.lineage.manifest import MANIFEST, manifest_folder, read_manifest
+from scratchlm.lineage.runrecord import is_timing
 
 SAME, DIFF, CLOSE, EXPECTED, IGNORED = "identical", "differs", "within tolerance", "differs (expected)", "not compared"
 REPRO_MARKS = {SAME: "✓", DIFF: "✗", CLOSE: "~", EXPECTED: "~", IGNORED: "-"}

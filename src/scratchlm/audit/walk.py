@@ -21,11 +21,11 @@ from typing import Any
 
 import yaml
 
-from scratchlm import tracking
 from scratchlm.audit.model import AuditError, AuditReport, Node
 from scratchlm.io import DataFormatError, file_hashes, list_files
-from scratchlm.lineage import MANIFEST, content_sha256, manifest_folder, manifest_sha256, read_manifest
-from scratchlm.runrecord import RUNS_DIR, package_versions, read_run_record, record_path
+from scratchlm.lineage import tracking
+from scratchlm.lineage.manifest import MANIFEST, content_sha256, manifest_folder, manifest_sha256, read_manifest
+from scratchlm.lineage.runrecord import RUNS_DIR, package_versions, read_run_record, record_path
 
 DEFAULT_TARGET = "reports/model_card"
 

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from scratchlm.io import DataFormatError
-from scratchlm.lineage import read_manifest
+from scratchlm.lineage.manifest import read_manifest
 from scratchlm.tokenizer import load_tokenizer
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from scratchlm.data.roles import source_dirs
 from scratchlm.io import DataFormatError, read_jsonl
-from scratchlm.lineage import code_sha256, read_manifest
+from scratchlm.lineage.manifest import code_sha256, read_manifest
 
 #: Pretrain's settings the card's "Model and training" table lists, in this order.
 TRAINING_SETTINGS = ("optimizer", "max_steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps",

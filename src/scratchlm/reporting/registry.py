@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from scratchlm.lineage import manifest_sha256
-from scratchlm.runrecord import read_run_record
-from scratchlm.tracking import flatten_metrics
+from scratchlm.lineage.manifest import manifest_sha256
+from scratchlm.lineage.runrecord import read_run_record
+from scratchlm.lineage.tracking import flatten_metrics
 
 #: stage whose output is a registered model -> (its name after the prefix, the evaluate metrics that travel with it
 #: as tags)

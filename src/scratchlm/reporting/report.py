@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from scratchlm.config import ReportParams
-from scratchlm.lineage import manifest_sha256
+from scratchlm.lineage.manifest import manifest_sha256
 from scratchlm.reporting import figures
 from scratchlm.reporting.model_card import (
     CardInputs,

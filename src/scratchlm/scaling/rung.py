@@ -14,8 +14,8 @@ from typing import Any
 from scratchlm.config import EvaluateParams, ScalingRunParams
 from scratchlm.evaluation.zero_shot import benchmarks
 from scratchlm.io import dumps_json
+from scratchlm.lineage.runrecord import split_timing
 from scratchlm.model.gpt import load_model
-from scratchlm.runrecord import split_timing
 from scratchlm.scaling.ladder import RUNG_FILE, rung_params
 from scratchlm.tokenizer import load_tokenizer
 from scratchlm.training.pretrain import LogFn, pretrain

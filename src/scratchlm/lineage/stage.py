@@ -47,15 +47,15 @@ from scratchlm.config import (
 from scratchlm.data.parallel import Executor, make_executor
 from scratchlm.io import DataFormatError, atomic_output_dir, dumps_json, file_hashes, list_files, remove_stale
 from scratchlm.launch import is_rank_zero
-from scratchlm.lineage import describe_code, describe_input, manifest_sha256, write_manifest
-from scratchlm.runrecord import git_state, split_timing, upstream_run_ids, utc_now, write_run_record
-from scratchlm.tracking import StageRun, TrackingError, dvc_experiment, flatten_metrics, stage_run
+from scratchlm.lineage.manifest import describe_code, describe_input, manifest_sha256, write_manifest
+from scratchlm.lineage.runrecord import git_state, split_timing, upstream_run_ids, utc_now, write_run_record
+from scratchlm.lineage.tracking import StageRun, TrackingError, dvc_experiment, flatten_metrics, stage_run
 
 PARAMS_FILE = Path("params.yaml")
 METRICS_DIR = Path("reports/metrics")
 #: Where the code runs from: the stage's code deps in dvc.yaml are digested here, whatever the cwd
 #: (`scratchlm audit --reproduce` runs a stage in a scratch folder with this repository's code).
-CODE_ROOT = Path(__file__).resolve().parents[1]
+CODE_ROOT = Path(__file__).resolve().parents[3]  # src/scratchlm/lineage/stage.py: the checkout (installed editable)
 
 
 class StageConflict(RuntimeError):

@@ -20,7 +20,7 @@ from lm_eval import simple_evaluate  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-from scratchlm.evaluation.harness import ScratchLM, cut_at_stop  # noqa: E402
+from scratchlm.interop.harness import ScratchLM, cut_at_stop  # noqa: E402
 from scratchlm.model.gpt import GPT, GPTConfig, load_model, save_model  # noqa: E402
 from scratchlm.tokenizer import EOT, train_bpe  # noqa: E402
 

@@ -3,7 +3,7 @@
 `reports/runs/<stage>.json` (kept in git, never a DVC output) names the MLflow run, the commit and
 whether the tree was dirty, the DVC experiment, start and end times, the timing metrics, package
 versions and the machine, and the sha256 of the manifest the execution wrote. The manifest itself
-stays deterministic (`scratchlm.lineage`); `scratchlm audit` checks that the record, the manifest and
+stays deterministic (`scratchlm.lineage.manifest`); `scratchlm audit` checks that the record, the manifest and
 the MLflow run agree.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from scratchlm.io import DataFormatError, atomic_write_json
-from scratchlm.lineage import manifest_folder, manifest_sha256, part_sha256, read_manifest
+from scratchlm.lineage.manifest import manifest_folder, manifest_sha256, part_sha256, read_manifest
 
 RUNS_DIR = Path("reports/runs")
 #: What stages rewrite themselves: left out of the dirty check, or every stage after the first of one
@@ -118,7 +118,7 @@ def write_run_record(stage: str, *, output: str, manifest_sha256: str, run_id: s
                      store: dict[str, str] | None = None) -> dict[str, Any]:
     """Replace `reports/runs/<stage>.json` with this execution's record (`executor`: where the data stages'
     per-shard work ran, one entry per map; `store`: the tracking store that holds the run, so an audit from
-    another clone or machine knows where to look, `scratchlm.tracking.describe_store`)."""
+    another clone or machine knows where to look, `scratchlm.lineage.tracking.describe_store`)."""
     record = {
         "stage": stage,
         "output": output,

@@ -1,4 +1,4 @@
-"""dvc.yaml's `.py` deps are what each stage imports (scratchlm.code_deps), and the check catches a new one."""
+"""dvc.yaml's `.py` deps are what each stage imports (scratchlm.lineage.code_deps), and the check catches a new one."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scratchlm.code_deps import Drift, ImportGraph, check, code_deps, drift, main, read_stages, rewrite
+from scratchlm.lineage.code_deps import Drift, ImportGraph, check, code_deps, drift, main, read_stages, rewrite
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @functools.cache
@@ -23,7 +23,7 @@ def _repo_graph() -> ImportGraph:
 @pytest.mark.parametrize("stage", read_stages(REPO), ids=lambda stage: stage.stage)
 def test_stage_code_deps_match_imports(stage):
     found = drift(stage, _repo_graph())
-    assert not found, f"{found.describe()}\n(run `python -m scratchlm.code_deps --write` to fix dvc.yaml)"
+    assert not found, f"{found.describe()}\n(run `python -m scratchlm.lineage.code_deps --write` to fix dvc.yaml)"
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
@@ -40,7 +40,7 @@ stages:
     cmd: python -m pipelines.a in out
     deps:
       - pipelines/a.py
-      - pipelines/_stage.py
+      - pipelines/_wiring.py
       - src/scratchlm/lib.py
       - data/in
     outs:
@@ -49,16 +49,16 @@ stages:
     cmd: python -m pipelines.b in out
     deps:
       - pipelines/b.py
-      - pipelines/_stage.py
+      - pipelines/_wiring.py
       - data/in
 """
 
 FAKE = {
     "dvc.yaml": DVC_YAML,
     "pipelines/__init__.py": '"""Stage scripts (a docstring only: not a dep)."""\n',
-    "pipelines/_stage.py": "import os\n",
-    "pipelines/a.py": "from pipelines._stage import os\nfrom scratchlm import lib\n",
-    "pipelines/b.py": "from pipelines._stage import os\n",
+    "pipelines/_wiring.py": "import os\n",
+    "pipelines/a.py": "from pipelines._wiring import os\nfrom scratchlm import lib\n",
+    "pipelines/b.py": "from pipelines._wiring import os\n",
     "src/scratchlm/__init__.py": "",
     "src/scratchlm/lib.py": "import json\n",
     "src/scratchlm/new.py": "X = 1\n",
@@ -78,7 +78,7 @@ def test_check_reports_the_stage_and_file_of_an_unlisted_import(tmp_path):
 
 
 def test_check_reports_a_listed_file_no_longer_imported(tmp_path):
-    root = _tree(tmp_path, {**FAKE, "pipelines/a.py": "from pipelines._stage import os\n"})
+    root = _tree(tmp_path, {**FAKE, "pipelines/a.py": "from pipelines._wiring import os\n"})
 
     assert check(root) == [Drift("a", {}, ("src/scratchlm/lib.py",))]
 
@@ -87,7 +87,7 @@ def test_lazy_import_inside_a_function_is_found_and_type_checking_is_not(tmp_pat
     root = _tree(tmp_path, {**FAKE, "pipelines/b.py": """\
         from typing import TYPE_CHECKING
 
-        from pipelines._stage import os
+        from pipelines._wiring import os
 
         if TYPE_CHECKING:
             from scratchlm import lib
@@ -129,15 +129,15 @@ def test_imports_resolve_to_submodules_packages_and_relative_names(tmp_path):
 def test_write_changes_only_the_py_lines_of_each_stage(tmp_path):
     text = DVC_YAML.replace("      - data/in\n    outs:", "      # a comment that stays\n      - data/in\n    outs:")
     root = _tree(tmp_path, {**FAKE, "dvc.yaml": text,
-                            "pipelines/b.py": "from pipelines._stage import os\nimport scratchlm.new\n"})
+                            "pipelines/b.py": "from pipelines._wiring import os\nimport scratchlm.new\n"})
 
     assert main(["--write", "--root", str(root)]) == 0
 
     new = (root / "dvc.yaml").read_text(encoding="utf-8")
-    assert new == text.replace("      - pipelines/_stage.py\n      - data/in\n",
-                               "      - pipelines/_stage.py\n      - src/scratchlm/new.py\n      - data/in\n")
+    assert new == text.replace("      - pipelines/_wiring.py\n      - data/in\n",
+                               "      - pipelines/_wiring.py\n      - src/scratchlm/new.py\n      - data/in\n")
     assert check(root) == []
-    assert rewrite(new, {"b": ["pipelines/b.py", "pipelines/_stage.py", "src/scratchlm/new.py"]}) == new
+    assert rewrite(new, {"b": ["pipelines/b.py", "pipelines/_wiring.py", "src/scratchlm/new.py"]}) == new
 
 
 def test_rewrite_keeps_non_code_deps_in_place_and_orders_code_deps():

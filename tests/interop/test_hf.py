@@ -13,8 +13,8 @@ from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
 from scratchlm.cli import app
-from scratchlm.export import export_hf, import_hf
 from scratchlm.generate import load_for_generation
+from scratchlm.interop.hf import export_hf, import_hf
 from scratchlm.model.gpt import load_model
 from scratchlm.tokenizer import EOT, PAD, train_bpe
 

@@ -1,7 +1,7 @@
 """Each DVC stage's code deps, computed from its imports instead of listed by hand.
 
 A stage's `.py` deps in dvc.yaml do two jobs: DVC re-runs the stage when one of them changes, and the
-stage's manifest digests exactly those files (`pipelines._stage.stage_code`), which is what `scratchlm
+stage's manifest digests exactly those files (`scratchlm.lineage.stage.stage_code`), which is what `scratchlm
 audit` compares. A file the stage imports but does not list (a params default in `config.py`, a model
 module the report loads) changes the stage's output without re-running it or showing up in the audit.
 So the list is derived: the repository `.py` files the stage's module can import, transitively.
@@ -19,8 +19,8 @@ What counts as an import:
 
 Not seen: imports by string (`importlib.import_module(name)`), and code the stage runs as a subprocess.
 
-`python -m scratchlm.code_deps --check` reports the stages whose dvc.yaml list differs;
-`python -m scratchlm.code_deps --write` rewrites the `.py` lines of each stage's `deps:` in place (the
+`python -m scratchlm.lineage.code_deps --check` reports the stages whose dvc.yaml list differs;
+`python -m scratchlm.lineage.code_deps --write` rewrites the `.py` lines of each stage's `deps:` in place (the
 other deps, their order and the file's comments are kept).
 """
 
@@ -394,7 +394,7 @@ def write(root: Path) -> list[Drift]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scratchlm.code_deps", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scratchlm.lineage.code_deps", description=__doc__.splitlines()[0])
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--check", action="store_true", help="report stages whose .py deps differ (the default)")
     action.add_argument("--write", action="store_true", help="rewrite the .py deps of dvc.yaml's stages in place")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from scratchlm.io import dvc_dir_md5
-from scratchlm.lineage import (
+from scratchlm.lineage.manifest import (
     describe_code,
     describe_input,
     manifest_sha256,

@@ -29,15 +29,15 @@ import torch
 import torch.nn as nn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-from scratchlm.export_modern import (
+from scratchlm.interop.hf_modern import (
     MODEL_TYPES,
     from_modern_state,
     modern_config_from_hf,
     modern_hf_shapes,
     modern_names,
 )
-from scratchlm.guard import guard_out_dir, write_marker
 from scratchlm.io import atomic_output_dir
+from scratchlm.lineage.guard import guard_out_dir, write_marker
 from scratchlm.model.gpt import GPT, GPTConfig, expected_shapes, load_model, read_config, save_model
 from scratchlm.tokenizer import EOT, PAD, load_tokenizer
 
@@ -72,7 +72,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> None:
     model, tokenizer = _load_language_model(model_dir)
     transformers = _transformers()
     if model.config.architecture == "modern":
-        from scratchlm.export_modern import hf_class, modern_hf_config, to_modern_state
+        from scratchlm.interop.hf_modern import hf_class, modern_hf_config, to_modern_state
 
         kind = hf_class(model.config)
         hf_model = getattr(transformers, kind)(modern_hf_config(model, tokenizer, transformers)).eval()

@@ -104,7 +104,7 @@ def guard_out_dir(out: Path, sources: list[Path], command: str) -> None:
 
 def write_marker(folder: Path, command: str, source: Path, extra: dict[str, Any] | None = None) -> None:
     """Mark a folder as written by `command` from `source` (what a later run may replace), with provenance."""
-    from scratchlm.lineage import manifest_sha256
+    from scratchlm.lineage.manifest import manifest_sha256
 
     atomic_write_json(folder / MARKER, {"command": command, "source": str(source.resolve()),
                                          "source_manifest_sha256": manifest_sha256(source) if source.is_dir() else None,

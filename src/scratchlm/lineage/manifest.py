@@ -4,7 +4,7 @@ Every stage output carries one. Nothing in it changes when the same inputs, para
 again, on another day, machine or commit: DVC's hash of the folder then changes only when its
 content does, so an identical re-run lets DVC skip everything downstream, and two machines that
 built the same data have the same `dvc.lock`. The facts of one execution (MLflow run, commit, times,
-machine) live in the stage's run record instead (`scratchlm.runrecord`).
+machine) live in the stage's run record instead (`scratchlm.lineage.runrecord`).
 
 Each input is recorded with the digest of its content (sha256, and the md5 DVC records for it) and
 the sha256 of its producer's manifest, or, for an input that is a part of a producer's output

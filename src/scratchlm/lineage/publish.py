@@ -13,7 +13,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from scratchlm.runrecord import RUNS_DIR
+from scratchlm.lineage.runrecord import RUNS_DIR
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

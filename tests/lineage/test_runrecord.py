@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from scratchlm.io import DataFormatError
-from scratchlm.runrecord import (
+from scratchlm.lineage.runrecord import (
     git_state,
     is_timing,
     read_run_record,
@@ -62,7 +62,7 @@ def test_record_round_trip_and_upstream_ids(git_repo: Path) -> None:
     assert upstream_run_ids({"data/clean": inputs["data/clean"]}) == {"clean": "r1"}
     assert upstream_run_ids({"data/other": inputs["data/other"]}) == {}, "a record of another output is not upstream"
     # a consumer of a part of the output (data/raw/pretrain) recorded the producer's entries for that part
-    from scratchlm.lineage import describe_code, describe_input, manifest_sha256, write_manifest
+    from scratchlm.lineage.manifest import describe_code, describe_input, manifest_sha256, write_manifest
 
     Path("data/raw/pretrain").mkdir(parents=True)
     Path("data/raw/pretrain/a.txt").write_text("a")

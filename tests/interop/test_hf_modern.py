@@ -11,8 +11,8 @@ import torch
 from model_dirs import SAMPLE, TEXTS, make_model_dir
 from tokenizers import Tokenizer
 
-from scratchlm.export import export_hf, import_hf
 from scratchlm.generate import load_for_generation
+from scratchlm.interop.hf import export_hf, import_hf
 from scratchlm.model.gpt import load_model
 from scratchlm.tokenizer import EOT, PAD, train_bpe
 

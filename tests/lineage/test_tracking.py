@@ -7,7 +7,7 @@ import pytest
 from ports import free_port as closed_port
 
 from scratchlm.config import TrackingParams
-from scratchlm.tracking import TrackingError, flatten, stage_run, tracking_uri
+from scratchlm.lineage.tracking import TrackingError, flatten, stage_run, tracking_uri
 
 
 @pytest.fixture
