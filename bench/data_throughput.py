@@ -28,7 +28,7 @@ from _bench import Figure, best_of, report
 from _memory import vm_hwm_mb
 from tokenizers import Tokenizer
 
-from scratchlm.config import CleanParams, DedupParams, TokenizeParams
+from scratchlm.config.data import CleanParams, DedupParams, TokenizeParams
 from scratchlm.data.clean import clean_corpus
 from scratchlm.data.dedup import dedup_corpus
 from scratchlm.data.filters import words_of

@@ -30,7 +30,8 @@ from pathlib import Path
 import yaml
 from _memory import vm_hwm_mb
 
-from scratchlm.config import DedupParams, RayParams
+from scratchlm.config.data import DedupParams
+from scratchlm.config.runtime import RayParams
 from scratchlm.data.dedup import dedup_corpus
 from scratchlm.data.parallel import LocalExecutor, RayExecutor
 from scratchlm.io import document_shards, list_files, read_documents, write_documents

@@ -18,7 +18,7 @@ import yaml
 from _bench import Figure, best_of, report
 from tokenizers import Tokenizer
 
-from scratchlm.config import EvaluateParams
+from scratchlm.config.evaluation import EvaluateParams
 from scratchlm.evaluation.loglik import encode_pair, score_requests
 from scratchlm.evaluation.multiple_choice import score_items
 from scratchlm.io import read_jsonl

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from _bench import Figure, report
 
-from scratchlm.config import PretrainParams
+from scratchlm.config.training import PretrainParams
 from scratchlm.training.pretrain import pretrain
 
 RECIPES = {"gpt2": {"architecture": "gpt2", "optimizer": "adamw", "lrs": [5e-4, 1e-3, 2e-3]},

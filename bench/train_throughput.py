@@ -26,7 +26,7 @@ import yaml
 from _bench import Figure, report
 from torch.utils.data import DataLoader, IterableDataset
 
-from scratchlm.config import PretrainParams
+from scratchlm.config.training import PretrainParams
 from scratchlm.model.gpt import GPT, GPTConfig
 from scratchlm.training.callbacks import TrainingLog
 from scratchlm.training.module import PRECISION_DTYPES, GPTModule, effective_precision, matmul_tflops

@@ -4,8 +4,9 @@ import argparse
 from pathlib import Path
 
 from scratchlm.lineage.stage import run_stage
-from scratchlm.reporting.registry import REGISTERED, register_evaluated
-from scratchlm.reporting.report import METRIC_STAGES, build_report
+from scratchlm.reporting.registry import register_evaluated
+from scratchlm.reporting.report import build_report
+from scratchlm.stages import METRIC_STAGES, REGISTERED
 
 
 def stage_outputs(pairs: list[str]) -> dict[str, Path]:

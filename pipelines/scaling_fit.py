@@ -7,7 +7,7 @@ shows the ladder.
 import argparse
 from pathlib import Path
 
-from scratchlm.config import ConfigError
+from scratchlm.config.base import ConfigError
 from scratchlm.io import dumps_json
 from scratchlm.lineage.stage import load_params, run_stage
 

@@ -40,7 +40,8 @@ from scratchlm.audit import (
     to_markdown,
 )
 from scratchlm.cli import app
-from scratchlm.config import TrackingParams, parse_section
+from scratchlm.config.loader import parse_section
+from scratchlm.config.runtime import TrackingParams
 from scratchlm.io import atomic_write_json, dvc_dir_md5, file_hashes
 from scratchlm.lineage.manifest import describe_code, describe_input, manifest_sha256, write_manifest
 from scratchlm.lineage.runrecord import utc_now, write_run_record

@@ -3,13 +3,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scratchlm.config import SECTIONS, ConfigError, parse_section
+from scratchlm.config.base import ConfigError
+from scratchlm.config.loader import parse_section
+from scratchlm.stages import SECTION_PATHS
 
 
 def test_every_section_of_the_default_params_validates(repo_root: Path) -> None:
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     for name, values in params.items():
-        assert name in SECTIONS, f"params.yaml has a section without a model: {name}"
+        assert name in SECTION_PATHS, f"params.yaml has a section without a model: {name}"
         parse_section(name, values)
 
 
@@ -74,7 +76,8 @@ def test_split_ratios_are_cut_in_train_val_test_order_whatever_the_key_order(sec
 
 
 def test_params_files_refuse_duplicate_keys_but_take_merge_keys(tmp_path) -> None:
-    from scratchlm.config import ConfigError, read_params_file
+    from scratchlm.config.base import ConfigError
+    from scratchlm.config.loader import read_params_file
 
     path = tmp_path / "params.yaml"
     path.write_text("base: &b {min_words: 3}\nclean:\n  <<: *b\n  max_words: 9\n")

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scratchlm.config import CleanParams, DedupParams, PretrainParams, TokenizeParams, TokenizerParams
+from scratchlm.config.data import CleanParams, DedupParams, TokenizeParams, TokenizerParams
+from scratchlm.config.training import PretrainParams
 from scratchlm.data.clean import clean_corpus
 from scratchlm.data.dedup import dedup_corpus
 from scratchlm.data.parallel import LocalExecutor
@@ -137,7 +138,7 @@ def test_tokenizer_training_is_byte_identical(tokenizers, tmp_path: Path) -> Non
 
     dedup_dir, (a, b) = tokenizers
     assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
-    script = ("import sys; from pathlib import Path; from scratchlm.config import TokenizerParams; "
+    script = ("import sys; from pathlib import Path; from scratchlm.config.data import TokenizerParams; "
               "from scratchlm.tokenizer import train_tokenizer; "
               "train_tokenizer(Path(sys.argv[1]), Path(sys.argv[2]), TokenizerParams(vocab_size=400, eval_docs=10))")
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": "123"}

@@ -6,7 +6,7 @@ import yaml
 from typer.testing import CliRunner
 
 from scratchlm.cli import app
-from scratchlm.config import parse_section
+from scratchlm.config.loader import parse_section
 
 
 def test_profile_use_merges_and_keeps_comments(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
@@ -61,7 +61,7 @@ def test_gpt2_124m_trains_on_a_corpus_at_its_scale(repo_root: Path, tmp_path: Pa
     least 20 tokens per parameter, read about once."""
     import torch
 
-    from scratchlm.config import read_params_file
+    from scratchlm.config.loader import read_params_file
     from scratchlm.model.gpt import GPT, GPTConfig
 
     raw = read_params_file(use_profile(repo_root, tmp_path, monkeypatch, "gpt2-124m"))

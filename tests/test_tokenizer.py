@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from scratchlm.config import ConfigError, TokenizeParams, TokenizerParams, parse_section
+from scratchlm.config.base import ConfigError
+from scratchlm.config.data import TokenizeParams, TokenizerParams
+from scratchlm.config.loader import parse_section
 from scratchlm.io import make_document, write_sharded
 from scratchlm.tokenizer import check_same_ids, to_tiktoken, train_bpe, train_tokenizer
 from scratchlm.tokens import TokenWriter, read_tokens, tokenize_splits

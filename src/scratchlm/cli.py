@@ -10,7 +10,7 @@ from typing import NoReturn
 import typer
 
 from scratchlm import profiles
-from scratchlm.config import ConfigError
+from scratchlm.config.base import ConfigError
 
 app = typer.Typer(help="scratchlm: a reproducible GPT pipeline from raw text to benchmark scores.",
                   no_args_is_help=True, add_completion=False)
@@ -225,7 +225,7 @@ def audit(
 def configured_uri(repo_root: Path) -> str | None:
     """`tracking.uri` of the repository's params.yaml (None without the file or the key): the one place the
     stages read it from too. A bad section is a ConfigError naming the key."""
-    from scratchlm.config import parse_section, read_params_file
+    from scratchlm.config.loader import parse_section, read_params_file
 
     path = repo_root / "params.yaml"
     if not path.is_file():

@@ -1,6 +1,7 @@
 """The params reference, `docs/params.md`, generated from the models of scratchlm.config.
 
-One section per params.yaml section (in the order of `SECTIONS`), a table per model: each key (dotted
+One section per params.yaml section (in the stage registry's order, `scratchlm.stages`), a table per
+model: each key (dotted
 below a nested model), its type, default, range and description. `tests/test_params_doc.py` fails when
 the committed file is not what `render()` gives, so the reference never drifts from the schema:
 
@@ -21,7 +22,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
-from scratchlm.config import EXECUTION, SECTIONS, Section
+from scratchlm.config.base import EXECUTION, Section
+from scratchlm.stages import all_sections
 
 #: Where `--write` and `--check` look by default: docs/params.md at the repository root.
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "params.md"
@@ -30,7 +32,7 @@ EXECUTION_NOTE = "does not change output bytes: left out of the manifest"
 
 HEADER = f"""# params.yaml reference
 
-<!-- Generated from src/scratchlm/config.py by `{COMMAND}`: do not edit by hand. -->
+<!-- Generated from src/scratchlm/config/ by `{COMMAND}`: do not edit by hand. -->
 
 Every section of `params.yaml` (and of a profile, `pipelines/profiles/*.yaml`) is validated by its model in
 `scratchlm.config` before a stage does any work: an unknown key or a value out of range stops it with a
@@ -45,7 +47,7 @@ manifest, so the same outputs built with other values (1 or 8 workers) keep the 
 def render() -> str:
     """The whole reference as Markdown; the same text for the same models, byte for byte."""
     parts = [HEADER]
-    for section, model in SECTIONS.items():
+    for section, model in all_sections().items():
         parts.append(f"## `{section}`\n\n{_cell(_doc(model))}\n")
         parts.extend(_tables(model, section, ""))
     return "\n".join(parts)

@@ -19,7 +19,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from scratchlm.config import ConfigError, parse_section, read_params_file
+from scratchlm.config.base import ConfigError
+from scratchlm.config.loader import parse_section, read_params_file
 from scratchlm.io import atomic_write_text
 
 REMOVE = "remove"  # a profile's list of dotted paths to take out of params.yaml (no params section has this name)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchlm.config import DedupParams
+from scratchlm.config.data import DedupParams
 from scratchlm.data.dedup import dedup_corpus
 from scratchlm.data.minhash import shingle_hashes
 from scratchlm.data.split import split_of

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchlm.config import DedupParams
+from scratchlm.config.data import DedupParams
 from scratchlm.data.dedup import dedup_corpus
 from scratchlm.data.dedup_tasks import Layout, Shard, bucket_pairs, write_jobs
 from scratchlm.data.parallel import LocalExecutor

@@ -1,6 +1,6 @@
 import pytest
 
-from scratchlm.config import CleanParams
+from scratchlm.config.data import CleanParams
 from scratchlm.data.filters import (
     Doc,
     alpha_words_filter,

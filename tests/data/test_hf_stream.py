@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from scratchlm.config import CleanParams, DownloadParams, SourceSpec, parse_section
+from scratchlm.config.data import CleanParams, DownloadParams, SourceSpec
+from scratchlm.config.loader import parse_section
 from scratchlm.data import sources
 from scratchlm.data.clean import clean_corpus
 from scratchlm.data.download import download_all

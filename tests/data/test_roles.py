@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchlm.config import DownloadParams
+from scratchlm.config.data import DownloadParams
 from scratchlm.data.download import download_all
 from scratchlm.data.roles import ROLE_FRAMES, ROLES, role_files, role_folder, source_dirs, source_roles
 from scratchlm.io import DataFormatError, read_jsonl, write_jsonl

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from wheels import WHEEL, declare_size, make_wheel
 
-from scratchlm.config import SourceSpec
+from scratchlm.config.data import SourceSpec
 from scratchlm.data.sources import SourceError, fetch_source
 
 LIMITS = {"timeout_s": 30.0, "retries": 2, "max_member_bytes": 10_000}

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from scratchlm.config import ValidateParams
+from scratchlm.config.data import ValidateParams
 from scratchlm.data.roles import ROLE_FRAMES, source_roles
 from scratchlm.data.validation import (
     DataValidationError,

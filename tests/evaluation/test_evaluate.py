@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchlm.config import EvaluateParams
+from scratchlm.config.evaluation import EvaluateParams
 from scratchlm.evaluation.evaluate import scored_sets
 from scratchlm.io import DataFormatError, make_document, write_documents
 

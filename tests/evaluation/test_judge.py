@@ -164,7 +164,7 @@ def test_parse_choice_rejects_replies_without_a_choice(text: str) -> None:
 def test_evaluate_judges_both_models_and_the_aligned_one_pairwise() -> None:
     """The evaluate stage's judge step (`judge_scores`) against the stub: each model's mean score, and the aligned
     model's win rate over the instruction model's answers to the same prompts, in both orders."""
-    from scratchlm.config import EvaluateParams
+    from scratchlm.config.evaluation import EvaluateParams
     from scratchlm.evaluation.evaluate import judge_scores
 
     def prefer_the_reference(prompt: str) -> str:

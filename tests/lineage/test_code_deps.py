@@ -146,3 +146,23 @@ def test_rewrite_keeps_non_code_deps_in_place_and_orders_code_deps():
     new = rewrite(text, {"s": ["pipelines/s.py", "src/scratchlm/a.py"]})
 
     assert yaml.safe_load(new)["stages"]["s"]["deps"] == ["data/x", "pipelines/s.py", "src/scratchlm/a.py"]
+
+
+def test_a_stage_depends_on_its_own_config_area_through_the_registry():
+    """A default edited in config/data.py re-runs the data stages, not pretrain; one in config/training.py
+    re-runs pretrain, not clean (dvc status sees the changed dep)."""
+    listed = {stage.stage: set(stage.listed) for stage in read_stages(REPO)}
+
+    assert "src/scratchlm/config/data.py" in listed["clean"]
+    assert "src/scratchlm/config/training.py" not in listed["clean"]
+    assert "src/scratchlm/config/training.py" in listed["pretrain"]
+    assert "src/scratchlm/config/data.py" not in listed["pretrain"]
+    assert "src/scratchlm/config/evaluation.py" in listed["evaluate"]
+
+
+def test_the_registry_section_module_is_followed_in_a_fake_tree(tmp_path):
+    registry = 'STAGES = (Stage("a", "scratchlm.conf:AParams"),)\n'
+    root = _tree(tmp_path, {**FAKE, "src/scratchlm/stages.py": registry, "src/scratchlm/conf.py": "import json\n"})
+
+    assert check(root) == [Drift("a", {"src/scratchlm/conf.py": ("src/scratchlm/stages.py", "src/scratchlm/conf.py")},
+                                 ())]

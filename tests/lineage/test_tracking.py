@@ -6,7 +6,7 @@ import mlflow
 import pytest
 from ports import free_port as closed_port
 
-from scratchlm.config import TrackingParams
+from scratchlm.config.runtime import TrackingParams
 from scratchlm.lineage.tracking import TrackingError, flatten, stage_run, tracking_uri
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from scratchlm.config import ReportParams
+from scratchlm.config.report import ReportParams
 from scratchlm.io import DataFormatError
 from scratchlm.lineage.manifest import manifest_sha256
-from scratchlm.reporting.report import METRIC_STAGES, build_report, confusion_of, funnel
+from scratchlm.reporting.report import build_report, confusion_of, funnel
+from scratchlm.stages import METRIC_STAGES
 
 SECTIONS = ["## Summary", "## Data", "### Sources", "### Through the stages", "## Tokenizer", "## Model and training",
             "### Compute", "## Evaluation", "### Language modelling", "### Zero-shot benchmarks",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scratchlm.config import ConfigError, PretrainParams, parse_section
+from scratchlm.config.base import ConfigError
+from scratchlm.config.loader import parse_section
+from scratchlm.config.training import PretrainParams
 from scratchlm.scaling.ladder import model_size, planned_compute, rung_params
 
 RECIPE = {"model": {"n_layer": 4, "n_head": 4, "n_embd": 256, "block_size": 256, "architecture": "modern"},

@@ -11,7 +11,9 @@ import pytest
 import torch
 from benchmark_dirs import benchmark_folder
 
-from scratchlm.config import AlignParams, ConfigError, FinetuneInstructParams, parse_section
+from scratchlm.config.base import ConfigError
+from scratchlm.config.loader import parse_section
+from scratchlm.config.training import AlignParams, FinetuneInstructParams
 from scratchlm.evaluation.downstream import evaluate_instruct
 from scratchlm.evaluation.sampling import generate_answers
 from scratchlm.io import DataFormatError, read_jsonl, write_jsonl

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scratchlm.config import FinetuneClassifierParams
+from scratchlm.config.training import FinetuneClassifierParams
 from scratchlm.io import DataFormatError, write_jsonl
 from scratchlm.model.gpt import GPT, GPTConfig, save_model
 from scratchlm.tokenizer import train_bpe

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scratchlm.config import AlignParams, FinetuneClassifierParams, FinetuneInstructParams
+from scratchlm.config.training import AlignParams, FinetuneClassifierParams, FinetuneInstructParams
 from scratchlm.io import write_jsonl
 from scratchlm.model.gpt import GPT, GPTConfig, save_model
 from scratchlm.prompts import format_prompt

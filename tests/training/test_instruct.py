@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from scratchlm.config import ALPACA, ConfigError, FinetuneInstructParams, parse_section
+from scratchlm.config.base import ConfigError
+from scratchlm.config.loader import parse_section
+from scratchlm.config.training import ALPACA, FinetuneInstructParams
 from scratchlm.io import DataFormatError, write_jsonl
 from scratchlm.model.gpt import GPT, GPTConfig, save_model
 from scratchlm.prompts import IGNORE, collate, encode_example, format_prompt

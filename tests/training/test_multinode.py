@@ -30,7 +30,7 @@ from test_pretrain import TINY
 from tiny_tokens import build_token_data
 from torch.utils.data import DataLoader
 
-from scratchlm.config import PretrainParams
+from scratchlm.config.training import PretrainParams
 from scratchlm.io import sha256_file, tree_sha256
 from scratchlm.launch import check_launch
 from scratchlm.tokens import read_tokens
@@ -234,7 +234,7 @@ import lightning.pytorch.strategies.fsdp as lightning_fsdp
 from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel as FSDP, StateDictType
 from torch.distributed.fsdp.api import FullOptimStateDictConfig
 import scratchlm.training.pretrain as P
-from scratchlm.config import PretrainParams
+from scratchlm.config.training import PretrainParams
 
 class CPUFSDP(lightning_fsdp.FSDPStrategy):
     def _setup_model(self, model):

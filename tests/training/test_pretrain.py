@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny_tokens import build_token_data
 
-from scratchlm.config import PretrainParams
+from scratchlm.config.training import PretrainParams
 from scratchlm.model.gpt import load_model
 from scratchlm.training.module import NonFiniteLossError, lr_at
 from scratchlm.training.pretrain import pretrain
@@ -114,7 +114,7 @@ def test_lr_schedule() -> None:
 DDP_SCRIPT = """
 import json, sys
 from pathlib import Path
-from scratchlm.config import PretrainParams
+from scratchlm.config.training import PretrainParams
 from scratchlm.training.pretrain import pretrain
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ DRIVER = """
 import json, sys, time
 from pathlib import Path
 import lightning as L
-from scratchlm.config import PretrainParams
+from scratchlm.config.training import PretrainParams
 from scratchlm.training.pretrain import pretrain
 
 class Slow(L.Callback):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchlm.config import TokenizeParams, TokenizerParams
+from scratchlm.config.data import TokenizeParams, TokenizerParams
 from scratchlm.io import make_document, write_sharded
 from scratchlm.tokenizer import train_tokenizer
 from scratchlm.tokens import tokenize_splits

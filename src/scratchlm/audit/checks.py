@@ -28,11 +28,13 @@ from typing import Any
 
 from scratchlm.audit.model import FAIL, INFO, OK, SKIP, WARN, Check
 from scratchlm.audit.walk import Context, Subject, data_deps
-from scratchlm.config import SECTIONS, ConfigError, nested_params, parse_section
+from scratchlm.config.base import ConfigError
+from scratchlm.config.loader import nested_params, parse_section
 from scratchlm.io import DataFormatError, dvc_dir_md5, list_files
 from scratchlm.lineage import tracking
 from scratchlm.lineage.manifest import FORMAT, MANIFEST, manifest_folder, manifest_sha256, part_sha256, read_manifest
 from scratchlm.lineage.runrecord import record_path
+from scratchlm.stages import SECTION_PATHS
 
 METRICS_DIR = Path("reports/metrics")
 REL_TOL = 1e-9
@@ -156,7 +158,7 @@ def param_disagreements(subject: Subject, entry: dict[str, Any]) -> list[str]:
         return []
     raw = locked[subject.stage]
     try:
-        expected = parse_section(subject.stage, raw).output_params() if subject.stage in SECTIONS else raw or {}
+        expected = parse_section(subject.stage, raw).output_params() if subject.stage in SECTION_PATHS else raw or {}
     except ConfigError as error:
         return [f"params: dvc.lock's {subject.stage} section is not valid ({error})"]
     lock, made = tracking.flatten(expected), tracking.flatten(subject.manifest.get("params") or {})
@@ -174,7 +176,7 @@ def nested_param_disagreements(subject: Subject, locked: dict[str, Any]) -> list
         for part in (section, *path):
             value = value.get(part, "<absent>") if isinstance(value, dict) else "<absent>"
         try:
-            expected = parse_section(section, raw).output_params() if not path and section in SECTIONS else raw
+            expected = parse_section(section, raw).output_params() if not path and section in SECTION_PATHS else raw
         except ConfigError as error:
             problems.append(f"params: dvc.lock's {key} is not valid ({error})")
             continue

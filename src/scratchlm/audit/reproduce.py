@@ -26,11 +26,12 @@ import yaml
 from scratchlm.audit.checks import METRICS_DIR, _same, input_problems
 from scratchlm.audit.model import MARKS, OK, AuditError
 from scratchlm.audit.walk import load_stages, stage_folder
-from scratchlm.config import nested_params
+from scratchlm.config.loader import nested_params
 from scratchlm.io import list_files, sha256_file, tree_sha256
 from scratchlm.lineage import tracking
 from scratchlm.lineage.manifest import MANIFEST, manifest_folder, read_manifest
 from scratchlm.lineage.runrecord import is_timing
+from scratchlm.stages import TRAINING
 
 SAME, DIFF, CLOSE, EXPECTED, IGNORED = "identical", "differs", "within tolerance", "differs (expected)", "not compared"
 REPRO_MARKS = {SAME: "✓", DIFF: "✗", CLOSE: "~", EXPECTED: "~", IGNORED: "-"}
@@ -38,9 +39,8 @@ REPRO_MARKS = {SAME: "✓", DIFF: "✗", CLOSE: "~", EXPECTED: "~", IGNORED: "-"
 NOT_REPRODUCIBLE = {"download": "download fetches its sources from the network: a re-run would test the "
                                 "mirrors, not the recorded computation (audit its outputs with `scratchlm audit "
                                 "data/raw`)"}
-#: Training stages: bf16 autocast, torch.compile and GPU kernels are not bit-exact from run to run, so
-#: their weights may differ; their verdict rests on the metrics, floats within TRAIN_REL_TOL.
-TRAINING = ("pretrain", "finetune_classifier", "finetune_instruct", "align", "scaling")
+#: Training stages (`scratchlm.stages.TRAINING`): bf16 autocast, torch.compile and GPU kernels are not bit-exact
+#: from run to run, so their weights may differ; their verdict rests on the metrics, floats within TRAIN_REL_TOL.
 TRAIN_REL_TOL = 0.02
 EXACT_MODE = "exact (every output file's sha256; metrics exact, timing not compared)"
 TRAINING_MODE = (f"files exact, weights may differ; metrics within {TRAIN_REL_TOL:.0%} (counts exact, "

@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from scratchlm.config import CleanParams
+from scratchlm.config.data import CleanParams
 from scratchlm.data.filters import apply_filters, normalize_text, undo_wikitext
 from scratchlm.data.parallel import Executor, LocalExecutor
 from scratchlm.io import DataFormatError, atomic_write_json, document_shards, read_documents, write_documents

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from scratchlm.config import DedupParams
+from scratchlm.config.data import DedupParams
 from scratchlm.data import dedup_tasks as tasks
 from scratchlm.data.decontaminate import ContaminationIndex, evaluation_texts
 from scratchlm.data.minhash import band_shape

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scratchlm.config import DedupParams
+from scratchlm.config.data import DedupParams
 from scratchlm.data.decontaminate import ContaminationIndex
 from scratchlm.data.filters import words_of
 from scratchlm.data.minhash import band_keys, band_shape, exact_key, jaccard, shingle_set, signatures

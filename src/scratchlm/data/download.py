@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from scratchlm.config import DownloadParams, SourceSpec
+from scratchlm.config.data import DownloadParams, SourceSpec
 from scratchlm.data.readers import IdLedger, read_member
 from scratchlm.data.roles import ROLE_INDEX, ROLES, source_dir
 from scratchlm.data.sources import fetch_source

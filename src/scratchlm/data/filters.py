@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-from scratchlm.config import CleanParams
+from scratchlm.config.data import CleanParams
 
 # C0/C1 control characters except tab and newline, plus zero-width oddities that break tokenisers.
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")

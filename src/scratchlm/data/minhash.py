@@ -14,7 +14,7 @@ import numpy as np
 import xxhash
 from datasketch import MinHash
 
-from scratchlm.config import DedupParams
+from scratchlm.config.data import DedupParams
 
 SCHEME = "affine32"  # datasketch ≥ 2 names the permutation scheme; signatures are uint32
 MARGIN = 0.03  # `miss_rate` is promised for pairs at jaccard_threshold + MARGIN and above

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from scratchlm.config import ExecutorParams, RayParams
+from scratchlm.config.runtime import ExecutorParams, RayParams
 
 T = TypeVar("T")
 R = TypeVar("R")

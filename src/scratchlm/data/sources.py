@@ -36,7 +36,7 @@ from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.util.retry import Retry
 
-from scratchlm.config import SourceSpec
+from scratchlm.config.data import SourceSpec
 from scratchlm.io import CHUNK, sha256_file, walk_tree
 
 NET_CHUNK = 1 << 16  # small network reads keep most of a transfer that breaks off, for the resume

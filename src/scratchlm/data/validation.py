@@ -59,7 +59,7 @@ from great_expectations.data_context.types.base import (  # noqa: E402
 )
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # noqa: E402
 
-from scratchlm.config import ValidateParams  # noqa: E402
+from scratchlm.config.data import ValidateParams
 from scratchlm.data.roles import ROLE_FRAMES, source_dirs, source_roles  # noqa: E402
 from scratchlm.io import atomic_write_json, read_jsonl  # noqa: E402
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from scratchlm.config import EvaluateParams
+from scratchlm.config.evaluation import EvaluateParams
 from scratchlm.evaluation.language_modeling import language_model_metrics
 from scratchlm.evaluation.zero_shot import benchmarks
 from scratchlm.io import DataFormatError, document_shards, read_documents, write_jsonl

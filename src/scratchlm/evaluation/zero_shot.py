@@ -11,7 +11,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from scratchlm.config import EvaluateParams
+from scratchlm.config.evaluation import EvaluateParams
 from scratchlm.evaluation.multiple_choice import check_items, evaluate_task
 from scratchlm.io import DataFormatError, read_jsonl, write_jsonl
 from scratchlm.model.gpt import GPT

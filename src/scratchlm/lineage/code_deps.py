@@ -2,7 +2,7 @@
 
 A stage's `.py` deps in dvc.yaml do two jobs: DVC re-runs the stage when one of them changes, and the
 stage's manifest digests exactly those files (`scratchlm.lineage.stage.stage_code`), which is what `scratchlm
-audit` compares. A file the stage imports but does not list (a params default in `config.py`, a model
+audit` compares. A file the stage imports but does not list (a params default in `config/`, a model
 module the report loads) changes the stage's output without re-running it or showing up in the audit.
 So the list is derived: the repository `.py` files the stage's module can import, transitively.
 
@@ -17,7 +17,11 @@ What counts as an import:
   nothing a stage computes, and listing it would make every stage re-run when its docstring is edited;
 - `if TYPE_CHECKING:` blocks are skipped: they never run.
 
-Not seen: imports by string (`importlib.import_module(name)`), and code the stage runs as a subprocess.
+- the stage registry (`src/scratchlm/stages.py`) names each stage's params model by string, imported when
+  the stage loads its params: that module is followed as if the stage's script imported it, so a changed
+  default re-runs the stages that read it (and only those of its area).
+
+Not seen: other imports by string (`importlib.import_module(name)`), and code the stage runs as a subprocess.
 
 `python -m scratchlm.lineage.code_deps --check` reports the stages whose dvc.yaml list differs;
 `python -m scratchlm.lineage.code_deps --write` rewrites the `.py` lines of each stage's `deps:` in place (the
@@ -164,13 +168,31 @@ class ImportGraph:
         return fallback if fallback is not None and self.find(fallback) is not None else None
 
 
+REGISTRY = "src/scratchlm/stages.py"
+
+
+def registry_sections(root: Path) -> dict[str, str]:
+    """Each stage of `root`'s registry (REGISTRY) -> the module of its params model, read from the file's
+    `Stage("name", "module:Class", ...)` calls (the registry of the tree being checked, not of this code)."""
+    path = root / REGISTRY
+    if not path.exists():
+        return {}
+    found = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Stage"
+                and len(node.args) >= 2 and all(isinstance(arg, ast.Constant) for arg in node.args[:2])):
+            found[str(node.args[0].value)] = str(node.args[1].value).partition(":")[0]
+    return found
+
+
 def code_deps(module: str, root: Path, packages: Mapping[str, str] = PACKAGES,
-              graph: ImportGraph | None = None) -> dict[str, Chain]:
+              graph: ImportGraph | None = None, section: str | None = None) -> dict[str, Chain]:
     """The repository `.py` files that importing `module` (a stage's `pipelines.<stage>`) can run, each
     with the chain of files that brought it in, found breadth first (so the chain is a shortest one).
 
     Trivial `__init__.py` files (see the module docstring) are left out. Pass `graph` to share parsed
-    files between stages.
+    files between stages, and `section`, the module of the stage's params model in the registry, to
+    follow it too.
     """
     graph = graph or ImportGraph(root, packages)
     if graph.find(module) is None:
@@ -187,6 +209,8 @@ def code_deps(module: str, root: Path, packages: Mapping[str, str] = PACKAGES,
                 queue.append(loaded)
 
     reach(module, ())
+    if section is not None and graph.find(section) is not None:
+        reach(section, (REGISTRY,))
     while queue:
         current = queue.popleft()
         for target in graph.imports(current):
@@ -272,7 +296,7 @@ def script_of(module: str, graph: ImportGraph) -> str:
 def drift(stage: StageCode, graph: ImportGraph) -> Drift:
     """The stage's missing deps (imported, not listed; with their chains) and extra ones (listed, not
     imported)."""
-    computed = code_deps(stage.module, graph.root, graph=graph)
+    computed = code_deps(stage.module, graph.root, graph=graph, section=registry_sections(graph.root).get(stage.stage))
     missing = {path: computed[path] for path in ordered(set(computed) - set(stage.listed), script_of(
         stage.module, graph))}
     return Drift(stage.stage, missing, tuple(sorted(set(stage.listed) - set(computed))))
@@ -287,8 +311,9 @@ def check(root: Path, stages: Sequence[StageCode] | None = None) -> list[Drift]:
 
 def expected(root: Path, stages: Sequence[StageCode]) -> dict[str, list[str]]:
     """Each stage's code deps as dvc.yaml should list them, in its order."""
-    graph = ImportGraph(root)
-    return {stage.stage: ordered(set(code_deps(stage.module, root, graph=graph)), script_of(stage.module, graph))
+    graph, sections = ImportGraph(root), registry_sections(root)
+    return {stage.stage: ordered(set(code_deps(stage.module, root, graph=graph, section=sections.get(stage.stage))),
+                                 script_of(stage.module, graph))
             for stage in stages}
 
 

@@ -35,15 +35,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from scratchlm.config import (
-    ConfigError,
-    ExecutorParams,
-    Section,
-    TrackingParams,
-    nested_params,
-    parse_section,
-    read_params_file,
-)
+from scratchlm.config.base import ConfigError, Section
+from scratchlm.config.loader import nested_params, parse_section, read_params_file
+from scratchlm.config.runtime import ExecutorParams, TrackingParams
 from scratchlm.data.parallel import Executor, make_executor
 from scratchlm.io import DataFormatError, atomic_output_dir, dumps_json, file_hashes, list_files, remove_stale
 from scratchlm.launch import is_rank_zero

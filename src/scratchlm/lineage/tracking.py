@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from scratchlm.config import TrackingParams
+from scratchlm.config.runtime import TrackingParams
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,7 @@ from typing import Any, Protocol
 from scratchlm.lineage.manifest import manifest_sha256
 from scratchlm.lineage.runrecord import read_run_record
 from scratchlm.lineage.tracking import flatten_metrics
-
-#: stage whose output is a registered model -> (its name after the prefix, the evaluate metrics that travel with it
-#: as tags)
-REGISTERED = {"pretrain": ("pretrain", ("language_modeling", "benchmark_mean")),
-              "finetune_classifier": ("classifier", ("classifier",)), "finetune_instruct": ("instruct", ("instruct",)),
-              "align": ("aligned", ("aligned",))}
+from scratchlm.stages import REGISTERED
 
 
 class Registrar(Protocol):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scratchlm.config import ReportParams
+from scratchlm.config.report import ReportParams
 from scratchlm.lineage.manifest import manifest_sha256
 from scratchlm.reporting import figures
 from scratchlm.reporting.model_card import (
@@ -21,9 +21,7 @@ from scratchlm.reporting.model_card import (
     side_by_side,
 )
 from scratchlm.scaling.law import LAW_FILE
-
-METRIC_STAGES = ["download", "clean", "dedup", "validate", "tokenizer", "tokenize", "scaling_fit", "pretrain",
-                 "finetune_classifier", "finetune_instruct", "align", "evaluate"]
+from scratchlm.stages import METRIC_STAGES
 
 
 def funnel(metrics: dict[str, dict[str, Any]]) -> list[tuple[str, int]]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 
-from scratchlm.config import PretrainParams, ScalingRunParams
+from scratchlm.config.scaling import ScalingRunParams
+from scratchlm.config.training import PretrainParams
 from scratchlm.model.gpt import GPT, GPTConfig
 
 #: What each rung writes and the fit reads.

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scratchlm.config import PretrainParams, ScalingFitParams
+from scratchlm.config.scaling import ScalingFitParams
+from scratchlm.config.training import PretrainParams
 from scratchlm.io import DataFormatError
 from scratchlm.scaling.fit import Rung, fit_chinchilla, predict
 from scratchlm.scaling.ladder import RUNG_FILE, planned_compute

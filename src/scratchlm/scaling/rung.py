@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from scratchlm.config import EvaluateParams, ScalingRunParams
+from scratchlm.config.evaluation import EvaluateParams
+from scratchlm.config.scaling import ScalingRunParams
 from scratchlm.evaluation.zero_shot import benchmarks
 from scratchlm.io import dumps_json
 from scratchlm.lineage.runrecord import split_timing

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
-from scratchlm.config import AlignParams, OptimParams
+from scratchlm.config.training import AlignParams, OptimParams
 from scratchlm.evaluation.sampling import generate_answers
 from scratchlm.evaluation.splits import stored_splits
 from scratchlm.io import DataFormatError, write_jsonl

@@ -25,7 +25,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from scratchlm.config import Section
+from scratchlm.config.base import Section
 from scratchlm.io import sha256_file
 from scratchlm.launch import is_rank_zero
 

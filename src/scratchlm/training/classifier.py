@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, DistributedSampler
 
-from scratchlm.config import FinetuneClassifierParams, OptimParams
+from scratchlm.config.training import FinetuneClassifierParams, OptimParams
 from scratchlm.evaluation.metrics import baselines, class_metrics, confusion
 from scratchlm.io import DataFormatError, read_set
 from scratchlm.model.classifier import EncodedDataset, GPTClassifier, encode, predict, trim_to_longest

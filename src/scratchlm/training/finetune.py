@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from tokenizers import Tokenizer
 
-from scratchlm.config import FinetuneParams
+from scratchlm.config.training import FinetuneParams
 from scratchlm.io import DataFormatError, write_jsonl
 from scratchlm.model.gpt import GPT, load_model
 from scratchlm.tokenizer import load_tokenizer

@@ -24,7 +24,7 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from scratchlm.config import FinetuneInstructParams
+from scratchlm.config.training import FinetuneInstructParams
 from scratchlm.data.finetune_sets import clean_set
 from scratchlm.evaluation.metrics import exact_match, rouge_l
 from scratchlm.evaluation.sampling import generate_answers

@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.distributed.fsdp import FullyShardedDataParallel
 
-from scratchlm.config import OptimParams
+from scratchlm.config.training import OptimParams
 from scratchlm.model.gpt import GPT, GPTConfig
 from scratchlm.training.optim import build_optimizer
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from scratchlm.config import AlignParams
+from scratchlm.config.training import AlignParams
 from scratchlm.data.finetune_sets import clean_set, normalized
 from scratchlm.evaluation.sampling import generate_answers
 from scratchlm.evaluation.splits import hash_order

@@ -36,7 +36,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
 from tokenizers import Tokenizer
 
-from scratchlm.config import PretrainParams
+from scratchlm.config.training import PretrainParams
 from scratchlm.launch import PeerLostError, check_launch, local_rank
 from scratchlm.model.gpt import GPTConfig, save_model
 from scratchlm.tokenizer import EOT, load_tokenizer
