@@ -45,7 +45,8 @@ from scratchlm.config.runtime import TrackingParams
 from scratchlm.io import atomic_write_json, dvc_dir_md5, file_hashes
 from scratchlm.lineage.manifest import describe_code, describe_input, manifest_sha256, write_manifest
 from scratchlm.lineage.runrecord import utc_now, write_run_record
-from scratchlm.lineage.tracking import flatten_metrics, stage_run
+from scratchlm.lineage.tracker import stage_run
+from scratchlm.lineage.tracking import flatten_metrics
 
 DVC_YAML = """stages:
   download:

@@ -7,7 +7,8 @@ import pytest
 from ports import free_port as closed_port
 
 from scratchlm.config.runtime import TrackingParams
-from scratchlm.lineage.tracking import TrackingError, flatten, stage_run, tracking_uri
+from scratchlm.lineage.tracker import stage_run
+from scratchlm.lineage.tracking import TrackingError, flatten, tracking_uri
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Hugging Face interoperability: our checkpoints to `transformers` folders and back.
 
 The `gpt2` architecture is GPT-2's (this file); the `modern` one is the Llama family's, exported as
-Qwen3 or Llama and imported from either (`export_modern`).
+Qwen3 or Llama and imported from either (`hf_modern`).
 
 Our GPT is GPT-2's architecture (learned positions, pre-LayerNorm, tanh GELU, 1/sqrt(head_dim) attention
 scaling, LayerNorm eps 1e-5, tied head), so the conversion is a renaming plus two details: HF GPT-2 keeps
@@ -167,7 +167,7 @@ def import_hf(hf_dir: Path, out_dir: Path) -> None:
     outside the embedding, the (tied) embedding grows by rows set to the mean embedding, so every other
     token's logits are unchanged and the new token starts as an average, unremarkable one.
     GPT-2: dropout becomes `resid_pdrop` (0.1 for the released models); biases are kept. Llama and Qwen3
-    become the `modern` architecture (see `export_modern` for what is refused).
+    become the `modern` architecture (see `hf_modern` for what is refused).
     """
     guard_out_dir(out_dir, [hf_dir], "import-hf")
     config_file = hf_dir / "config.json"

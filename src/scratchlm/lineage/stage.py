@@ -43,7 +43,8 @@ from scratchlm.io import DataFormatError, atomic_output_dir, dumps_json, file_ha
 from scratchlm.launch import is_rank_zero
 from scratchlm.lineage.manifest import describe_code, describe_input, manifest_sha256, write_manifest
 from scratchlm.lineage.runrecord import git_state, split_timing, upstream_run_ids, utc_now, write_run_record
-from scratchlm.lineage.tracking import StageRun, TrackingError, dvc_experiment, flatten_metrics, stage_run
+from scratchlm.lineage.tracker import StageRun, stage_run, start_tracking
+from scratchlm.lineage.tracking import TrackingError, dvc_experiment, flatten_metrics
 
 PARAMS_FILE = Path("params.yaml")
 METRICS_DIR = Path("reports/metrics")
@@ -124,6 +125,18 @@ def load_params(stage: str, path: Path = PARAMS_FILE) -> Settings:
         params, also = params.joined(raw)
         reads += also
     return Settings(params, tracking, executor, {name: raw.get(name) for name in reads})  # type: ignore[arg-type]
+
+
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux's /proc, to 10 ms), None elsewhere: a stage's start-up, from
+    the interpreter's first instruction to its first line of work, is recorded as `startup_seconds`."""
+    try:
+        after_name = Path("/proc/self/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+        started_ticks = int(after_name[19])  # field 22, starttime, in clock ticks since boot
+        uptime = float(Path("/proc/uptime").read_text(encoding="ascii").split()[0])
+        return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def seed_everything(seed: int) -> None:
@@ -252,6 +265,7 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
             work(params, Path(scratch), StageContext(StageRun(None)))
         return
     started, clock = utc_now(), time.monotonic()
+    tracker = start_tracking(stage, tracking)  # MLflow loads in its own process while the stage prepares
     code_files = stage_code(stage)
     watch = Watch.start(stage, settings.raw, [Path(p) for p in inputs] + [CODE_ROOT / p for p in code_files])
     described = {path: describe_input(path) for path in sorted(inputs)}
@@ -261,14 +275,17 @@ def _run(stage: str, inputs: list[str], output: str, work: Work, seed: int,
     if exp := dvc_experiment():
         tags["dvc_exp"] = exp
     tags.update({f"upstream.{name}": run_id for name, run_id in upstream_run_ids(described).items()})
-    with stage_run(stage, tracking, tags) as run:
+    with stage_run(stage, tracking, tags, tracker) as run:
         # a stage reading several sections logs them nested as its manifest records them (scaling.rungs.xs.n_embd)
         run.log_params(params.output_params() if nested_params(stage) else params.model_dump(mode="json"))
         run.log_inputs(described)
         ctx = StageContext(run, settings.executor)
         try:
             with full_disk_names(output), atomic_output_dir(output) as tmp:
+                startup = process_seconds()
                 metrics, timing = split_timing(work(params, tmp, ctx))
+                if startup is not None:
+                    timing["startup_seconds"] = round(startup, 2)
                 metrics_file = ctx.side(METRICS_DIR / f"{stage}.json")
                 metrics_file.write_text(dumps_json(metrics), encoding="utf-8")
                 write_manifest(tmp, stage=stage, params=params.output_params(), inputs=described, code=code,

@@ -20,8 +20,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from scratchlm.config.runtime import TrackingParams
-
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -58,7 +56,7 @@ def tracking_uri(configured: str | None = None) -> str:
     return uri if main == Path(os.path.abspath(Path.cwd())) else resolve_uri(uri, main)
 
 
-def _limit_http_waits(timeout_s: float) -> None:
+def limit_http_waits(timeout_s: float) -> None:
     """Without this MLflow retries an unreachable server for minutes before giving up."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(1, timeout_s))))
@@ -101,8 +99,9 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, f
     return flat
 
 
-class StageRun:
-    """A handle on the stage's MLflow run; a disabled one (no run) accepts and drops everything.
+class MlflowRun:
+    """The stage's MLflow run, as the tracking process (`scratchlm.lineage.tracker`) drives it; a disabled one
+    (no run) accepts and drops everything.
 
     A call that fails (an unwritable artifact store, a database error) raises TrackingError naming
     what could not be logged; with `required: false` it warns once and the run goes on untracked.
@@ -184,14 +183,15 @@ class StageRun:
                 mlflow.end_run(status=status)
         self.ended = True
 
-    def mark_failed(self) -> None:
-        """Best effort, on the way out of a failing stage: never hides the error that got us here."""
+    def mark_failed(self, ended: bool = False) -> None:
+        """Best effort, on the way out of a failing stage: never hides the error that got us here. `ended`: the
+        stage saw its run end (it failed after that), so the finished run is set FAILED."""
         if not self.enabled:
             return
         try:
             import mlflow
 
-            if self.ended:
+            if self.ended or ended:
                 mlflow.MlflowClient().set_terminated(self.run_id, status="FAILED")
             else:
                 mlflow.end_run(status="FAILED")
@@ -238,6 +238,8 @@ class StageRun:
 
     def log_inputs(self, inputs: Mapping[str, Mapping[str, Any]]) -> None:
         """Each input as an MLflow dataset named by its path, with its digest, in sorted order."""
+        # the tracking process logs each input under the path the stage named it by (relative to the stage's
+        # folder, which is the process's too)
         if not self.enabled:
             return
         import mlflow
@@ -292,40 +294,23 @@ def dvc_experiment() -> str | None:
     return os.environ.get("DVC_EXP_NAME") or os.environ.get("DVC_EXP_BASELINE_REV")
 
 
-@contextlib.contextmanager
-def stage_run(stage: str, tracking: TrackingParams, tags: Mapping[str, str]) -> Iterator[StageRun]:
-    """Open the stage's MLflow run; mark it FAILED if the stage raises."""
-    uri = tracking_uri(tracking.uri)
-    _limit_http_waits(tracking.connect_timeout_s)
-    try:
-        check_backend(uri, tracking.connect_timeout_s)
-        run_id, store_id = _start(stage, tracking.experiment, uri, tags)
-    except Exception as error:
-        if tracking.required:
-            message = str(error) if isinstance(error, TrackingError) else f"MLflow backend {uri}: {error}"
-            raise TrackingError(message.splitlines()[0]) from None
-        warnings.warn(f"tracking disabled for stage '{stage}': {error}; metrics go to local files only",
-                      stacklevel=2)
-        yield StageRun(None, required=False)
-        return
-    run = StageRun(run_id, tracking.required, describe_store(uri, store_id))
-    try:
-        yield run
-    except BaseException:
-        run.mark_failed()
-        raise
-    run.end()
-
-
-def _start(stage: str, experiment: str, uri: str, tags: Mapping[str, str]) -> tuple[str, str]:
-    """Start the stage's run; (run id, the store's id)."""
+def open_store(experiment: str, uri: str) -> tuple[str, str]:
+    """Point MLflow at `uri` and find or create the experiment: (experiment id, the store's id). The slow part
+    of tracking (importing MLflow, opening and checking the store), which the tracking process does first."""
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
-    experiment_id, store_id = _experiment(experiment, uri)
+    return _experiment(experiment, uri)
+
+
+def start_run(stage: str, store: tuple[str, str], uri: str, tags: Mapping[str, str]) -> MlflowRun:
+    """Start the stage's run in the experiment `open_store` gave; failures raise (the caller decides)."""
+    import mlflow
+
+    experiment_id, store_id = store
     run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags={"stage": stage, **tags})
-    return run.info.run_id, store_id
+    return MlflowRun(run.info.run_id, True, describe_store(uri, store_id))
 
 
 # ---------------------------------------------------------------------------------- reading runs (audit)
@@ -350,7 +335,7 @@ def _client(uri: str) -> Any:
     from mlflow import MlflowClient
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    _limit_http_waits(10)
+    limit_http_waits(10)
     check_backend(uri, 10)
     client = MlflowClient(tracking_uri=uri)
     client.search_experiments(max_results=1)  # a corrupt database fails here, once, not on every read
