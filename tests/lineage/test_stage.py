@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,10 @@ def test_bad_params_file_is_one_line(workdir: Path) -> None:
     result = run_stage(workdir, "pipelines.clean", "data/raw", "data/clean")
     assert result.returncode == 1 and "params.yaml: cannot read params" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_process_seconds_counts_from_the_process_start() -> None:
+    """A stage's recorded start-up (`startup_seconds`) is measured from the interpreter's start, not from an import."""
+    code = "import time; time.sleep(0.6); from scratchlm.lineage.stage import process_seconds; print(process_seconds())"
+    seconds = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 0.6 <= seconds < 10
