@@ -11,15 +11,6 @@ from scratchlm.lineage.tracker import stage_run
 from scratchlm.lineage.tracking import TrackingError, flatten, tracking_uri
 
 
-@pytest.fixture
-def local_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
-
-
-
 def test_stage_run_logs_params_metrics_inputs_and_tags(local_backend: str, tmp_path: Path) -> None:
     data = tmp_path / "input.txt"
     data.write_text("bytes")
