@@ -4,7 +4,6 @@ import argparse
 import shutil
 from pathlib import Path
 
-from scratchlm.data.dedup import dedup_corpus
 from scratchlm.lineage.stage import run_stage
 
 
@@ -18,6 +17,8 @@ def main() -> None:
     args = parser.parse_args()
 
     def work(params, out, stage):
+        from scratchlm.data.dedup import dedup_corpus  # datasketch imports scipy: bad params fail first
+
         evaluation = [Path(folder) for folder in args.decontaminate]
         metrics = dedup_corpus(Path(args.clean), evaluation, out, params, stage.executor(params.num_proc))
         shutil.copyfile(out / "cluster_sizes.csv", stage.side(args.plot))

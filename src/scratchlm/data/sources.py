@@ -29,15 +29,15 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import requests
-from requests.adapters import HTTPAdapter
 from tqdm import tqdm
-from urllib3.util.retry import Retry
 
 from scratchlm.config.data import SourceSpec
 from scratchlm.io import CHUNK, sha256_file, walk_tree
+
+if TYPE_CHECKING:
+    import requests
 
 NET_CHUNK = 1 << 16  # small network reads keep most of a transfer that breaks off, for the resume
 RETRY_STATUS = (429, 500, 502, 503, 504)  # worth asking again; any other 4xx is final
@@ -146,6 +146,8 @@ def http_download(name: str, spec: SourceSpec, dest: Path, timeout_s: float, ret
     Connection errors and 5xx answers are retried with backoff by urllib3; only a body that breaks
     off mid-way is resumed here, from the bytes already on disk.
     """
+    import requests  # only `url` sources: wheels come through pip, hf sources through datasets
+
     url = spec.url or ""
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / _url_filename(url)
@@ -173,6 +175,10 @@ def _url_filename(url: str) -> str:
 
 def _session(retries: int) -> requests.Session:
     """A session whose adapter retries connection errors and 5xx/429 answers with backoff."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
     retry = Retry(total=retries, backoff_factor=0.5, status_forcelist=RETRY_STATUS, raise_on_status=False)
     session = requests.Session()
     session.mount("http://", HTTPAdapter(max_retries=retry))
@@ -213,6 +219,8 @@ def _range_starts_at(response: requests.Response, offset: int) -> bool:
 
 def _write_body(response: requests.Response, part: Path, have: int) -> None:
     """Stream the body to disk (append when resuming); a break mid-way becomes _BrokenBody."""
+    import requests
+
     length = response.headers.get("Content-Length", "")
     total = int(length) + have if length.isdigit() else None
     with open(part, "ab" if have else "wb") as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,

@@ -412,12 +412,31 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     return config
 
 
+class _NoMetaNormal(torch.overrides.TorchFunctionMode):
+    """Skips `nn.init.normal_` on meta tensors, which have no values to draw: torch runs it through a Python
+    reference that imports torch._dynamo (over a second) for a stage that only wants shapes."""
+
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is nn.init.normal_:
+            tensor = args[0] if args else kwargs["tensor"]
+            if tensor.is_meta:
+                return tensor
+        return func(*args, **kwargs)
+
+
+def build_on_meta(build: Callable[[], nn.Module]) -> nn.Module:
+    """`build()` on the meta device: shapes and parameter counts, nothing allocated, no values drawn."""
+    with torch.device("meta"), _NoMetaNormal():
+        return build()
+
+
 def expected_shapes(build: Callable[[], nn.Module],
                     tied: tuple[str, ...] = ("lm_head.weight",)) -> dict[str, list[int]]:
     """The tensor shapes a module built by `build` has, computed on the meta device: nothing is allocated,
     so a config.json claiming a 13-TB model costs nothing to check. `tied` names are not stored."""
-    with torch.device("meta"):
-        module = build()
+    module = build_on_meta(build)
     return {name: list(t.shape) for name, t in module.state_dict().items() if name not in tied}
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from scratchlm.config.report import ReportParams
 from scratchlm.lineage.manifest import manifest_sha256
-from scratchlm.reporting import figures
 from scratchlm.reporting.model_card import (
     CardInputs,
     instruct_samples,
@@ -41,6 +40,8 @@ def confusion_of(classifier: dict[str, Any]) -> tuple[list[list[int]], list[str]
 def draw_figures(metrics: dict[str, dict[str, Any]], loss_curve: Path, fig_dir: Path,
                  law: dict[str, Any] | None = None) -> dict[str, str]:
     """Every figure, as paths relative to the card."""
+    from scratchlm.reporting import figures
+
     fig_dir.mkdir(parents=True, exist_ok=True)
     drawn = {}
     if law:

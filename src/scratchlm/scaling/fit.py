@@ -18,7 +18,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import OptimizeWarning, curve_fit
 
 
 @dataclass
@@ -84,6 +83,8 @@ def fit_power_law(flops: np.ndarray, losses: np.ndarray, form: str = "power_with
         slope, intercept = np.polyfit(np.log(x), np.log(losses), 1)
         law = PowerLaw(form, 0.0, float(np.exp(intercept)), float(-slope), c0, 0.0)
     else:
+        from scipy.optimize import OptimizeWarning, curve_fit
+
         floor = float(losses.min())
 
         def curve(x: np.ndarray, e: float, a: float, alpha: float) -> np.ndarray:
@@ -152,6 +153,8 @@ def fit_chinchilla(rungs: list[Rung]) -> dict[str, float] | None:
     ratios = {round(r.tokens / r.params, 6) for r in rungs}
     if len(ratios) < 2 or len(rungs) < 5:
         return None
+    from scipy.optimize import OptimizeWarning, curve_fit
+
     n = np.array([r.params for r in rungs], dtype=float)
     d = np.array([r.tokens for r in rungs], dtype=float)
     y = np.array([r.val_loss for r in rungs], dtype=float)

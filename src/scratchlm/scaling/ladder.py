@@ -14,7 +14,6 @@ import math
 
 from scratchlm.config.scaling import ScalingRunParams
 from scratchlm.config.training import PretrainParams
-from scratchlm.model.gpt import GPT, GPTConfig
 
 #: What each rung writes and the fit reads.
 RUNG_FILE = "rung.json"
@@ -30,10 +29,9 @@ def tokens_per_step(params: PretrainParams) -> int:
 def model_size(params: PretrainParams, vocab_size: int) -> tuple[int, float]:
     """(parameters with embeddings, training FLOPs per token) of the model `params` describes, on the meta
     device: nothing is allocated."""
-    import torch
+    from scratchlm.model.gpt import GPT, GPTConfig, build_on_meta
 
-    with torch.device("meta"):
-        model = GPT(GPTConfig(vocab_size=vocab_size, **params.model.model_dump()))
+    model = build_on_meta(lambda: GPT(GPTConfig(vocab_size=vocab_size, **params.model.model_dump())))
     return model.num_params(non_embedding=False), float(model.flops_per_token())
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 
 
 def task_trend(losses: list[float], accuracies: list[float], stderr: float) -> dict[str, Any]:
     """The trend of one task across rungs: slope of accuracy on loss, the change across the ladder, the call."""
+    from scipy.stats import spearmanr
+
     x, y = np.asarray(losses, dtype=float), np.asarray(accuracies, dtype=float)
     slope = float(np.polyfit(x, y, 1)[0]) if np.ptp(x) > 0 else 0.0
     change = -slope * float(np.ptp(x))  # accuracy gained from the ladder's worst loss to its best

@@ -19,16 +19,17 @@ import math
 import time
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import FSDPStrategy
-from torch.distributed.fsdp import FullyShardedDataParallel
 
 from scratchlm.config.training import OptimParams
 from scratchlm.model.gpt import GPT, GPTConfig
 from scratchlm.training.optim import build_optimizer
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp import FullyShardedDataParallel
 
 
 def cpu_has_native_bf16() -> bool:
@@ -91,6 +92,8 @@ def peak_tflops(configured: float | None, precision: str, accelerator: str, loca
 
 def fsdp_root(trainer: L.Trainer | None) -> FullyShardedDataParallel | None:
     """The FSDP wrapper around the LightningModule once the strategy has set it up, else None."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
     model = trainer.strategy.model if trainer is not None else None
     return model if isinstance(model, FullyShardedDataParallel) else None
 
@@ -172,6 +175,8 @@ class GPTModule(L.LightningModule):
         if root is None:
             yield
             return
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
         with FullyShardedDataParallel.summon_full_params(root, writeback=False, rank0_only=True):
             yield
 
@@ -179,6 +184,8 @@ class GPTModule(L.LightningModule):
         """Under FSDP, build the optimizer now, before the strategy wraps the model: its groups read the
         parameters' shapes (decay on matrices only), which FSDP's flat shards no longer have; with
         `use_orig_params` (Lightning's default) the parameter objects stay the same, as views of the shards."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
         if stage == "fit" and self._trainer is not None and isinstance(self._trainer.strategy, FSDPStrategy):
             self._prebuilt = self.build_optimizers()
 

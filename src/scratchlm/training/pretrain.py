@@ -28,12 +28,11 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
 from tokenizers import Tokenizer
 
 from scratchlm.config.training import PretrainParams
@@ -44,6 +43,9 @@ from scratchlm.training.callbacks import LogFn, SampleText, TrainingLog
 from scratchlm.training.checkpoint import LAST, CheckpointOnInterrupt, SameStart, fingerprint, resume_path
 from scratchlm.training.data import TokenDataModule, unigram_loss
 from scratchlm.training.module import GPTModule, effective_precision, peak_tflops
+
+if TYPE_CHECKING:
+    from lightning.pytorch.strategies import Strategy
 
 
 def run_fingerprint(params: PretrainParams, tokens_dir: Path, tokenizer_file: Path) -> str:
@@ -62,6 +64,8 @@ def make_strategy(params: PretrainParams) -> str | Strategy:
     the export gather it on rank 0 and run the plain modules (`GPTModule.gathered`), which torch refuses
     when the blocks are FSDP units of their own. Checkpoints hold the full state dict.
     """
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+
     timeout = timedelta(minutes=params.dist_timeout_minutes)
     if params.strategy == "fsdp":
         return FSDPStrategy(timeout=timeout, state_dict_type="full")
