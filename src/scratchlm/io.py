@@ -276,15 +276,19 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             except UnicodeDecodeError as error:
                 raise DataFormatError(f"{path}:{lineno}: not UTF-8 at byte {error.start} of the line "
                                       f"({error.reason})") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            yield record
+            if line.strip():
+                yield json_object(line, path, lineno)
+
+
+def json_object(line: str, path: str | Path, lineno: int) -> dict[str, Any]:
+    """One JSON-lines record; anything but a JSON object raises DataFormatError naming the file and line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataFormatError(f"{path}:{lineno}: not valid JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

@@ -129,7 +129,7 @@ def test_labelled_sets_in_jsonl_csv_and_parquet_with_named_fields(tmp_path: Path
     ("b.jsonl", '{"review": "ok"}\n', r"b.jsonl:1: missing or empty label field 'stars'"),
     ("b.jsonl", '{"stars": 3}\n', r"b.jsonl:1: missing or empty text field 'review'"),
     ("b.csv", "review,stars\nfine,\n", r"b.csv:2: missing or empty label field 'stars'"),
-    ("b.jsonl", '{"review": "ok", "stars": 1}\n[1]\n', r"b.jsonl:2: not a JSON object"),
+    ("b.jsonl", '{"review": "ok", "stars": 1}\n[1]\n', r"b.jsonl:2: expected a JSON object, got list"),
     ("b.tsv", "review\tstars\n", r"b.tsv: a labelled set must be .jsonl, .csv or .parquet"),
 ])
 def test_a_bad_labelled_record_names_the_file_and_line(tmp_path: Path, name: str, content: str, error: str) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from scratchlm.io import DataFormatError, make_document, read_jsonl
+from scratchlm.io import DataFormatError, json_object, make_document, read_jsonl
 
 HEADING = re.compile(r"^ = ([^=].*?) = $")
 OLMO_UNCOND_OFFSET = 1_000_000  # oe-eval's `uncond_docid_offset`
@@ -303,13 +303,7 @@ def _table_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     elif suffixes.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
         for lineno, line in enumerate(read_text(path).splitlines(), start=1):
             if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataFormatError(f"{path}:{lineno}: not valid JSON ({error.msg})") from None
-                if not isinstance(record, dict):
-                    raise DataFormatError(f"{path}:{lineno}: not a JSON object")
-                yield lineno, record
+                yield lineno, json_object(line, path, lineno)
     else:
         raise DataFormatError(f"{path}: a labelled set must be .jsonl, .csv or .parquet (optionally .gz but parquet)")
 
