@@ -10,7 +10,6 @@ Writes reports/bench/eval_throughput.json.   Usage: python bench/eval_throughput
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from scratchlm.config.evaluation import EvaluateParams
 from scratchlm.evaluation.loglik import encode_pair, score_requests
 from scratchlm.evaluation.multiple_choice import score_items
 from scratchlm.io import read_jsonl
+from scratchlm.launch import usable_cpus
 from scratchlm.model.gpt import load_model
 from scratchlm.tokenizer import EOT
 
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--out", default="reports/bench/eval_throughput.json")
     args = parser.parse_args()
     params = EvaluateParams(**yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))["evaluate"])
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(usable_cpus())
     model = load_model(Path(args.model))
     tokenizer = Tokenizer.from_file(str(Path(args.model) / "tokenizer.json"))
     encode, bos = (lambda t: tokenizer.encode(t).ids), tokenizer.token_to_id(EOT)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 from pathlib import Path
 
 import torch
 
+from scratchlm.launch import usable_cpus
 from scratchlm.training.module import matmul_tflops
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--out", default="reports/bench/matmul_peak.json")
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(usable_cpus())
     rows = {f"{name}_{n}": gflops(n, dtype, args.seconds)
             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)) for n in args.sizes}
     peak = {"fp32": max(v for k, v in rows.items() if k.startswith("fp32")),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import os
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from _bench import Figure, report
 from torch.utils.data import DataLoader, IterableDataset
 
 from scratchlm.config.training import PretrainParams
+from scratchlm.launch import usable_cpus
 from scratchlm.model.gpt import GPT, GPTConfig
 from scratchlm.training.callbacks import TrainingLog
 from scratchlm.training.module import PRECISION_DTYPES, GPTModule, effective_precision, matmul_tflops
@@ -143,7 +143,7 @@ def main() -> None:
     raw = yaml.safe_load(Path(args.params).read_text())
     hp = PretrainParams(**raw["pretrain"])
     config = GPTConfig(vocab_size=raw["tokenizer"]["vocab_size"], **hp.model.model_dump())
-    torch.set_num_threads(hp.num_threads or os.cpu_count() or 1)
+    torch.set_num_threads(hp.num_threads or usable_cpus())
     default_bf16 = effective_precision(hp.precision, "cpu").startswith("bf16")
     flops, tokens = GPT(config).flops_per_token(), hp.batch_size * config.block_size
     peaks = {bf16: matmul_tflops(PRECISION_DTYPES["bf16-mixed" if bf16 else "32-true"], seconds=2.0) * 1e12

@@ -9,6 +9,20 @@ import pytest
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
+
+def _pin_worker() -> None:
+    """Under pytest-xdist, each worker (and every stage it starts) runs on its own core: a stage sizes torch's
+    threads by the CPUs it may use (`scratchlm.launch.usable_cpus`), so two workers no longer run two threads
+    each on two cores, where OpenMP's spinning made a 16-s pretrain take six minutes."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker.startswith("gw") and 1 < count <= len(cpus):
+        os.sched_setaffinity(0, {cpus[int(worker[2:]) % len(cpus)]})
+
+
+_pin_worker()
+
 REPO = Path(__file__).resolve().parents[1]
 #: Fixtures made once per session and shared: the tests that use them run on one pytest-xdist worker.
 SHARED_FIXTURES = {"debug_dag", "repo", "dag", "team_server"}

@@ -202,3 +202,60 @@ def test_two_deterministic_cpu_pretraining_runs_give_identical_weights(tokenizer
         assert torch.equal(a[key], b[key]), key
     assert losses[0] == losses[1]
     assert (tmp_path / "a" / "samples.txt").read_bytes() == (tmp_path / "b" / "samples.txt").read_bytes()
+
+
+#: One pretraining run in a fresh process (like one `dvc repro`): params JSON, tokens, tokenizer, out → sha256, loss.
+PRETRAIN_PROCESS = """
+import json, sys
+from pathlib import Path
+from scratchlm.config.training import PretrainParams
+from scratchlm.io import sha256_file
+from scratchlm.training.pretrain import pretrain
+params, tokens, tokenizer, out = json.loads(sys.argv[1]), *map(Path, sys.argv[2:])
+metrics, _ = pretrain(tokens, tokenizer, out / "model", out / "ckpt", PretrainParams(**params))
+print(json.dumps({"sha256": sha256_file(out / "model" / "model.safetensors"), "val_loss": metrics["val_loss"],
+                  "steps": metrics["steps"]}))
+"""
+
+
+@pytest.mark.slow
+def test_compiled_pretraining_is_bit_identical_across_processes(tokenizers, tmp_path: Path) -> None:
+    """The default recipe (params.yaml's `pretrain`: its precision, `compile: true`, Muon, modern architecture)
+    at a tiny size, trained in two fresh processes on two threads: the same model.safetensors bytes.
+
+    The first process compiles into an empty inductor cache (as on another machine), the second reuses it.
+    `deterministic: true` is what makes it hold: without it inductor lowers the embedding's backward
+    (`embedding_dense_backward` → `index_put_(accumulate=True)`) into a C++ kernel whose `#pragma omp for`
+    over the tokens does `atomic_add` into the tied wte/lm_head gradient, so with two or more threads
+    the float additions land in a racy order and every run differs in the last bits (val loss 5.0105
+    against 5.0089 after 510 steps). Under `torch.use_deterministic_algorithms(True)` (Lightning's
+    `deterministic=True`, params.yaml's `pretrain.deterministic: true`) inductor falls back to aten's serial
+    `index_put_` there. The thread count stays
+    part of the recipe: compiled reductions are split per thread, so 1 and 2 threads give other bits.
+    """
+    import os
+    import subprocess
+    import sys
+
+    from scratchlm.config.loader import read_params_file
+
+    recipe = read_params_file(Path(__file__).resolve().parents[1] / "params.yaml")["pretrain"]
+    assert recipe["compile"] is True, "the default recipe compiles: this test is about the compiled path"
+    dedup_dir, (tok, _) = tokenizers
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    tokenize_splits(dedup_dir, tok, tokens, TokenizeParams(check_docs=10))
+    params = {**recipe, "model": {**recipe["model"], "n_layer": 1, "n_head": 2, "n_embd": 64, "block_size": 64},
+              "batch_size": 8, "max_steps": 8, "warmup_steps": 2, "val_every": 8, "val_windows": 4, "log_every": 4,
+              "ckpt_every": 8, "sample_tokens": 4, "num_threads": 2, "accelerator": "cpu", "devices": 1,
+              "peak_tflops": 1.0}
+    assert params["deterministic"] is True, "the default recipe's guarantee: the same weights on the same machine kind"
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}  # empty: a cold compile first
+    runs = []
+    for run in ("cold", "warm"):
+        done = subprocess.run([sys.executable, "-c", PRETRAIN_PROCESS, json.dumps(params), str(tokens), str(tok),
+                               str(tmp_path / run)], env=env, check=True, timeout=300, capture_output=True, text=True)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert runs[0]["steps"] == params["max_steps"]
+    assert any((tmp_path / "inductor").rglob("*.py")), "the runs must have gone through inductor"
+    assert runs[0] == runs[1]

@@ -90,8 +90,11 @@ class PretrainParams(OptimParams):
                                                          "num_nodes)")
     max_steps: int = Field(default=1000, ge=1, description="optimizer steps")
     max_time_minutes: float | None = Field(default=None, gt=0, description="stop early after this wall time")
-    deterministic: bool = Field(default=False, description="deterministic torch algorithms (slower), so a rerun on the "
-                                                           "same hardware repeats the same numbers")
+    deterministic: bool = Field(default=True, description="deterministic torch algorithms, so a rerun on the same "
+                                                          "machine kind with the same thread count gives the same "
+                                                          "weights; with compile on a multi-threaded CPU, false lets "
+                                                          "the embedding gradient add in a racy order (runs differ "
+                                                          "in the last bits)")
     accelerator: Accelerator = Field(default="auto", description="Lightning's accelerator; auto: a GPU when there is "
                                                                  "one, else CPU")
     devices: int | Literal["auto"] = Field(default="auto", description="devices per node; auto: all that the "

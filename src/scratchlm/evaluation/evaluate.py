@@ -11,7 +11,6 @@ Every scored item goes to `<out>/<task>.jsonl` with the model's choice, for erro
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from scratchlm.config.evaluation import EvaluateParams
 from scratchlm.evaluation.language_modeling import language_model_metrics
 from scratchlm.evaluation.zero_shot import benchmarks
 from scratchlm.io import DataFormatError, document_shards, read_documents, write_jsonl
+from scratchlm.launch import usable_cpus
 from scratchlm.model.gpt import GPT, load_model
 from scratchlm.tokenizer import EOT, load_tokenizer, timed
 
@@ -89,7 +89,7 @@ def evaluate_all(inputs: EvalInputs, out_dir: Path, params: EvaluateParams) -> d
     """All the scores, as the metrics dict the stage writes to reports/metrics/evaluate.json."""
     from scratchlm.evaluation.downstream import evaluate_classifier, evaluate_instruct
 
-    torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
+    torch.set_num_threads(params.num_threads or usable_cpus())
     torch.manual_seed(0)
     model, tokenizer = load_model(inputs.pretrain), load_tokenizer(inputs.pretrain / "tokenizer.json")
     lm, lm_seconds = timed(language_modeling, model, tokenizer, inputs.dedup, params)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from scratchlm.io import DataFormatError, atomic_write_json
+from scratchlm.launch import usable_cpus
 from scratchlm.lineage.manifest import manifest_folder, manifest_sha256, part_sha256, read_manifest
 
 RUNS_DIR = Path("reports/runs")
@@ -96,7 +97,7 @@ def package_versions() -> dict[str, str]:
 
 def machine() -> dict[str, Any]:
     """What ran the stage: CPU model and count, native bf16 or not, and the GPU when torch has one."""
-    info: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    info: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count(), "usable_cpus": usable_cpus()}
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:

@@ -11,7 +11,6 @@ run resumed at an epoch boundary ends with the same weights and metrics as one t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from tokenizers import Tokenizer
 
 from scratchlm.config.training import FinetuneParams
 from scratchlm.io import DataFormatError, write_jsonl
+from scratchlm.launch import usable_cpus
 from scratchlm.model.gpt import GPT, load_model
 from scratchlm.tokenizer import load_tokenizer
 from scratchlm.training.callbacks import LogFn
@@ -66,7 +66,7 @@ class EpochLog(L.Callback):
 def prepare(stage: str, params: FinetuneParams, splits: dict[str, list[dict[str, Any]]], model_dir: Path,
             out_dir: Path) -> tuple[Tokenizer, GPT]:
     """Threads and seeds, the split stored beside the model, the tokenizer and the model to start from."""
-    torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
+    torch.set_num_threads(params.num_threads or usable_cpus())
     L.seed_everything(params.seed, workers=True, verbose=False)
     write_jsonl(out_dir / "split.jsonl", ({"id": r["id"], "split": s} for s, rs in splits.items() for r in rs))
     tokenizer = load_tokenizer(model_dir / "tokenizer.json")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import time
@@ -36,7 +35,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tokenizers import Tokenizer
 
 from scratchlm.config.training import PretrainParams
-from scratchlm.launch import PeerLostError, check_launch, local_rank
+from scratchlm.launch import PeerLostError, check_launch, local_rank, usable_cpus
 from scratchlm.model.gpt import GPTConfig, save_model
 from scratchlm.tokenizer import EOT, load_tokenizer
 from scratchlm.training.callbacks import LogFn, SampleText, TrainingLog
@@ -129,7 +128,7 @@ def bytes_per_token(tokens_dir: Path, split: str = "val") -> float:
 
 
 def setup(params: PretrainParams, tokens_dir: Path, tokenizer: Tokenizer) -> tuple[GPTModule, TokenDataModule]:
-    torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
+    torch.set_num_threads(params.num_threads or usable_cpus())
     L.seed_everything(params.seed, workers=True, verbose=False)
     module = GPTModule(model_config(params, tokenizer.get_vocab_size()), params, params.max_steps)
     data = TokenDataModule(tokens_dir, params.model.block_size, params.batch_size, params.grad_accum,
