@@ -25,6 +25,8 @@ def test_the_stage_never_imports_mlflow_and_its_work_starts_at_once(local_backen
         import sys, time
         from scratchlm.config.runtime import TrackingParams
         from scratchlm.lineage.tracker import stage_run
+        with stage_run("clean", TrackingParams(experiment="t"), {}):
+            pass  # the store exists now: a new one is made before the work starts (the next test)
         start = time.monotonic()
         with stage_run("clean", TrackingParams(experiment="t"), {}) as run:
             waited = time.monotonic() - start
@@ -81,3 +83,14 @@ def test_a_killed_stage_leaves_its_run_failed_not_running(local_backend: str, tm
     while mlflow.get_run(run_id).info.status == "RUNNING" and time.monotonic() < deadline:
         time.sleep(0.5)
     assert mlflow.get_run(run_id).info.status == "FAILED"
+
+
+def test_a_new_local_store_is_whole_before_the_work_starts(local_backend: str, tmp_path: Path) -> None:
+    """MLflow makes a new database's tables in several steps: a stage killed in its work must not leave them half
+    made (the next stage then failed on `table … already exists`), so a new store is opened before the work."""
+    import sqlite3
+
+    with stage_run("clean", TrackingParams(experiment="t"), {}), sqlite3.connect(tmp_path / "mlflow.db") as db:
+        tables = {name for (name,) in db.execute("select name from sqlite_master where type = 'table'")}
+        version = db.execute("select version_num from alembic_version").fetchone()
+    assert {"runs", "experiments", "metrics", "alembic_version"} <= tables and version

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from scratchlm.config.runtime import TrackingParams
-from scratchlm.lineage.tracking import TrackingError, check_backend, limit_http_waits, tracking_uri
+from scratchlm.lineage.tracking import TrackingError, check_backend, limit_http_waits, sqlite_file, tracking_uri
 
 #: How long `close` waits for the tracking process to exit after the run has ended (then it is killed by PID).
 EXIT_TIMEOUT_S = 60
@@ -177,6 +177,11 @@ class StageRun:
 
     # ------------------------------------------------------------------ plumbing
 
+    def _store_ready(self) -> None:
+        """Wait until the process has opened the store (made its tables, for a new one)."""
+        if self._send("opened", reply=True):
+            self._wait("opened")
+
     def _send(self, op: str, *args: Any, reply: bool = False, **kwargs: Any) -> bool:
         """Send one op if the run is live; False when tracking is off (nothing sent)."""
         if self._process is None:
@@ -231,7 +236,12 @@ def start_tracking(stage: str, tracking: TrackingParams) -> StageRun:
         warnings.warn(f"tracking disabled for stage '{stage}': {error}; metrics go to local files only",
                       stacklevel=2)
         return StageRun(None, required=False)
-    return StageRun(_Process(uri, tracking), tracking.required)
+    run = StageRun(_Process(uri, tracking), tracking.required)
+    if (db := sqlite_file(uri)) is not None and not db.exists():
+        # A new local store: MLflow makes its tables in several steps, which a kill would leave half made
+        # (and every later stage failing on them), so the work starts only once they are all there.
+        run._store_ready()
+    return run
 
 
 @contextlib.contextmanager

@@ -325,7 +325,7 @@ def resolve_uri(uri: str, root: Path) -> str:
     return uri
 
 
-def _sqlite_file(uri: str) -> Path | None:
+def sqlite_file(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
@@ -357,7 +357,7 @@ def _reading(uri: str) -> Iterator[None]:
 def read_store_id(uri: str, experiment: str) -> str | None:
     """The id the experiment carries in this store (see `describe_store`); None when the store is a local file
     that does not exist (never created by reading) or lacks the experiment; TrackingError when it cannot answer."""
-    db = _sqlite_file(uri)
+    db = sqlite_file(uri)
     if db is not None and not db.is_file():
         return None
     with _reading(uri):
@@ -374,7 +374,7 @@ def get_run_summary(run_id: str, uri: str | None = None) -> dict[str, Any] | Non
     from mlflow.exceptions import MlflowException
 
     uri = uri or tracking_uri()
-    db = _sqlite_file(uri)
+    db = sqlite_file(uri)
     if db is not None and not db.is_file():
         return None
     with _reading(uri):
@@ -396,7 +396,7 @@ def runs_with_manifest(stage: str, manifest_sha256: str | None, uri: str | None 
     that vouches for these bytes.
     """
     uri = uri or tracking_uri()
-    db = _sqlite_file(uri)
+    db = sqlite_file(uri)
     if db is not None and not db.is_file():
         return []
     with _reading(uri):
