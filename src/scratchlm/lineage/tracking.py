@@ -104,12 +104,12 @@ class MlflowRun:
     (no run) accepts and drops everything.
 
     A call that fails (an unwritable artifact store, a database error) raises TrackingError naming
-    what could not be logged; with `required: false` it warns once and the run goes on untracked.
+    what could not be logged; the stage's side (`tracker.StageRun`) decides whether that fails the stage
+    (`required`) or turns tracking off.
     """
 
-    def __init__(self, run_id: str | None, required: bool = True, store: dict[str, str] | None = None) -> None:
+    def __init__(self, run_id: str | None, store: dict[str, str] | None = None) -> None:
         self.run_id = run_id
-        self.required = required
         self.store = store
         """The store that holds the run (`describe_store`), what the run record names."""
         self.ended = False
@@ -124,11 +124,8 @@ class MlflowRun:
             yield
         except Exception as error:
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            message = f"MLflow run {self.run_id}: could not {what} ({type(error).__name__}: {reason})"
-            if self.required:
-                raise TrackingError(message) from None
-            warnings.warn(f"{message}; tracking disabled for the rest of the stage", stacklevel=3)
-            self.run_id = None
+            name = type(error).__name__
+            raise TrackingError(f"MLflow run {self.run_id}: could not {what} ({name}: {reason})") from None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if self.enabled:
@@ -150,10 +147,6 @@ class MlflowRun:
 
             with self._logging("log metrics"):
                 mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
-
-    def log_metrics_at(self, metrics: Mapping[str, float], step: int) -> None:
-        """`log_fn(metrics, step)`, the shape training callbacks call."""
-        self.log_metrics(metrics, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if not self.enabled:
@@ -310,7 +303,7 @@ def start_run(stage: str, store: tuple[str, str], uri: str, tags: Mapping[str, s
 
     experiment_id, store_id = store
     run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags={"stage": stage, **tags})
-    return MlflowRun(run.info.run_id, True, describe_store(uri, store_id))
+    return MlflowRun(run.info.run_id, describe_store(uri, store_id))
 
 
 # ---------------------------------------------------------------------------------- reading runs (audit)
