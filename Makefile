@@ -46,5 +46,6 @@ hooks: install
 clean-venv:
 	rm -rf $(VENV)
 
+# bench/size_throughput.py is not among them: it writes reports/bench/size_throughput.json, an input of scaling_fit
 bench: install
-	$(ACTIVATE) && for b in matmul_peak train_throughput data_throughput dedup_scale eval_throughput pipeline quality_per_compute; do python bench/$$b.py || exit 1; done
+	$(ACTIVATE) && for b in matmul_peak train_throughput data_throughput dedup_scale eval_throughput pipeline quality_per_compute ladder_choice alignment_seeds; do python bench/$$b.py || exit 1; done

@@ -11,6 +11,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -70,3 +71,15 @@ def best_of(repeats: int, fn, *args, **kwargs) -> tuple[object, float]:
         result = fn(*args, **kwargs)
         times.append(time.perf_counter() - start)
     return result, min(times)
+
+
+def default_pretrain(raw: dict) -> Any:
+    """params.yaml's pretrain section as the DAG trains it: with model.size from_ladder, at the shape and
+    steps of the committed choice (reports/scaling/choice.json)."""
+    from scratchlm.config.training import PretrainParams
+    from scratchlm.scaling.choice import apply_choice, read_choice
+
+    params = PretrainParams(**raw["pretrain"])
+    if params.model.size == "from_ladder":
+        params = apply_choice(params, read_choice(Path("reports/scaling/choice.json")))
+    return params

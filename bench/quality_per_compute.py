@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _bench import Figure, report
+from _bench import Figure, default_pretrain, report
 
 from scratchlm.config.training import PretrainParams
 from scratchlm.training.pretrain import pretrain
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="wall-clock budget of each main run")
     parser.add_argument("--sweep-steps", type=int, default=60, help="steps of each learning-rate sweep run")
     args = parser.parse_args()
-    base = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))["pretrain"]
+    base = default_pretrain(yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))).model_dump()
     base = {**base, "compile": False}  # a few minutes' budget: compile's warm-up would be a large, noisy share
     work = Path(tempfile.mkdtemp(prefix="quality-"))
     chosen, step_seconds, sweep = {}, {}, {}

@@ -22,7 +22,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from _bench import Figure, report
+from _bench import Figure, default_pretrain, report
 from torch.utils.data import DataLoader, IterableDataset
 
 from scratchlm.config.training import PretrainParams
@@ -141,8 +141,8 @@ def main() -> None:
     parser.add_argument("--out", default="reports/bench/train_throughput.json")
     args = parser.parse_args()
     raw = yaml.safe_load(Path(args.params).read_text())
-    hp = PretrainParams(**raw["pretrain"])
-    config = GPTConfig(vocab_size=raw["tokenizer"]["vocab_size"], **hp.model.model_dump())
+    hp = default_pretrain(raw)
+    config = GPTConfig(vocab_size=raw["tokenizer"]["vocab_size"], **hp.model.gpt_fields())
     torch.set_num_threads(hp.num_threads or usable_cpus())
     default_bf16 = effective_precision(hp.precision, "cpu").startswith("bf16")
     flops, tokens = GPT(config).flops_per_token(), hp.batch_size * config.block_size

@@ -78,7 +78,7 @@ def test_gpt2_124m_trains_on_a_corpus_at_its_scale(repo_root: Path, tmp_path: Pa
     assert pretrain.peak_tflops is None, "MFU against the peak measured where it runs"
 
     with torch.device("meta"):  # the sizes, no 0.5 GB of weights
-        n_params = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **pretrain.model.model_dump())).num_params(False)
+        n_params = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **pretrain.model.gpt_fields())).num_params(False)
     assert isinstance(pretrain.devices, int)
     per_step = pretrain.batch_size * pretrain.grad_accum * pretrain.model.block_size * pretrain.devices * pretrain.num_nodes
     seen = pretrain.max_steps * per_step

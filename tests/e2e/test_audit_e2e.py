@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from repo_shell import sh
 
 STAGES = ["download", "clean", "dedup", "validate", "tokenizer", "tokenize", "pretrain", "finetune_classifier",
-          "finetune_instruct", "align", "evaluate", "report", *(f"scaling@{rung}" for rung in ("xs", "s", "m", "l", "xl")),
+          "finetune_instruct", "align", "evaluate", "report", *(f"scaling@{rung}" for rung in ("xs", "s", "m", "l", "xs_long", "s_long")),
           "scaling_fit"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

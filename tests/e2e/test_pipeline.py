@@ -16,7 +16,7 @@ from scratchlm.lineage.tracking import flatten_metrics
 from scratchlm.reporting.model_card import outputs_digest
 
 DATA_STAGES = ["download", "clean", "dedup", "validate"]
-RUNGS = ("xs", "s", "m", "l", "xl")
+RUNGS = ("xs", "s", "m", "l", "xs_long", "s_long")  # the debug profile removes xl
 STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain", "finetune_classifier", "finetune_instruct", "align",
           "evaluate", "report", *(f"scaling@{rung}" for rung in RUNGS), "scaling_fit"]
 TASKS = ["hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande", "sciq", "lambada"]

@@ -94,3 +94,19 @@ def test_a_new_local_store_is_whole_before_the_work_starts(local_backend: str, t
         tables = {name for (name,) in db.execute("select name from sqlite_master where type = 'table'")}
         version = db.execute("select version_num from alembic_version").fetchone()
     assert {"runs", "experiments", "metrics", "alembic_version"} <= tables and version
+
+
+def test_a_folder_is_logged_before_the_stage_writes_into_it_again(local_backend: str, tmp_path: Path) -> None:
+    """evaluate and report log their staged output folder, and the runner then writes the manifest into it
+    through a temporary file: copied later, the folder changed under the copy (a FileNotFoundError for the
+    renamed temporary file, seen on busy cores). Logged before log_artifact returns, it is copied as it was."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.txt").write_text("a")
+    with stage_run("evaluate", TrackingParams(experiment="t"), {}) as run:
+        run.log_artifact(out, artifact_path="evaluation")
+        (out / ".manifest.json.tmp").write_text("{}")  # what the runner does next, and renames away
+        (out / ".manifest.json.tmp").rename(out / "manifest.json")
+        logged = sorted(p.name for p in Path(mlflow.get_run(run.run_id).info.artifact_uri.removeprefix("file://"),
+                                             "evaluation").iterdir())
+    assert logged == ["a.txt"]

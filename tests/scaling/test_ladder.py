@@ -39,6 +39,26 @@ def test_a_set_ratio_sets_the_budget() -> None:
     assert params.max_steps * 16 * 256 / n == pytest.approx(20, rel=0.01)
 
 
+def test_a_rung_of_its_own_ratio_overrides_the_ladders_and_from_ladder_needs_one() -> None:
+    ladder = {"rungs": {**LADDER["rungs"], "xs_long": {"n_layer": 2, "n_head": 2, "n_embd": 48,
+                                                       "tokens_per_param": 4.0}}}
+    own = parse_section("scaling", {**ladder, "tokens_per_param": 1.0}).member("xs_long", {"pretrain": RECIPE})[0]
+    params = rung_params(PretrainParams(**RECIPE), own, 8192)
+    n, _ = model_size(params, 8192)
+    assert params.max_steps * 16 * 256 / n == pytest.approx(4.0, rel=0.02)
+    assert own.output_params()["scaling"]["rungs"]["xs_long"]["tokens_per_param"] == 4.0
+    chosen = {**RECIPE, "model": {**RECIPE["model"], "size": "from_ladder"}}
+    for key in ("n_layer", "n_head", "n_embd"):
+        del chosen["model"][key]
+    del chosen["max_steps"]
+    with pytest.raises(ConfigError, match="scaling.rungs.xs.tokens_per_param: required when pretrain's size is "
+                                          "from_ladder"):
+        parse_section("scaling", ladder).member("xs", {"pretrain": chosen})
+    rung_of_own_ratio = parse_section("scaling", ladder).member("xs_long", {"pretrain": chosen})[0]
+    steps = rung_params(rung_of_own_ratio.recipe, rung_of_own_ratio, 8192)
+    assert steps.model.size == "fixed" and steps.warmup_steps == round(0.1 * steps.max_steps)
+
+
 def test_rung_manifest_params_nest_as_params_yaml_does() -> None:
     made = rung("xs").output_params()
     assert made["scaling"]["rungs"] == {"xs": {"n_layer": 2, "n_head": 2, "n_embd": 48}}

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from scratchlm.config.training import PretrainParams
 from scratchlm.io import sha256_file, tree_sha256
 from scratchlm.launch import check_launch
+from scratchlm.scaling.choice import decision
 from scratchlm.tokens import read_tokens
 from scratchlm.training.data import RandomWindows, window_offset
 from scratchlm.training.pretrain import build_trainer, pretrain
@@ -85,6 +86,9 @@ def workspace(root: Path, data: tuple[Path, Path], params: dict[str, Any]) -> Pa
     root.mkdir(parents=True)
     shutil.copytree(data[0], root / "data" / "tokens")
     shutil.copytree(data[1], root / "models" / "tokenizer")
+    choice = root / "reports" / "scaling" / "choice.json"  # scaling_fit's decision for a fixed-size pretrain
+    choice.parent.mkdir(parents=True)
+    choice.write_text(json.dumps(decision({}, from_ladder=False)))
     set_params(root, {"pretrain": params})
     return root
 

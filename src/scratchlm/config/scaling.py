@@ -22,18 +22,33 @@ from scratchlm.config.training import PretrainParams
 RUNG_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 
-class RungParams(Section):
-    """One rung's model size; everything else is the pretrain recipe (see scratchlm.scaling.ladder)."""
+class ShapeParams(Section):
+    """A model's shape: what the ladder varies and what scaling_fit chooses among."""
 
     n_layer: int = Field(ge=1, le=256, description="transformer blocks")
     n_head: int = Field(ge=1, le=256, description="attention heads per block; must divide n_embd")
     n_embd: int = Field(ge=1, description="the residual stream's width (embedding size)")
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> RungParams:
+    def _heads_divide_width(self) -> ShapeParams:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         return self
+
+
+class RungParams(ShapeParams):
+    """One rung's model size (and its tokens per parameter); everything else is the pretrain recipe (see
+    scratchlm.scaling.ladder)."""
+
+    tokens_per_param: float | None = Field(default=None, gt=0, description="tokens this rung sees per parameter "
+                                           "(embeddings included); null: the ladder's tokens_per_param")
+
+    def output_params(self) -> dict[str, Any]:
+        """As params.yaml writes the rung: a ratio left to the ladder is absent, as dvc.lock records it."""
+        out = super().output_params()
+        if out["tokens_per_param"] is None:
+            del out["tokens_per_param"]
+        return out
 
 
 class ScalingParams(Section):
@@ -54,11 +69,18 @@ class ScalingParams(Section):
                 raise ValueError(f"unknown task {task!r} (known: {', '.join(BENCHMARK_TASKS)})")
         return self
 
+    def output_params(self) -> dict[str, Any]:
+        """Each rung as params.yaml writes it (see RungParams.output_params)."""
+        return {**super().output_params(), "rungs": {name: rung.output_params() for name, rung in self.rungs.items()}}
+
     def member(self, name: str, raw: dict[str, Any]) -> tuple[ScalingRunParams, list[str]]:
         """What the stage `scaling@<name>` is made with, and the other sections it reads (`pretrain`, the recipe)."""
         if name not in self.rungs:
             raise ConfigError(f"scaling.rungs: no rung {name!r} (has: {', '.join(self.rungs)})")
         recipe = parse_section("pretrain", raw.get("pretrain"))
+        if recipe.max_steps is None and self.tokens_per_param is None and self.rungs[name].tokens_per_param is None:
+            raise ConfigError(f"scaling.rungs.{name}.tokens_per_param: required when pretrain's size is from_ladder "
+                              "(pretrain has no ratio of its own to lend the rung)")
         return ScalingRunParams(rung=name, size=self.rungs[name], recipe=recipe,
                                 **self.model_dump(exclude={"rungs"})), ["pretrain"]
 
@@ -88,6 +110,19 @@ class ScalingFitParams(Section):
     confidence: float = Field(default=0.9, gt=0, lt=1, description="the prediction interval's coverage")
     bootstrap: int = Field(default=1000, ge=50, description="case-bootstrap resamples of the rungs")
     seed: int = Field(default=0, description="seed of the bootstrap resamples")
+    budget_minutes: float | None = Field(default=None, gt=0, description="pretrain's budget as training minutes on "
+                                         "this machine kind: each candidate's tokens are the minutes times its "
+                                         "throughput, interpolated from the rungs' measured tokens/s")
+    budget_flops: float | None = Field(default=None, gt=0, description="pretrain's budget as training FLOPs; null "
+                                       "(and no budget_minutes): what pretrain as configured costs (fixed size)")
+    candidates: list[ShapeParams] = Field(default_factory=list, description="the shapes scaling_fit chooses among "
+                                          "for the budget (with the ladder's L(N, D)); empty: the rungs' shapes")
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> ScalingFitParams:
+        if self.budget_minutes is not None and self.budget_flops is not None:
+            raise ValueError("budget_flops: set budget_minutes or budget_flops, not both")
+        return self
 
     def joined(self, raw: dict[str, Any]) -> tuple[ScalingFitRunParams, list[str]]:
         """With the sections it also reads: the ladder (which rungs) and `pretrain` (the run it predicts)."""

@@ -19,12 +19,21 @@ from scratchlm.config.base import EXECUTION, Section
 Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"]
 
 
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd")
+
+
 class ModelParams(Section):
     """The GPT architecture (see scratchlm.model.gpt.GPTConfig; vocab_size comes from the tokenizer)."""
 
-    n_layer: int = Field(default=4, ge=1, le=256, description="transformer blocks")
-    n_head: int = Field(default=4, ge=1, le=256, description="attention heads per block; must divide n_embd")
-    n_embd: int = Field(default=256, ge=1, description="the residual stream's width (embedding size)")
+    size: Literal["fixed", "from_ladder"] = Field(
+        default="fixed", description="fixed: n_layer, n_head and n_embd as set here; from_ladder: pretrain only, the "
+                                     "shape and max_steps that scaling_fit chose for its budget from the ladder's "
+                                     "L(N, D) (reports/scaling/law.json), so leave n_layer, n_head, n_embd and "
+                                     "max_steps unset")
+    n_layer: int | None = Field(default=4, ge=1, le=256, description="transformer blocks (null with size: "
+                                                                     "from_ladder)")
+    n_head: int | None = Field(default=4, ge=1, le=256, description="attention heads per block; must divide n_embd")
+    n_embd: int | None = Field(default=256, ge=1, description="the residual stream's width (embedding size)")
     block_size: int = Field(default=256, ge=2, le=1 << 16, description="context length in tokens: the training window "
                                                                        "and the longest sequence the model reads")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout on attention weights, residual branches and "
@@ -35,14 +44,36 @@ class ModelParams(Section):
                                     "positions, RMSNorm, QK-norm, SwiGLU, no biases")
     rope_theta: float = Field(default=10000.0, gt=0, description="modern: the rotary embeddings' base")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ladder_sets_the_shape(cls, data: object) -> object:
+        """With size from_ladder the shape is the ladder's to choose: a shape key set by hand is an error (it
+        would be recorded but not trained), and the unset ones are null, not the fixed defaults."""
+        if isinstance(data, dict) and data.get("size") == "from_ladder":
+            if given := [key for key in SHAPE_KEYS if data.get(key) is not None]:
+                raise ValueError(f"{given[0]}: chosen by the ladder with size: from_ladder (remove it, or set size: "
+                                 "fixed)")
+            data = {**data, **dict.fromkeys(SHAPE_KEYS)}
+        return data
+
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelParams:
+        if self.size == "from_ladder":
+            return self
+        if missing := [key for key in SHAPE_KEYS if getattr(self, key) is None]:
+            raise ValueError(f"{missing[0]}: required with size: fixed")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.architecture == "modern" and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"modern: rotary embeddings need an even head size (n_embd / n_head = "
                              f"{self.n_embd // self.n_head})")
         return self
+
+    def gpt_fields(self) -> dict[str, object]:
+        """GPTConfig's fields (all but `size`); a shape still left to the ladder is an error, not a default."""
+        if self.size == "from_ladder":
+            raise ValueError("model.size is from_ladder: apply the ladder's choice first (scratchlm.scaling.choice)")
+        return self.model_dump(exclude={"size"})
 
 
 Optimizer = Literal["adamw", "muon"]
@@ -88,7 +119,8 @@ class PretrainParams(OptimParams):
     grad_accum: int = Field(default=1, ge=1, description="micro-batches per optimizer step: tokens per step = "
                                                          "batch_size × grad_accum × block_size × ranks (devices × "
                                                          "num_nodes)")
-    max_steps: int = Field(default=1000, ge=1, description="optimizer steps")
+    max_steps: int | None = Field(default=1000, ge=1, description="optimizer steps (null with model.size: "
+                                                                   "from_ladder: the ladder's choice of tokens)")
     max_time_minutes: float | None = Field(default=None, gt=0, description="stop early after this wall time")
     deterministic: bool = Field(default=True, description="deterministic torch algorithms, so a rerun on the same "
                                                           "machine kind with the same thread count gives the same "
@@ -122,8 +154,23 @@ class PretrainParams(OptimParams):
     sample_tokens: int = Field(default=40, ge=0, description="new tokens generated per sample prompt; 0 turns sampling "
                                                              "off")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ladder_sets_the_steps(cls, data: object) -> object:
+        """With model.size from_ladder the token budget is the ladder's choice too (see ModelParams)."""
+        if isinstance(data, dict) and _size_of(data.get("model")) == "from_ladder":
+            if data.get("max_steps") is not None:
+                raise ValueError("max_steps: chosen by the ladder with model.size: from_ladder (remove it, or set "
+                                 "model.size: fixed)")
+            data = {**data, "max_steps": None}
+        return data
+
     @model_validator(mode="after")
     def _schedule_fits(self) -> PretrainParams:
+        if self.max_steps is None:
+            if self.model.size != "from_ladder":
+                raise ValueError("max_steps: required with model.size: fixed")
+            return self
         if self.warmup_steps >= self.max_steps:
             raise ValueError("warmup_steps must be < max_steps")
         return self
@@ -134,6 +181,11 @@ class PretrainParams(OptimParams):
         if self.strategy == "fsdp" and self.optimizer == "muon":
             raise ValueError("strategy fsdp needs optimizer adamw: Muon needs whole matrices, FSDP shards them")
         return self
+
+
+def _size_of(model: object) -> object:
+    """`size` of a model section as given: a mapping from params.yaml or a ModelParams already made."""
+    return model.get("size") if isinstance(model, dict) else getattr(model, "size", None)
 
 
 # --------------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def instruct_loss(model: Any, examples: list[tuple[list[int], list[int]]], pad: 
 def evaluate_instruct(data_files: list[Path], model_dir: Path, max_items: int | None, batch_size: int = 16
                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Test-split response loss, and greedy answers scored by ROUGE-L and exact match."""
-    from scratchlm.evaluation.metrics import exact_match, rouge_l
+    from scratchlm.evaluation.metrics import exact_match, rouge_l_scores
     from scratchlm.evaluation.sampling import generate_answers
     from scratchlm.evaluation.splits import hash_order, stored_splits
     from scratchlm.model.gpt import load_model
@@ -92,7 +92,8 @@ def evaluate_instruct(data_files: list[Path], model_dir: Path, max_items: int | 
     scored = test[:max_items] if max_items else test
     answers = generate_answers(model, tokenizer, prompts[: len(scored)], params["max_new_tokens"])
     references = [r["output"] for r in scored]
+    scores = rouge_l_scores(references, answers)
     rows = [{"id": r["id"], "instruction": r["instruction"], "input": r.get("input", ""), "reference": r["output"],
-             "generated": a} for r, a in zip(scored, answers, strict=True)]
-    return {"loss": loss, "rouge_l": rouge_l(references, answers), "exact_match": exact_match(references, answers),
+             "generated": a, "rouge_l": score} for r, a, score in zip(scored, answers, scores, strict=True)]
+    return {"loss": loss, "rouge_l": sum(scores) / max(1, len(scores)), "exact_match": exact_match(references, answers),
             "items": len(test), "generated_items": len(scored)}, rows

@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 
 from scratchlm.config.evaluation import EvaluateParams
 from scratchlm.evaluation.language_modeling import language_model_metrics
+from scratchlm.evaluation.metrics import paired_bootstrap
 from scratchlm.evaluation.zero_shot import benchmarks
 from scratchlm.io import DataFormatError, document_shards, read_documents, write_jsonl
 from scratchlm.launch import usable_cpus
@@ -103,6 +104,8 @@ def evaluate_all(inputs: EvalInputs, out_dir: Path, params: EvaluateParams) -> d
                                                    params.instruct_items)
     write_jsonl(out_dir / "aligned_test.jsonl", aligned_answers)
     aligned["rouge_l_vs_instruct"] = aligned["rouge_l"] - instruct["rouge_l"]
+    # the same prompts in the same order: the gain's interval over which prompts were drawn
+    aligned["rouge_l_gain"] = paired_bootstrap([r["rouge_l"] for r in aligned_answers], [r["rouge_l"] for r in answers])
     judge_scores(instruct, aligned, answers, aligned_answers, params)
     return {"language_modeling": lm, "benchmarks": tasks, "benchmark_mean": summary(tasks),
             "classifier": classifier, "instruct": instruct, "aligned": aligned,

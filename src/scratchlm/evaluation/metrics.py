@@ -81,13 +81,35 @@ def baselines(splits: dict[str, list[dict[str, Any]]], labels: list[str], positi
             "tfidf_logreg": class_metrics(tfidf, true, labels, positive)}
 
 
-def rouge_l(references: Sequence[str], predictions: Sequence[str]) -> float:
-    """Mean ROUGE-L F-measure (rouge-score, with stemming, as the Alpaca/LLM-from-scratch evals use)."""
+def rouge_l_scores(references: Sequence[str], predictions: Sequence[str]) -> list[float]:
+    """Each pair's ROUGE-L F-measure (rouge-score, with stemming, as the Alpaca/LLM-from-scratch evals use)."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    scores = [scorer.score(ref, pred)["rougeL"].fmeasure for ref, pred in zip(references, predictions, strict=True)]
+    return [scorer.score(ref, pred)["rougeL"].fmeasure for ref, pred in zip(references, predictions, strict=True)]
+
+
+def rouge_l(references: Sequence[str], predictions: Sequence[str]) -> float:
+    """Mean ROUGE-L F-measure."""
+    scores = rouge_l_scores(references, predictions)
     return sum(scores) / max(1, len(scores))
+
+
+def paired_bootstrap(new: Sequence[float], old: Sequence[float], confidence: float = 0.9, resamples: int = 2000,
+                     seed: int = 0) -> dict[str, float]:
+    """The mean of `new - old` over paired items (the same prompts), with a percentile interval from resampling
+    the items: whether a gain is more than which prompts happened to be drawn."""
+    import numpy as np
+
+    diff = np.asarray(new, dtype=float) - np.asarray(old, dtype=float)
+    if len(diff) == 0:
+        raise ValueError("paired_bootstrap: no paired items")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "confidence": confidence,
+            "items": int(len(diff))}
 
 
 def exact_match(references: Sequence[str], predictions: Sequence[str]) -> float:

@@ -137,9 +137,13 @@ class StageRun:
         self.log_metrics(metrics, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        """Logged by the process before `end` returns: the file must stay in place until then (the stage's
-        staged outputs do: they are swapped in after `end`)."""
-        self._send("log_artifact", str(Path(path).resolve()), artifact_path=artifact_path)
+        """A file is logged by the process before `end` returns: it must stay as it is until then (the stage's
+        staged outputs do: they are swapped in after `end`). A folder is logged before this returns: the
+        runner goes on writing into the staged output (its manifest, through a temporary file), and the
+        process must not copy a folder that is still changing."""
+        folder = Path(path).is_dir()
+        if self._send("log_artifact", str(Path(path).resolve()), artifact_path=artifact_path, reply=folder) and folder:
+            self._wait("log_artifact")
 
     def log_dict(self, obj: Any, name: str) -> None:
         self._send("log_dict", obj, name)

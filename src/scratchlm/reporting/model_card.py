@@ -188,8 +188,15 @@ def section_model(run: CardInputs) -> list[str]:
     lines = ["## Tokenizer", "", f"Byte-level BPE, {tok['vocab_size']:,} tokens, trained on the dedup train split: "
              f"{tok['bytes_per_token']:.2f} bytes/token and {tok['tokens_per_word']:.2f} tokens/word on validation "
              f"text, {pct(tok['byte_token_share'])} of tokens are lone bytes.", "", "## Model and training", ""]
-    lines += table(["setting", "value"], [[key, json.dumps(value)] for key, value in sorted(params["model"].items())]
-                   + [[key, json.dumps(params[key])] for key in TRAINING_SETTINGS if key in params])
+    trained = {**(pre.get("shape") or {}), "max_steps": pre["steps"]}  # what from_ladder left to the ladder
+
+    def shown(key: str, value: Any) -> str:
+        if value is None and key in trained:
+            return f"{json.dumps(trained[key])} (the ladder's choice)"
+        return json.dumps(value)
+
+    lines += table(["setting", "value"], [[key, shown(key, value)] for key, value in sorted(params["model"].items())]
+                   + [[key, shown(key, params[key])] for key in TRAINING_SETTINGS if key in params])
     flops = pre["flops_per_token"] * pre["tokens_seen"]
     lines += ["", "### Compute", "", f"Pretraining: {pre['steps']:,} steps, {pre['tokens_seen']:,} tokens, "
               f"{flops:.3g} training FLOPs in {pre['precision']}. Its wall time, speed (tokens/s, MFU) and "
@@ -271,6 +278,10 @@ def section_alignment(run: CardInputs) -> list[str]:
         ["aligned model", ev_new["rouge_l"], ev_new["exact_match"], ev_new["loss"],
          f"{judge['win_rate']:.3f} ({judge['judgements']} judgements, both orders; {judge['model']})"
          if "win_rate" in judge else judge.get("skipped", "")]])
+    if gain := ev_new.get("rouge_l_gain"):
+        lines += ["", f"ROUGE-L gain of the aligned model: {gain['mean']:+.3f} ({gain['confidence']:.0%} interval "
+                      f"{gain['low']:+.3f} to {gain['high']:+.3f}, a paired bootstrap over the {gain['items']} test "
+                      f"prompts; one seed: {'above zero' if gain['low'] > 0 else 'not above zero'})."]
     if run.aligned_samples:
         lines += ["", "The same test prompts, before and after alignment:", ""]
         lines += table(["instruction", "reference", "instruction model", "aligned model"],
@@ -313,12 +324,17 @@ def section_scaling(run: CardInputs) -> list[str]:
     law, pre = run.scaling, run.metrics["pretrain"]
     p, cost, fit = law["prediction"], law["cost"], law["law"]
     check = scaling_check(law, pre["val_loss"])
+    ratios = [r["tokens"] / r["params"] for r in law["rungs"]]
+    if fit["form"] == "joint":
+        how = (f"at {min(ratios):.2g} to {max(ratios):.2g} tokens per parameter (`scaling@<rung>`), fitted as loss "
+               f"= {law_formula(fit)} in parameters N and tokens D (rms error {fit['rmse']:.3f})")
+    else:
+        how = (f"at the same tokens per parameter (`scaling@<rung>`), fitted as loss = {law_formula(fit)} in "
+               f"training FLOPs C (rms error {fit['rmse']:.3f}; {law_choice(fit)})")
     lines = ["## Predictable scaling", "",
-             f"A ladder of {len(law['rungs'])} small runs of the same recipe at the same tokens per parameter "
-             f"(`scaling@<rung>`), fitted as loss = {law_formula(fit)} in training FLOPs C (rms error "
-             f"{fit['rmse']:.3f}; {law_choice(fit)}), predicted pretrain's final val loss before it ran. The ladder "
-             f"cost {pct(cost['share_of_pretrain_flops'])} of pretrain's FLOPs; pretrain is "
-             f"{cost['extrapolation']:.1f}× the largest rung.", ""]
+             f"A ladder of {len(law['rungs'])} small runs of the same recipe {how}, predicted pretrain's final val "
+             f"loss before it ran. The ladder cost {pct(cost['share_of_pretrain_flops'])} of pretrain's FLOPs; "
+             f"pretrain is {cost['extrapolation']:.1f}× the largest rung.", ""]
     if "scaling_law" in run.figures:
         lines += [f"![scaling law]({run.figures['scaling_law']})", ""]
     lines += table(["rung", "layers × width", "parameters", "tokens", "FLOPs", "val loss", "fitted"],
@@ -330,6 +346,7 @@ def section_scaling(run: CardInputs) -> list[str]:
         ["error", f"{pct(check['relative_error'])} "
                   f"({'inside' if check['inside_interval'] else 'outside'} the interval)"],
     ]), ""]
+    lines += section_choice(law.get("choice") or {}, run.manifests.get("pretrain", {}))
     tasks = law.get("tasks") or {}
     if tasks:
         lines += ["Task-level: does each benchmark's accuracy follow the ladder's loss?", ""]
@@ -340,7 +357,32 @@ def section_scaling(run: CardInputs) -> list[str]:
     return lines
 
 
+def section_choice(choice: dict[str, Any], pretrain_manifest: dict[str, Any]) -> list[str]:
+    """The size the budget buys: every candidate's tokens and predicted loss, the choice, and whether pretrain
+    took it (model.size from_ladder) or kept its fixed size."""
+    if "chosen" not in choice:
+        return [f"No size chosen: {choice.get('why') or 'the ladder has one tokens-per-parameter ratio'}.", ""]
+    budget, chosen = choice["budget"], choice["chosen"]
+    spent = (f"{budget['minutes']:g} training minutes on this machine kind (each size's measured tokens/s)"
+             if budget.get("minutes") is not None else f"{budget['flops']:.3g} training FLOPs")
+    size = ((pretrain_manifest.get("params") or {}).get("model") or {}).get("size", "fixed")
+    took = ("Pretrain trained it (`model.size: from_ladder`)." if size == "from_ladder" else
+            "Pretrain kept its fixed size (`model.size: fixed`); set `from_ladder` to train the choice.")
+    lines = [f"The size the budget buys: {spent}, each candidate trained on the tokens it affords, its loss from "
+             f"L(N, D) with a {choice['confidence']:.0%} interval. The chosen size has the lowest predicted loss, "
+             f"and {pct(choice['chosen_share_of_resamples'])} of the bootstrap refits choose it too. {took}", ""]
+    lines += table(["shape (layers × heads × width)", "parameters", "tokens", "tokens / parameter",
+                    "predicted val loss", ""],
+                   [[f"{r['n_layer']} × {r['n_head']} × {r['n_embd']}", r["params"], r["tokens"],
+                     f"{r['tokens_per_param']:.2f}", f"{r['loss']:.3f} ({r['low']:.3f}–{r['high']:.3f})",
+                     "chosen" if r is chosen or r == chosen else ""] for r in choice["candidates"]])
+    return lines + [""]
+
+
 def law_formula(fit: dict[str, Any]) -> str:
+    if fit["form"] == "joint":
+        return (f"{fit['E']:.3f} + {fit['A']:.4g} / N^{fit['alpha']:.3f} + {fit['B']:.4g} / "
+                f"D^{fit['beta']:.3f}")
     power = f"{fit['A']:.3f} · (C / {fit['C0']:.3g})^-{fit['alpha']:.4f}"
     return power if fit["form"] == "power" else f"{fit['E']:.3f} + {power}"
 

@@ -19,7 +19,7 @@ from scratchlm.reporting.model_card import (
     scaling_check,
     side_by_side,
 )
-from scratchlm.scaling.law import LAW_FILE
+from scratchlm.scaling import LAW_FILE
 from scratchlm.stages import METRIC_STAGES
 
 

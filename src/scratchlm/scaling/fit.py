@@ -7,9 +7,8 @@ extrapolates on this ladder is measured, not assumed: each is fitted to every ru
 asked for the largest; the one that misses it by less is used (on a short ladder of undertrained runs
 the offset often bends the curve too early). The interval is a case bootstrap: rungs are resampled
 with replacement, each resample refitted and asked for the prediction, and the percentiles of those
-predictions bound it, so it widens when one rung pulls the curve. Where the ladder varies parameters and
-tokens independently (at least two tokens-per-parameter ratios), Chinchilla's `L(N, D) = E + A / N**a +
-B / D**b` is fitted too; on a ladder at one ratio N and D move together and it is not identifiable.
+predictions bound it, so it widens when one rung pulls the curve. A ladder that varies parameters and
+tokens independently (two or more tokens-per-parameter ratios) is fitted as L(N, D) instead (joint.py).
 """
 
 from __future__ import annotations
@@ -145,31 +144,3 @@ def predict(rungs: list[Rung], flops: float, confidence: float = 0.9, resamples:
     curve = [(float(c), float(law.loss(c)), float(lo), float(hi)) for c, lo, hi in zip(grid, *bands, strict=True)]
     return Prediction(law, float(flops), float(law.loss(flops)), float(low), float(high), confidence, resamples,
                       failed, holdout, curve)
-
-
-def fit_chinchilla(rungs: list[Rung]) -> dict[str, float] | None:
-    """`L(N, D) = E + A / N**a + B / D**b` where the ladder has ≥ 2 tokens-per-parameter ratios and ≥ 5 rungs;
-    None where N and D move together (one ratio) and the two terms cannot be told apart."""
-    ratios = {round(r.tokens / r.params, 6) for r in rungs}
-    if len(ratios) < 2 or len(rungs) < 5:
-        return None
-    from scipy.optimize import OptimizeWarning, curve_fit
-
-    n = np.array([r.params for r in rungs], dtype=float)
-    d = np.array([r.tokens for r in rungs], dtype=float)
-    y = np.array([r.val_loss for r in rungs], dtype=float)
-    n0, d0 = n.min(), d.min()
-
-    def law(nd: np.ndarray, e: float, a: float, alpha: float, b: float, beta: float) -> np.ndarray:
-        return e + a * (nd[0] / n0) ** -alpha + b * (nd[1] / d0) ** -beta
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OptimizeWarning)
-        try:
-            (e, a, alpha, b, beta), _ = curve_fit(law, np.vstack([n, d]), y, p0=(y.min() * 0.5, 1.0, 0.3, 1.0, 0.3),
-                                                  bounds=([0, 0, 1e-4, 0, 1e-4], [y.min(), np.inf, 3, np.inf, 3]),
-                                                  maxfev=20000)
-        except RuntimeError:
-            return None
-    return {"E": float(e), "A": float(a) * n0 ** alpha, "alpha": float(alpha), "B": float(b) * d0 ** beta,
-            "beta": float(beta)}

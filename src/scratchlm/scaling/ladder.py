@@ -2,16 +2,19 @@
 
 A rung keeps everything of `pretrain` that is the recipe (architecture, optimizer, learning rates,
 schedule shape, batch, context, precision, data, validation windows) and changes what the ladder is
-about: the model's depth and width, and the steps, set so the tokens seen are `tokens_per_param` times
-the rung's parameters (with embeddings). Left null, that ratio is pretrain's own, so every rung sits
-on the line of compute-optimal-or-not runs that leads to the configured pretrain run: the fit then
-extrapolates along the one axis that changes. Warmup keeps pretrain's share of the steps.
+about: the model's depth and width, and the steps, set so the tokens seen are the rung's
+`tokens_per_param` (else the ladder's) times the rung's parameters (with embeddings). Left null, that
+ratio is pretrain's own, so every rung sits on the line of runs that leads to the configured pretrain
+run and the fit extrapolates along the one axis that changes (compute); rungs at two or more ratios
+let the fit tell parameters from tokens (L(N, D)) and choose the size (scratchlm.scaling.choice).
+Warmup keeps pretrain's share of the steps (a tenth where pretrain's steps are the ladder's choice).
 """
 
 from __future__ import annotations
 
 import math
 
+from scratchlm.config.base import ConfigError
 from scratchlm.config.scaling import ScalingRunParams
 from scratchlm.config.training import PretrainParams
 
@@ -31,12 +34,15 @@ def model_size(params: PretrainParams, vocab_size: int) -> tuple[int, float]:
     device: nothing is allocated."""
     from scratchlm.model.gpt import GPT, GPTConfig, build_on_meta
 
-    model = build_on_meta(lambda: GPT(GPTConfig(vocab_size=vocab_size, **params.model.model_dump())))
+    model = build_on_meta(lambda: GPT(GPTConfig(vocab_size=vocab_size, **params.model.gpt_fields())))
     return model.num_params(non_embedding=False), float(model.flops_per_token())
 
 
 def planned_compute(params: PretrainParams, vocab_size: int) -> dict[str, float]:
-    """What a pretrain run of `params` will cost, before it runs: parameters, tokens, FLOPs."""
+    """What a pretrain run of `params` will cost, before it runs: parameters, tokens, FLOPs (`params` of a fixed
+    size: with size from_ladder the ladder's choice is the plan)."""
+    if params.max_steps is None:
+        raise ConfigError("pretrain: model.size is from_ladder, so its cost is the ladder's choice, not a plan")
     n, per_token = model_size(params, vocab_size)
     tokens = params.max_steps * tokens_per_step(params)
     return {"params": n, "tokens": tokens, "flops": per_token * tokens, "tokens_per_param": tokens / n}
@@ -45,12 +51,16 @@ def planned_compute(params: PretrainParams, vocab_size: int) -> dict[str, float]
 def rung_params(recipe: PretrainParams, rung: ScalingRunParams, vocab_size: int) -> PretrainParams:
     """The PretrainParams of one rung (see the module docstring)."""
     size = rung.size
-    model = recipe.model.model_copy(update={"n_layer": size.n_layer, "n_head": size.n_head, "n_embd": size.n_embd})
+    model = recipe.model.model_copy(update={"size": "fixed", "n_layer": size.n_layer, "n_head": size.n_head,
+                                            "n_embd": size.n_embd})
     sized = recipe.model_copy(update={"model": model})
     n, _ = model_size(sized, vocab_size)
-    ratio = rung.tokens_per_param or planned_compute(recipe, vocab_size)["tokens_per_param"]
+    ratio = size.tokens_per_param or rung.tokens_per_param
+    if ratio is None:  # pretrain's own ratio: only a fixed size has one
+        ratio = planned_compute(recipe, vocab_size)["tokens_per_param"]
     steps = max(2, math.ceil(ratio * n / tokens_per_step(recipe)))
-    warmup = min(steps - 1, round(recipe.warmup_steps * steps / recipe.max_steps))
+    share = recipe.warmup_steps / recipe.max_steps if recipe.max_steps else 0.1
+    warmup = min(steps - 1, round(share * steps))
     return PretrainParams(**{**recipe.model_dump(), "model": model.model_dump(), "max_steps": steps,
                              "warmup_steps": warmup, "val_every": steps, "ckpt_every": steps,
                              "max_time_minutes": None, "compile": rung.compile, "sample_tokens": 0,

@@ -53,7 +53,7 @@ def run_fingerprint(params: PretrainParams, tokens_dir: Path, tokenizer_file: Pa
 
 
 def model_config(params: PretrainParams, vocab_size: int) -> GPTConfig:
-    return GPTConfig(vocab_size=vocab_size, **params.model.model_dump())
+    return GPTConfig(vocab_size=vocab_size, **params.model.gpt_fields())
 
 
 def make_strategy(params: PretrainParams) -> str | Strategy:
