@@ -245,7 +245,8 @@ def test_compiled_pretraining_is_bit_identical_across_processes(tokenizers, tmp_
     tokens = tmp_path / "tokens"
     tokens.mkdir()
     tokenize_splits(dedup_dir, tok, tokens, TokenizeParams(check_docs=10))
-    params = {**recipe, "model": {**recipe["model"], "n_layer": 1, "n_head": 2, "n_embd": 64, "block_size": 64},
+    params = {**recipe, "model": {**recipe["model"], "size": "fixed", "n_layer": 1, "n_head": 2, "n_embd": 64,
+                                  "block_size": 64},
               "batch_size": 8, "max_steps": 8, "warmup_steps": 2, "val_every": 8, "val_windows": 4, "log_every": 4,
               "ckpt_every": 8, "sample_tokens": 4, "num_threads": 2, "accelerator": "cpu", "devices": 1,
               "peak_tflops": 1.0}

@@ -65,7 +65,8 @@ def test_a_second_person_pulls_audits_and_compares_against_the_team_server(team_
     assert record["mlflow_store"]["kind"] == "server" and record["mlflow_store"]["uri"] == team_server
     sh(a, "git", "add", "-A")
     checked = sh(a, "scratchlm", "publish-check", "--staged")  # the records about to be committed: clean tree
-    assert "8 run record(s) made from committed code" in checked.stdout, checked.stdout
+    # the data stages, the ladder (six rungs and the fit: pretrain reads its choice.json), pretrain, the target
+    assert "15 run record(s) made from committed code" in checked.stdout, checked.stdout
     sh(a, "git", "commit", "-qm", "outputs of the run")
     sh(a, "dvc", "push")
 
@@ -80,7 +81,7 @@ def test_a_second_person_pulls_audits_and_compares_against_the_team_server(team_
     report = json.loads((b / "reports/audit.json").read_text())
     checked = {node["stage"]: next(c["status"] for c in node["checks"] if c["name"] == "mlflow")
                for node in report["nodes"].values()}
-    assert len(checked) == 8 and set(checked.values()) == {"ok"}, checked  # every run, on the server
+    assert len(checked) == 15 and set(checked.values()) == {"ok"}, checked  # every run, on the server
     assert report["unchecked"] == {} and not (b / "mlflow.db").exists()
 
     # B's experiment: one fine-tune param changed; the server holds both runs of the stage, side by side

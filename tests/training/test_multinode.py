@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multinode")]
 BATCH, STEPS = 4, 6
 #: Per device. Adamw (FSDP's), a strong decay and a tight clip: a decay on the wrong parameters or a
 #: norm clipped per shard would move the weights far beyond the tolerance; dropout 0, fp32.
-NODE = {**TINY, "model": {**TINY["model"], "dropout": 0.0}, "optimizer": "adamw", "weight_decay": 1.0,
+NODE = {**TINY, "model": {**TINY["model"], "dropout": 0.0, "size": "fixed"}, "optimizer": "adamw", "weight_decay": 1.0,
         "grad_clip": 0.05, "max_steps": STEPS, "val_every": 3, "ckpt_every": 3, "log_every": 1,
         "batch_size": BATCH, "num_nodes": 2, "devices": 1, "strategy": "ddp", "dist_timeout_minutes": 1.0}
 #: One process seeing what both nodes see together.
