@@ -2,21 +2,22 @@
 
 Each candidate of `scaling_fit.candidates` (params.yaml, or the file given) trains for `--steps` steps of
 the pretrain recipe as pretrain runs it (compiled if pretrain compiles, its precision, batch, context,
-validation, checkpoint and sample cadence), on the tokenize stage's data. The steady tokens/s is the
-median of the logged rates after the first (which holds the compile); `overhead_seconds` is the rest of
+validation, checkpoint and sample cadence), on the tokenize stage's data. Its tokens/s is tokens over
+time across the logged intervals after the first (which holds the compile), the validations, checkpoints
+and samples between them included, as a long run pays them every `val_every` steps (the default 210
+steps hold two); `overhead_seconds` is the rest of
 the wall time of its process (starting Python, importing torch and Lightning, building, compiling,
 validating, exporting), which a budget of minutes pays besides its tokens: each candidate is measured in
 a process of its own, as pretrain runs. Run it with nothing else on the cores: it measures this machine
 kind, and it writes reports/bench/size_throughput.json, a dep of scaling_fit (a re-measurement changes
 the choice only where it changes the numbers).
-Usage: python bench/size_throughput.py [--steps 110] [--params params.yaml]
+Usage: python bench/size_throughput.py [--steps 210] [--params params.yaml]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,9 @@ def measure(recipe, shape: tuple[int, int, int], steps: int, vocab: int) -> dict
         metrics, _ = pretrain(Path("data/tokens"), Path("models/tokenizer"), Path(tmp) / "out", Path(tmp) / "ckpt",
                               params, log)
     wall = time.perf_counter() - started
-    tps = statistics.median(rates[1:])  # the first interval holds the compile
+    # the harmonic mean of the logged intervals after the first (which holds the compile): tokens over time,
+    # the validations, checkpoints and samples between them included, as a long run pays them every val_every
+    tps = len(rates[1:]) / sum(1 / rate for rate in rates[1:])
     n, per_token = model_size(params, vocab)
     return {"n_layer": shape[0], "n_head": shape[1], "n_embd": shape[2], "params": n, "flops_per_token": per_token,
             "tokens_per_s": round(tps, 1), "mfu": round(float(metrics["mfu"]), 4),
@@ -57,7 +60,7 @@ def measure(recipe, shape: tuple[int, int, int], steps: int, vocab: int) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=110)
+    parser.add_argument("--steps", type=int, default=210)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--one", help="measure this shape (LxHxE) in this process and print its row as JSON")
     args = parser.parse_args()
