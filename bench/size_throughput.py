@@ -53,7 +53,7 @@ def measure(recipe, shape: tuple[int, int, int], steps: int, vocab: int) -> dict
     tps = len(rates[1:]) / sum(1 / rate for rate in rates[1:])
     n, per_token = model_size(params, vocab)
     return {"n_layer": shape[0], "n_head": shape[1], "n_embd": shape[2], "params": n, "flops_per_token": per_token,
-            "tokens_per_s": round(tps, 1), "mfu": round(float(metrics["mfu"]), 4),
+            "tokens_per_s": round(tps, 1),
             "overhead_seconds": round(max(0.0, wall - steps * tokens_per_step(params) / tps), 1),
             "steps": steps, "train_tokens": steps * tokens_per_step(params), "wall_seconds": round(wall, 1)}
 
@@ -82,7 +82,7 @@ def main() -> None:
         row["overhead_seconds"] = round(max(0.0, row["wall_seconds"] - row["train_tokens"] / row["tokens_per_s"]), 1)
         rows.append(row)
     figures = [Figure(f"{r['n_layer']}x{r['n_head']}x{r['n_embd']} ({r['params'] / 1e6:.2f}M)", r["tokens_per_s"],
-                      "tok/s", note=f"MFU {r['mfu']:.1%}, overhead {r['overhead_seconds']} s") for r in rows]
+                      "tok/s", note=f"overhead {r['overhead_seconds']} s") for r in rows]
     report("Pretrain throughput by size", figures, OUT, extra={"recipe": throughput_recipe(recipe), "sizes": rows})
 
 
