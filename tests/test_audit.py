@@ -554,3 +554,13 @@ def test_a_stage_reading_several_sections_is_checked_key_by_key_against_dvc_lock
     assert param_disagreements(subject, {"params": {"params.yaml": locked}}) == [
         "param pretrain.lr: dvc.lock has '0.004', the output was made with '0.008'",
         "param scaling.rungs.xs.n_embd: dvc.lock has '24', the output was made with '16'"]
+
+
+def test_a_list_of_mappings_agrees_whatever_its_keys_order_and_differs_in_its_data() -> None:
+    """scaling_fit.candidates: params.yaml's key order in dvc.lock and MLflow, sorted in the manifest's JSON."""
+    from scratchlm.audit.checks import same_param
+
+    written = str([{"n_layer": 3, "n_head": 4, "n_embd": 96}])
+    assert same_param(written, str([{"n_embd": 96, "n_head": 4, "n_layer": 3}]))
+    assert not same_param(written, str([{"n_embd": 128, "n_head": 4, "n_layer": 3}]))
+    assert not same_param(written, None) and not same_param("0.1", "0.2") and same_param("a b", "a b")

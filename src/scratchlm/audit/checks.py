@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import ast
 import configparser
 import json
 import math
@@ -149,6 +150,18 @@ def check_lock(subject: Subject, ctx: Context) -> Check:
     return Check.of("lock", failures, warnings)
 
 
+def same_param(a: str | None, b: str | None) -> bool:
+    """Whether two flattened param values (MLflow's strings) hold the same data. A list of mappings (the
+    candidates' shapes) is one string whose keys come in the order they were written: params.yaml's in
+    dvc.lock and MLflow, sorted in the manifest's JSON. The data, not the spelling, is what must agree."""
+    if a == b:
+        return True
+    try:
+        return a is not None and b is not None and ast.literal_eval(a) == ast.literal_eval(b)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+
+
 def param_disagreements(subject: Subject, entry: dict[str, Any]) -> list[str]:
     """Params dvc.lock records for the stage that are not the ones its output was made with, key by key."""
     locked = (entry.get("params") or {}).get("params.yaml") or {}
@@ -163,7 +176,8 @@ def param_disagreements(subject: Subject, entry: dict[str, Any]) -> list[str]:
         return [f"params: dvc.lock's {subject.stage} section is not valid ({error})"]
     lock, made = tracking.flatten(expected), tracking.flatten(subject.manifest.get("params") or {})
     return [f"param {subject.stage}.{key}: dvc.lock has {lock.get(key)!r}, the output was made with "
-            f"{made.get(key)!r}" for key in sorted(lock.keys() | made.keys()) if lock.get(key) != made.get(key)]
+            f"{made.get(key)!r}" for key in sorted(lock.keys() | made.keys())
+            if not same_param(lock.get(key), made.get(key))]
 
 
 def nested_param_disagreements(subject: Subject, locked: dict[str, Any]) -> list[str]:
@@ -183,7 +197,7 @@ def nested_param_disagreements(subject: Subject, locked: dict[str, Any]) -> list
         lock = tracking.flatten({key: expected}) if isinstance(expected, dict) else {key: str(expected)}
         have = tracking.flatten({key: value}) if isinstance(value, dict) else {key: str(value)}
         problems += [f"param {name}: dvc.lock has {lock.get(name)!r}, the output was made with {have.get(name)!r}"
-                     for name in sorted(lock.keys() | have.keys()) if lock.get(name) != have.get(name)]
+                     for name in sorted(lock.keys() | have.keys()) if not same_param(lock.get(name), have.get(name))]
     return problems
 
 
@@ -346,7 +360,7 @@ def check_mlflow(subject: Subject, ctx: Context) -> Check:
         problems.append(f"MLflow run {run_id} recorded manifest sha256 {str(logged)[:12]}, the output's is "
                         f"{str(subject.digest)[:12]}")
     for key, value in sorted(tracking.flatten(subject.manifest.get("params") or {}).items()):
-        if run["params"].get(key) != value:
+        if not same_param(run["params"].get(key), value):
             problems.append(f"param {key}: manifest {value!r}, MLflow run {run_id} {run['params'].get(key)!r}")
     timing = (subject.record or {}).get("timing") if _record_vouches(subject) else None
     problems += _metric_problems(subject.stage, run_id, run["metrics"], ctx, timing or {}, uri)
