@@ -77,7 +77,7 @@ def default_pretrain(raw: dict) -> Any:
     """params.yaml's pretrain section as the DAG trains it: with model.size from_ladder, at the shape and
     steps of the committed choice (reports/scaling/choice.json)."""
     from scratchlm.config.training import PretrainParams
-    from scratchlm.scaling.choice import apply_choice, read_choice
+    from scratchlm.scaling.chosen import apply_choice, read_choice
 
     params = PretrainParams(**raw["pretrain"])
     if params.model.size == "from_ladder":

@@ -6,7 +6,8 @@ instruction model's test prompts by ROUGE-L (as the evaluate stage does, `evalua
 them), and compares each with the instruction model's answers on the same prompts: a paired bootstrap
 over the prompts per seed, and over the prompts of the seeds' mean difference for all of them together.
 Targets (issue 30): the mean gain ≥ +0.02 and its 90% interval above zero, over ≥ 3 seeds.
-Writes reports/bench/alignment_seeds.json.   Usage: python bench/alignment_seeds.py [--seeds 3]
+`--set KEY=VALUE` (YAML values, repeatable) tries a change of the recipe before it goes into params.yaml.
+Writes reports/bench/alignment_seeds.json.   Usage: python bench/alignment_seeds.py [--seeds 3] [--set beta=0.2]
 """
 
 from __future__ import annotations
@@ -32,8 +33,12 @@ OUT = Path("reports/bench/alignment_seeds.json")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an align key changed")
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     raw = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
+    changed = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
+    raw["align"] = {**raw["align"], **changed}
     items = raw["evaluate"]["instruct_items"]
     instruction = role_files(Path("data/raw/instruction"), "instruction")
     has_pairs = "preference" in source_roles(Path("data/raw/preference")).values()
@@ -61,8 +66,8 @@ def main() -> None:
     figures.append(Figure(f"mean gain over {args.seeds} seeds", pooled["mean"], "", target=0.02,
                           note=f"90% {pooled['low']:+.3f} to {pooled['high']:+.3f} (prompts resampled)"))
     figures.append(Figure("its 90% interval's low end", pooled["low"], "", target=0.0))
-    report("Alignment gain over seeds", figures, OUT, extra={"instruction_rouge_l": float(np.mean(base)),
-                                                             "seeds": runs, "pooled": pooled})
+    report("Alignment gain over seeds", figures, args.out, extra={
+        "instruction_rouge_l": float(np.mean(base)), "changed": changed, "seeds": runs, "pooled": pooled})
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from _bench import Figure, report
 from scratchlm.config.loader import read_params_file
 from scratchlm.config.training import PretrainParams
 from scratchlm.model.gpt import load_model
-from scratchlm.scaling.choice import at_shape
+from scratchlm.scaling.chosen import at_shape
 from scratchlm.training.data import FixedWindows
 from scratchlm.training.pretrain import pretrain
 

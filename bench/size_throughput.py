@@ -27,7 +27,8 @@ from pathlib import Path
 from _bench import Figure, report
 
 from scratchlm.config.loader import parse_section, read_params_file
-from scratchlm.scaling.choice import at_shape, shape_of, throughput_recipe
+from scratchlm.scaling.choice import throughput_recipe
+from scratchlm.scaling.chosen import at_shape, shape_of
 from scratchlm.scaling.ladder import model_size, tokens_per_step
 from scratchlm.tokenizer import load_tokenizer
 from scratchlm.training.pretrain import pretrain
@@ -73,7 +74,7 @@ def main() -> None:
     fit = parse_section("scaling_fit", raw.get("scaling_fit"))
     rows = []
     for shape in fit.candidates:  # each in a process of its own, as pretrain runs: its imports and compile count
-        one = "x".join(map(str, shape_of(shape)))
+        one = "x".join(map(str, shape_of(shape.output_params())))
         started = time.perf_counter()
         done = subprocess.run([sys.executable, __file__, "--one", one, "--steps", str(args.steps), "--params",
                                args.params], check=True, capture_output=True, text=True)

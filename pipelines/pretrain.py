@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     def work(params, out, stage):
-        from scratchlm.scaling.choice import apply_choice, read_choice
+        from scratchlm.scaling.chosen import apply_choice, read_choice
         from scratchlm.training.pretrain import pretrain  # torch + Lightning: seconds; bad params fail first
 
         if params.model.size == "from_ladder":  # the shape and steps scaling_fit chose for the budget

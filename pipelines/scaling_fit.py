@@ -27,7 +27,7 @@ def main() -> None:
     def work(params, out, stage):
         from scratchlm.lineage.runrecord import read_run_record, run_in_store
         from scratchlm.scaling import CHOICE_FILE, LAW_FILE
-        from scratchlm.scaling.choice import decision
+        from scratchlm.scaling.chosen import decision
         from scratchlm.scaling.law import fit_ladder
         from scratchlm.tokenizer import load_tokenizer
 

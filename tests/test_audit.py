@@ -538,19 +538,22 @@ def test_foreach_families_expand_as_dvc_names_their_members() -> None:
 
 
 def test_a_stage_reading_several_sections_is_checked_key_by_key_against_dvc_lock() -> None:
-    """A rung's dvc.lock params (`pretrain`, `scaling.rungs.<rung>`, `scaling.compile`) are paths in its manifest."""
+    """A rung's dvc.lock params (`pretrain.lr`, …, `scaling.rungs.<rung>`, `scaling.compile`) are paths in its
+    manifest."""
     from types import SimpleNamespace
 
     from scratchlm.audit.checks import param_disagreements
 
-    made = parse_section("scaling", {"rungs": {"xs": {"n_layer": 1, "n_head": 2, "n_embd": 16}}}).member(
-        "xs", {"pretrain": {"lr": 0.008}})[0].output_params()
+    made = parse_section("scaling", {"rungs": {"xs": {"n_layer": 1, "n_head": 2, "n_embd": 16}},
+                                     "tokens_per_param": 0.25}).member(
+        "xs", {"pretrain": {"lr": 0.008, "max_steps": 200}})[0].output_params()
+    assert "max_steps" not in made["pretrain"], "not the rung's recipe: the ladder chooses it"
     subject = SimpleNamespace(stage="scaling@xs", manifest={"params": made})
-    locked = {"pretrain": {"lr": 0.008}, "scaling.rungs.xs": {"n_layer": 1, "n_head": 2, "n_embd": 16},
-              "scaling.compile": False}
+    locked = {"pretrain.lr": 0.008, "pretrain.model.block_size": 256,
+              "scaling.rungs.xs": {"n_layer": 1, "n_head": 2, "n_embd": 16}, "scaling.compile": False}
     assert param_disagreements(subject, {"params": {"params.yaml": locked}}) == []
     locked["scaling.rungs.xs"] = {"n_layer": 1, "n_head": 2, "n_embd": 24}
-    locked["pretrain"] = {"lr": 0.004}
+    locked["pretrain.lr"] = 0.004
     assert param_disagreements(subject, {"params": {"params.yaml": locked}}) == [
         "param pretrain.lr: dvc.lock has '0.004', the output was made with '0.008'",
         "param scaling.rungs.xs.n_embd: dvc.lock has '24', the output was made with '16'"]

@@ -16,7 +16,7 @@ from scratchlm.lineage.tracking import flatten_metrics
 from scratchlm.reporting.model_card import outputs_digest
 
 DATA_STAGES = ["download", "clean", "dedup", "validate"]
-RUNGS = ("xs", "s", "m", "l", "xs_long", "s_long")  # the debug profile removes xl
+RUNGS = ("xs", "s", "m", "l", "xs_long", "s_long")  # the debug profile: l added, the two xxs removed
 STAGES = [*DATA_STAGES, "tokenizer", "tokenize", "pretrain", "finetune_classifier", "finetune_instruct", "align",
           "evaluate", "report", *(f"scaling@{rung}" for rung in RUNGS), "scaling_fit"]
 TASKS = ["hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande", "sciq", "lambada"]
@@ -120,8 +120,9 @@ def test_pretrained_model_generates_and_logged_curves(repo: Path) -> None:
 
 @pytest.mark.parametrize(("old", "new", "expected"), [
     # a dry run lists the stages whose own deps changed; what follows re-runs once their inputs change
-    # pretrain's section is the ladder's recipe (and the run scaling_fit predicts): the rungs re-run too
-    ("max_steps: 20", "max_steps: 21", {"pretrain", "scaling_fit", *(f"scaling@{rung}" for rung in RUNGS)}),
+    # pretrain's steps are what scaling_fit predicts, not the ladder's recipe: the rungs stay; its lr is both
+    ("max_steps: 20", "max_steps: 21", {"pretrain", "scaling_fit"}),
+    ("lr: 0.008", "lr: 0.007", {"pretrain", "scaling_fit", *(f"scaling@{rung}" for rung in RUNGS)}),
     ("max_length: 32", "max_length: 30", {"finetune_classifier"}),
     ("eval_items: 4", "eval_items: 5", {"finetune_instruct"}),
     ("heldout_pairs: 12", "heldout_pairs: 11", {"align"}),

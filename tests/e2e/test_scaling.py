@@ -96,7 +96,8 @@ def test_a_from_ladder_pretrain_trains_the_size_the_budget_buys(debug_dag: tuple
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(root, "git", "commit", "-qam", "from_ladder")
     ran = set(re.findall(r"Running stage '([\w@-]+)'", sh(root, "dvc", "repro").stdout))
-    assert {"scaling_fit", "pretrain", "report"} <= ran  # (the rungs too: the pretrain section is their recipe)
+    assert {"scaling_fit", "pretrain", "report"} <= ran
+    assert not {stage for stage in ran if stage.startswith("scaling@")}, "the size is not the rungs' recipe"
     chosen = json.loads((root / "reports/scaling/choice.json").read_text())["chosen"]
     law = json.loads((root / "reports/scaling/law.json").read_text())
     assert chosen == {key: law["choice"]["chosen"][key] for key in ("n_layer", "n_head", "n_embd")} | {

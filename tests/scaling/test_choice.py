@@ -11,14 +11,8 @@ from scratchlm.config.base import ConfigError
 from scratchlm.config.scaling import ScalingFitParams, ShapeParams
 from scratchlm.config.training import PretrainParams
 from scratchlm.io import DataFormatError
-from scratchlm.scaling.choice import (
-    apply_choice,
-    choose_size,
-    decision,
-    read_choice,
-    read_throughput,
-    throughput_recipe,
-)
+from scratchlm.scaling.choice import choose_size, read_throughput, throughput_recipe
+from scratchlm.scaling.chosen import apply_choice, decision, read_choice
 from scratchlm.scaling.fit import Rung
 from scratchlm.scaling.joint import fit_with_bootstrap
 from scratchlm.scaling.ladder import model_size
@@ -92,7 +86,7 @@ def test_a_table_measured_with_another_recipe_is_refused_naming_the_key(tmp_path
         read_throughput(tmp_path / "absent.json", RECIPE)
 
 
-def test_from_ladder_leaves_shape_and_steps_to_the_ladder(tmp_path: Path) -> None:
+def test_from_ladder_leaves_shape_and_steps_to_the_ladder() -> None:
     assert RECIPE.model.n_layer is None and RECIPE.max_steps is None
     with pytest.raises(ValueError, match="n_layer: chosen by the ladder"):
         PretrainParams(model={"size": "from_ladder", "n_layer": 2})
@@ -100,9 +94,3 @@ def test_from_ladder_leaves_shape_and_steps_to_the_ladder(tmp_path: Path) -> Non
         PretrainParams(model={"size": "from_ladder"}, max_steps=100)
     with pytest.raises(ValueError, match="apply the ladder's choice first"):
         RECIPE.model.gpt_fields()
-    fixed = tmp_path / "choice.json"
-    fixed.write_text(json.dumps(decision({}, from_ladder=False)))  # a fixed pretrain's: the same whatever the ladder
-    with pytest.raises(DataFormatError, match=r"choice.json: no size chosen \(pretrain.model.size is fixed"):
-        read_choice(fixed)
-    with pytest.raises(DataFormatError, match="missing"):
-        read_choice(tmp_path / "absent.json")

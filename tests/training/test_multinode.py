@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from scratchlm.config.training import PretrainParams
 from scratchlm.io import sha256_file, tree_sha256
 from scratchlm.launch import check_launch
-from scratchlm.scaling.choice import decision
+from scratchlm.scaling.chosen import decision
 from scratchlm.tokens import read_tokens
 from scratchlm.training.data import RandomWindows, window_offset
 from scratchlm.training.pretrain import build_trainer, pretrain

@@ -21,6 +21,35 @@ from scratchlm.config.training import PretrainParams
 
 RUNG_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
+#: pretrain's keys that are not a rung's recipe: the size and the budget (what the ladder is about, and what it
+#: chooses for a from_ladder pretrain), the schedule points a rung derives from its own steps, what a rung never
+#: does (samples; compile is `scaling.compile`), and what does not change what is trained. dvc.yaml's scaling
+#: stage lists every other pretrain key as its params (`rung_recipe_keys`; a test holds the two together), so a
+#: new size or step count for pretrain re-runs pretrain, not the ladder that chose it.
+NOT_RUNG_RECIPE = ("max_steps", "warmup_steps", "val_every", "ckpt_every", "max_time_minutes", "compile",
+                   "sample_prompts", "sample_tokens", "dist_timeout_minutes",
+                   "model.size", "model.n_layer", "model.n_head", "model.n_embd")
+
+
+def rung_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """`recipe` (pretrain's params, nested) without the keys of NOT_RUNG_RECIPE."""
+    top = {key for key in NOT_RUNG_RECIPE if "." not in key}
+    inner = {key.split(".", 1)[1] for key in NOT_RUNG_RECIPE if key.startswith("model.")}
+    kept = {key: value for key, value in recipe.items() if key not in top}
+    if isinstance(kept.get("model"), dict):
+        kept["model"] = {key: value for key, value in kept["model"].items() if key not in inner}
+    return kept
+
+
+def rung_recipe_keys() -> list[str]:
+    """The dotted pretrain keys a rung depends on, in PretrainParams' order: dvc.yaml's scaling params."""
+    from scratchlm.config.training import ModelParams
+
+    flat = []
+    for key in PretrainParams.model_fields:
+        flat += [f"model.{inner}" for inner in ModelParams.model_fields] if key == "model" else [key]
+    return [f"pretrain.{key}" for key in flat if key not in NOT_RUNG_RECIPE]
+
 
 class ShapeParams(Section):
     """A model's shape: what the ladder varies and what scaling_fit chooses among."""
@@ -55,9 +84,10 @@ class ScalingParams(Section):
     """The `scaling` stage family: one DVC stage `scaling@<rung>` per rung, small runs of the pretrain recipe."""
 
     rungs: dict[Annotated[str, StringConstraints(pattern=RUNG_NAME)], RungParams] = Field(
-        min_length=1, description="name → model size (scaling_fit needs 3; the default ladder has 5)")
-    tokens_per_param: float | None = Field(default=None, gt=0, description="tokens each rung sees per parameter "
-                                           "(embeddings included); null: pretrain's own ratio")
+        min_length=1, description="name → model size (L(N, D) needs 6 at two or more tokens_per_param)")
+    tokens_per_param: float = Field(gt=0, description="tokens each rung sees per parameter (embeddings included), "
+                                    "where the rung sets none: the ladder's own, never pretrain's, so a new "
+                                    "size or step count for pretrain does not re-run the ladder")
     compile: bool = Field(default=False, description="torch.compile for the rungs (its warm-up dominates short runs)")
     tasks: list[str] = Field(default_factory=lambda: list(BENCHMARK_TASKS), description="benchmarks scored per rung")
     benchmark_items: int = Field(default=200, ge=1, description="items per benchmark for each rung (the first by id)")
@@ -78,9 +108,6 @@ class ScalingParams(Section):
         if name not in self.rungs:
             raise ConfigError(f"scaling.rungs: no rung {name!r} (has: {', '.join(self.rungs)})")
         recipe = parse_section("pretrain", raw.get("pretrain"))
-        if recipe.max_steps is None and self.tokens_per_param is None and self.rungs[name].tokens_per_param is None:
-            raise ConfigError(f"scaling.rungs.{name}.tokens_per_param: required when pretrain's size is from_ladder "
-                              "(pretrain has no ratio of its own to lend the rung)")
         return ScalingRunParams(rung=name, size=self.rungs[name], recipe=recipe,
                                 **self.model_dump(exclude={"rungs"})), ["pretrain"]
 
@@ -91,7 +118,7 @@ class ScalingRunParams(Section):
     rung: str = Field(description="the rung's name (a key of scaling.rungs)")
     size: RungParams = Field(description="the rung's model size")
     recipe: PretrainParams = Field(description="the pretrain section the rung runs with")
-    tokens_per_param: float | None = Field(description="the ladder's tokens_per_param (scaling.tokens_per_param)")
+    tokens_per_param: float = Field(description="the ladder's tokens_per_param (scaling.tokens_per_param)")
     compile: bool = Field(description="the ladder's compile (scaling.compile)")
     tasks: list[str] = Field(description="the ladder's tasks (scaling.tasks)")
     benchmark_items: int = Field(description="the ladder's benchmark_items (scaling.benchmark_items)")
@@ -101,7 +128,7 @@ class ScalingRunParams(Section):
         `scaling.rungs.<rung>`, `scaling.compile`, …) is a path in the manifest's params."""
         shared = {k: v for k, v in super().output_params().items() if k not in ("rung", "size", "recipe")}
         return {"scaling": {"rungs": {self.rung: self.size.output_params()}, **shared},
-                "pretrain": self.recipe.output_params()}
+                "pretrain": rung_recipe(self.recipe.output_params())}
 
 
 class ScalingFitParams(Section):

@@ -22,8 +22,9 @@ import numpy as np
 
 from scratchlm.config.base import ConfigError
 from scratchlm.config.scaling import ScalingFitParams, ShapeParams
-from scratchlm.config.training import SHAPE_KEYS, PretrainParams
+from scratchlm.config.training import PretrainParams
 from scratchlm.io import DataFormatError
+from scratchlm.scaling.chosen import at_shape, shape_of
 from scratchlm.scaling.joint import JointFit
 from scratchlm.scaling.ladder import model_size, tokens_per_step
 
@@ -35,12 +36,6 @@ def throughput_recipe(params: PretrainParams) -> dict[str, Any]:
     """The settings of `params` that set its speed at a given shape (what the table must match)."""
     flat = {**params.output_params(), **params.model.output_params()}
     return {key: flat[key] for key in THROUGHPUT_RECIPE}
-
-
-def shape_of(shape: ShapeParams | dict[str, Any]) -> tuple[int, int, int]:
-    """(n_layer, n_head, n_embd)."""
-    values = shape.output_params() if isinstance(shape, ShapeParams) else shape
-    return tuple(int(values[key]) for key in SHAPE_KEYS)  # type: ignore[return-value]
 
 
 def read_throughput(path: Path, recipe: PretrainParams) -> dict[tuple[int, int, int], dict[str, Any]]:
@@ -81,7 +76,7 @@ def choose_size(joint: JointFit, recipe: PretrainParams, vocab_size: int, fit: S
     step_tokens = tokens_per_step(recipe)
     rows = []
     for index, shape in enumerate(shapes):
-        key = shape_of(shape)
+        key = shape_of(shape.output_params())
         speed = None
         if fit.budget_minutes is not None:
             speed = (throughput or {}).get(key)
@@ -107,40 +102,3 @@ def choose_size(joint: JointFit, recipe: PretrainParams, vocab_size: int, fit: S
             "budget": {"minutes": fit.budget_minutes, "flops": flops_budget},
             "law": prediction.law.as_dict(), "resamples": prediction.resamples,
             "failed_resamples": prediction.failed_resamples, "confidence": prediction.confidence}
-
-
-def at_shape(recipe: PretrainParams, shape: tuple[int, int, int], steps: int) -> PretrainParams:
-    """`recipe` at a fixed shape and step count (warmup kept below the steps)."""
-    model = {**recipe.model.output_params(), "size": "fixed", **dict(zip(SHAPE_KEYS, shape, strict=True))}
-    return PretrainParams(**{**recipe.model_dump(), "model": model, "max_steps": steps,
-                             "warmup_steps": min(recipe.warmup_steps, steps - 1)})
-
-
-def decision(law: dict[str, Any], from_ladder: bool) -> dict[str, Any]:
-    """What choice.json holds: the chosen shape and steps for a from_ladder pretrain; for a fixed one, bytes
-    that do not depend on the ladder (so DVC re-runs it for nothing)."""
-    if not from_ladder:
-        return {"chosen": None, "why": "pretrain.model.size is fixed"}
-    chosen = law["choice"]["chosen"]
-    return {"chosen": {"n_layer": chosen["n_layer"], "n_head": chosen["n_head"], "n_embd": chosen["n_embd"],
-                       "max_steps": chosen["steps"]}}
-
-
-def read_choice(path: Path) -> dict[str, Any]:
-    """scaling_fit's choice.json; missing, unreadable or without a choice is an error naming it."""
-    try:
-        made = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: missing (run the stage scaling_fit first)") from None
-    except json.JSONDecodeError as error:
-        raise DataFormatError(f"{path}: not valid JSON ({error})") from None
-    chosen = made.get("chosen") if isinstance(made, dict) else None
-    if not isinstance(chosen, dict) or set(chosen) != {*SHAPE_KEYS, "max_steps"}:
-        raise DataFormatError(f"{path}: no size chosen ({(made or {}).get('why', 'no chosen shape and steps')}; "
-                              "run scaling_fit with model.size: from_ladder)")
-    return chosen
-
-
-def apply_choice(params: PretrainParams, chosen: dict[str, Any]) -> PretrainParams:
-    """`params` (model.size from_ladder) at the shape and steps scaling_fit chose (`read_choice`)."""
-    return at_shape(params, shape_of(chosen), int(chosen["max_steps"]))

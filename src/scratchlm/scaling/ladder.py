@@ -1,14 +1,12 @@
 """The ladder: each rung is the configured pretraining recipe at a smaller size and a proportional budget.
 
 A rung keeps everything of `pretrain` that is the recipe (architecture, optimizer, learning rates,
-schedule shape, batch, context, precision, data, validation windows) and changes what the ladder is
-about: the model's depth and width, and the steps, set so the tokens seen are the rung's
-`tokens_per_param` (else the ladder's) times the rung's parameters (with embeddings). Left null, that
-ratio is pretrain's own, so every rung sits on the line of runs that leads to the configured pretrain
-run and the fit extrapolates along the one axis that changes (compute); rungs at two or more ratios
-let the fit tell parameters from tokens (L(N, D)) and choose the size (scratchlm.scaling.choice).
-Warmup keeps pretrain's share of the steps (a tenth where pretrain's steps are the ladder's choice).
-"""
+batch, context, precision, data, validation windows) and changes what the ladder is about: the model's
+depth and width, and the steps, set so the tokens seen are the rung's `tokens_per_param` (else the
+ladder's) times the rung's parameters (with embeddings). Rungs at two or more ratios let the fit tell
+parameters from tokens (L(N, D)) and choose pretrain's size (scratchlm.scaling.choice). Nothing of a rung
+comes from pretrain's size or steps (warmup is a tenth of the rung's own steps): those are what the ladder
+chooses, so changing them re-runs pretrain, not the ladder (config.scaling.NOT_RUNG_RECIPE)."""
 
 from __future__ import annotations
 
@@ -18,6 +16,8 @@ from scratchlm.config.base import ConfigError
 from scratchlm.config.scaling import ScalingRunParams
 from scratchlm.config.training import PretrainParams
 
+#: The share of a rung's steps spent warming up: its own, not pretrain's (whose steps the ladder may choose).
+RUNG_WARMUP_SHARE = 0.1
 #: What each rung writes and the fit reads.
 RUNG_FILE = "rung.json"
 #: A rung's size as every rung logs it to MLflow (`rung.<key>`), one column per key in the compare view.
@@ -56,11 +56,8 @@ def rung_params(recipe: PretrainParams, rung: ScalingRunParams, vocab_size: int)
     sized = recipe.model_copy(update={"model": model})
     n, _ = model_size(sized, vocab_size)
     ratio = size.tokens_per_param or rung.tokens_per_param
-    if ratio is None:  # pretrain's own ratio: only a fixed size has one
-        ratio = planned_compute(recipe, vocab_size)["tokens_per_param"]
     steps = max(2, math.ceil(ratio * n / tokens_per_step(recipe)))
-    share = recipe.warmup_steps / recipe.max_steps if recipe.max_steps else 0.1
-    warmup = min(steps - 1, round(share * steps))
+    warmup = min(steps - 1, round(RUNG_WARMUP_SHARE * steps))
     return PretrainParams(**{**recipe.model_dump(), "model": model.model_dump(), "max_steps": steps,
                              "warmup_steps": warmup, "val_every": steps, "ckpt_every": steps,
                              "max_time_minutes": None, "compile": rung.compile, "sample_tokens": 0,
