@@ -13,6 +13,7 @@ Writes reports/bench/alignment_seeds.json.   Usage: python bench/alignment_seeds
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +55,8 @@ def main() -> None:
             out.mkdir()
             align(instruction, preference, Path("models/instruct"), out, Path(tmp) / "ckpt", params, None,
                   benchmark_dir=role_folder(Path("data/raw/benchmark"), "benchmark"))
+            # what evaluate reads of a model's making (its answers' length), as the stage's manifest records it
+            (out / "manifest.json").write_text(json.dumps({"params": params.output_params()}), encoding="utf-8")
             metrics, rows = evaluate_instruct(instruction, out, items)
         assert [r["id"] for r in rows] == [r["id"] for r in base_rows], "the same prompts, in the same order"
         new = [r["rouge_l"] for r in rows]

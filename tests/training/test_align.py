@@ -118,6 +118,27 @@ def test_built_pairs_learn_the_references_and_hold_out_the_val_split(instruct_mo
     assert samples and set(samples[0]) == {"instruction", "input", "reference", "instruct", "aligned"}
 
 
+def test_several_rejected_answers_per_training_prompt_make_more_pairs(instruct_model) -> None:
+    """rejected_per_prompt: more of the model's own answers per training prompt, each a pair of its own (its id
+    the prompt's, #draw); the first draw is the one-sample pairs' own, the held-out prompts keep one each."""
+    from scratchlm.evaluation.splits import stored_splits
+    from scratchlm.training.preference import built_pairs
+
+    data, instruct = instruct_model
+    model, tokenizer = load_model(instruct).eval(), load_tokenizer(instruct / "tokenizer.json")
+    template = json.loads((instruct / "template.json").read_text())
+    splits = stored_splits(data, instruct)
+    one = built_pairs(splits, model, tokenizer, template, align_params(sample_temperature=1.5))
+    three = built_pairs(splits, model, tokenizer, template, align_params(sample_temperature=1.5, rejected_per_prompt=3))
+    assert three["train"][: len(one["train"])] == one["train"]
+    assert len(one["train"]) < len(three["train"]) <= 3 * len(splits["train"])
+    assert len(three["heldout"]) <= len(splits["val"])
+    train_ids = {r["id"] for r in splits["train"]}
+    assert {p["id"].partition("#")[0] for p in three["train"]} <= train_ids
+    assert {p["id"].partition("#")[2] for p in three["train"]} <= {"", "1", "2"}
+    assert all(p["rejected"] != p["chosen"] for p in three["train"])
+
+
 def preference_source(root: Path, n: int = 40) -> list[Path]:
     pairs = [{"id": f"pref/{i:03d}", "prompt": f"{ANSWERS[i % 4][0]} Item {i // 4}.", "chosen": ANSWERS[i % 4][1],
               "rejected": ANSWERS[(i + 1) % 4][1]} for i in range(n)]

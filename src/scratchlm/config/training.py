@@ -332,6 +332,9 @@ class AlignParams(FinetuneParams):
                                       "low, so they are close to what the model answers (greedily)")
     sample_top_k: int | None = Field(default=50, ge=1, description="sampling the rejected answers: only the k "
                                                                    "likeliest tokens; null: no cut")
+    rejected_per_prompt: int = Field(default=1, ge=1, le=8, description="pairs built from the instruction set: "
+                                     "answers sampled per training prompt, each distinct one that is not the "
+                                     "reference a rejected answer of its own pair (held-out prompts keep one)")
     max_new_tokens: int = Field(default=40, ge=1, description="longest sampled answer")
     decontaminate_ngram: int = Field(default=13, ge=1, description="pairs sharing a word n-gram this long "
                                      "with a benchmark item are dropped")

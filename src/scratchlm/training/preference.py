@@ -60,7 +60,8 @@ def source_pairs(files: Sequence[Path], template: dict[str, str], params: AlignP
 
 def built_pairs(splits: dict[str, list[Record]], model: GPT, tokenizer: Tokenizer, template: dict[str, str],
                 params: AlignParams) -> dict[str, list[Record]]:
-    """Pairs from the instruction set's train and val splits: the reference against the model's own sample."""
+    """Pairs from the instruction set's train and val splits: the reference against the model's own samples
+    (`rejected_per_prompt` of them for a training prompt, one for a held-out prompt)."""
     chosen = {"train": hash_order(splits.get("train", []), params.seed)[: params.max_pairs],
               "heldout": hash_order(splits.get("val", []), params.seed)[: params.heldout_pairs]}
     generator = torch.Generator().manual_seed(params.seed)
@@ -68,11 +69,13 @@ def built_pairs(splits: dict[str, list[Record]], model: GPT, tokenizer: Tokenize
     for split, records in chosen.items():
         pairs = with_prompts({split: [{"id": r["id"], "instruction": r["instruction"], "input": r.get("input", ""),
                                        "chosen": r["output"]} for r in records]}, template)[split]
-        samples = generate_answers(model, tokenizer, [p["prompt"] for p in pairs], params.max_new_tokens,
-                                   temperature=params.sample_temperature, top_k=params.sample_top_k,
-                                   generator=generator)
-        out[split] = [{**p, "rejected": s} for p, s in zip(pairs, samples, strict=True)
-                      if normalized(s) != normalized(p["chosen"])]
+        out[split] = []
+        for draw in range(params.rejected_per_prompt if split == "train" else 1):
+            samples = generate_answers(model, tokenizer, [p["prompt"] for p in pairs], params.max_new_tokens,
+                                       temperature=params.sample_temperature, top_k=params.sample_top_k,
+                                       generator=generator)
+            out[split] += [{**p, "id": f"{p['id']}#{draw}" if draw else p["id"], "rejected": s}
+                           for p, s in zip(pairs, samples, strict=True) if normalized(s) != normalized(p["chosen"])]
     return out
 
 
