@@ -19,9 +19,9 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 repro: install
 	$(ACTIVATE) && dvc repro
 
-# two workers (pytest-xdist): the debug DAG's tests on one, the rest on the other (tests/conftest.py)
+# two workers (pytest-xdist), each making the session fixtures it needs (the debug DAG) once (tests/conftest.py)
 test: install
-	$(ACTIVATE) && pytest -n 2 --dist loadgroup
+	$(ACTIVATE) && pytest -n 2 --dist load
 
 lint: install
 	$(ACTIVATE) && ruff check src pipelines tests

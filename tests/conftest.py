@@ -24,17 +24,11 @@ def _pin_worker() -> None:
 _pin_worker()
 
 REPO = Path(__file__).resolve().parents[1]
-#: Fixtures made once per session and shared: the tests that use them run on one pytest-xdist worker.
-SHARED_FIXTURES = {"debug_dag", "repo", "dag", "team_server"}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test` runs `pytest -n 2 --dist loadgroup`), the tests of the debug DAG and of the
-    team server form one group on one worker, so each session fixture is made once (a worker has its own
-    session); every other test goes to whichever worker is free."""
-    for item in items:
-        if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("shared-dag"))
+# Under pytest-xdist (`make test` runs `pytest -n 2 --dist load`) each worker is a pytest session of its own:
+# it makes the session fixtures below (the debug DAG, the team server) once, for the tests it is sent, so the
+# two workers build the debug DAG side by side rather than one worker running every test that uses it. (The
+# suite used `--dist loadgroup` to send those tests to one worker; under pytest 9 xdist 3.8's group suffix on
+# node ids has no effect, so that was already how it ran.)
 
 
 @pytest.fixture

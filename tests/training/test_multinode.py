@@ -38,7 +38,7 @@ from scratchlm.tokens import read_tokens
 from scratchlm.training.data import RandomWindows, window_offset
 from scratchlm.training.pretrain import build_trainer, pretrain
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multinode")]
+pytestmark = [pytest.mark.slow]
 
 BATCH, STEPS = 4, 6
 #: Per device. Adamw (FSDP's), a strong decay and a tight clip: a decay on the wrong parameters or a
