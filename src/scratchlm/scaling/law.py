@@ -31,7 +31,14 @@ __all__ = ["LAW_FILE", "fit_ladder", "read_rungs"]
 
 def read_rungs(ladder_dir: Path, names: list[str]) -> list[dict[str, Any]]:
     """Each named rung's results (`<ladder_dir>/<rung>/rung.json`), in compute order; a missing one is an error
-    naming it (a folder of a rung no longer in scaling.rungs is ignored)."""
+    naming it. So is the folder of a rung no longer in scaling.rungs: scaling_fit's dep is the whole ladder
+    folder, so DVC would hash it into dvc.lock here, and every clone, which has no such folder, would find
+    the fit changed."""
+    stale = sorted(p.name for p in ladder_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+                   and p.name not in names) if ladder_dir.is_dir() else []
+    if stale:
+        raise DataFormatError(f"{ladder_dir / stale[0]}: the folder of a rung no longer in scaling.rungs (delete "
+                              f"it: scaling_fit's dep is all of {ladder_dir}, and no clone has it)")
     rungs = []
     for name in names:
         path = ladder_dir / name / RUNG_FILE
