@@ -31,6 +31,14 @@ REPO = Path(__file__).resolve().parents[1]
 # node ids has no effect, so that was already how it ran.)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end tests first (in their own order), then the rest: they are the long ones (one to three
+    minutes each), and `--dist load` hands tests out in this order, so the two workers start on them together
+    and finish on short tests instead of one worker running the last long test alone."""
+    e2e = REPO / "tests" / "e2e"
+    items.sort(key=lambda item: 0 if e2e in Path(str(item.path)).parents else 1)
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
