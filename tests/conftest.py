@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     minutes each), and `--dist load` hands tests out in this order, so the two workers start on them together
     and finish on short tests instead of one worker running the last long test alone."""
     e2e = REPO / "tests" / "e2e"
-    items.sort(key=lambda item: 0 if e2e in Path(str(item.path)).parents else 1)
+    items.sort(key=lambda item: 0 if e2e in item.path.parents else 1)
 
 
 @pytest.fixture
