@@ -19,9 +19,9 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 repro: install
 	$(ACTIVATE) && dvc repro
 
-# two workers (pytest-xdist), each making the session fixtures it needs (the debug DAG) once (tests/conftest.py)
+# two workers (pytest-xdist) handed the tests one at a time in tests/conftest.py's order; the debug DAG is built once for both
 test: install
-	$(ACTIVATE) && pytest -n 2 --dist load
+	$(ACTIVATE) && pytest -n 2 --dist load --maxschedchunk 1
 
 lint: install
 	$(ACTIVATE) && ruff check src pipelines tests
