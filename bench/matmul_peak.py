@@ -15,11 +15,15 @@ from pathlib import Path
 import torch
 
 from scratchlm.launch import usable_cpus
-from scratchlm.training.module import matmul_tflops
+from scratchlm.training.module import PROBE_SHARE_NEEDED, cpu_probe
 
 
 def gflops(n: int, dtype: torch.dtype, seconds: float) -> float:
-    return matmul_tflops(dtype, "cpu", n, seconds) * 1e3
+    """GFLOP/s of a probe that had its cores to itself; the bench stops if none had (busy cores)."""
+    tflops, share = cpu_probe(dtype, n, seconds)
+    if share < PROBE_SHARE_NEEDED:
+        raise SystemExit(f"{dtype} {n}x{n}: the probe had {share:.0%} of its cores: run with nothing else on them")
+    return tflops * 1e3
 
 
 def main() -> None:

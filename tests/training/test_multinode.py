@@ -161,11 +161,15 @@ def test_two_nodes_train_like_one_process_with_twice_the_batch(nodes, reference)
     # train loss: the mean over the ranks; val loss: every rank scores all windows, as the one process does
     assert metrics["train_loss"] == pytest.approx(want["train_loss"], abs=1e-5)
     assert metrics["val_loss"] == pytest.approx(want["val_loss"], abs=1e-5)
-    # MFU (a timing, in the run record) against one device's measured peak, times the two devices
+    # MFU (a timing, in the run record) against one device's measured peak, times the two devices; or none,
+    # where the two nodes' probes ran on the same core at once (each saw the other as a busy core)
     timing = json.loads((nodes["node0"] / "reports" / "runs" / "pretrain.json").read_text())["timing"]
-    assert timing["peak_tflops_source"] == "measured"
-    assert timing["mfu"] == pytest.approx(timing["tokens_per_s"] * metrics["flops_per_token"]
-                                          / (timing["peak_tflops"] * 1e12 * 2))
+    if timing["peak_tflops_source"] == "measured":
+        assert timing["mfu"] == pytest.approx(timing["tokens_per_s"] * metrics["flops_per_token"]
+                                              / (timing["peak_tflops"] * 1e12 * 2))
+    else:
+        assert timing["peak_tflops_source"].startswith("not measured")
+        assert timing["mfu"] is None and timing["peak_tflops"] is None
     assert (out / "samples.txt").read_text(encoding="utf-8") == reference["samples"]
     print(f"two nodes through the stage in {nodes['seconds']:.1f}s")
 

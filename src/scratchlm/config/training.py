@@ -147,7 +147,8 @@ class PretrainParams(OptimParams):
                                                          "optimizer steps")
     ckpt_every: int = Field(default=100, ge=1, description="write last.ckpt every N optimizer steps")
     peak_tflops: float | None = Field(default=None, gt=0, description="the hardware peak MFU is measured against "
-                                      "(null: a 1-second matmul probe in the training precision at the start)")
+                                      "(null: a 1-second matmul probe in the training precision at the start; on "
+                                      "CPU cores other processes kept busy, no peak and no MFU)")
     sample_prompts: list[str] = Field(
         default_factory=lambda: ["The history of", "In the early"], description="prompts continued at every validation "
                                                                                 "(written to samples.txt)")

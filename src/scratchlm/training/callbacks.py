@@ -26,12 +26,13 @@ class TrainingLog(L.Callback):
     Args:
         tokens_per_step: tokens one device consumes per optimizer step (scaled by the world size at start).
         flops_per_token: model FLOPs per trained token (forward + backward).
-        peak_flops: the peak of one device MFU is measured against, in FLOP/s (scaled likewise).
+        peak_flops: the peak of one device MFU is measured against, in FLOP/s (scaled likewise); None: no
+            MFU (the peak could not be measured).
         bytes_per_token: UTF-8 bytes per validation token, for bits per byte.
     """
 
     def __init__(self, log_fn: LogFn | None, log_every: int, tokens_per_step: int, flops_per_token: float,
-                 peak_flops: float, bytes_per_token: float) -> None:
+                 peak_flops: float | None, bytes_per_token: float) -> None:
         self.log_fn, self.log_every = log_fn, log_every
         self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
         self.peak_flops, self.bytes_per_token = peak_flops, bytes_per_token
@@ -60,8 +61,9 @@ class TrainingLog(L.Callback):
             "train_loss": float(loss),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "tokens_per_s": tokens_per_s,
-            "mfu": tokens_per_s * self.flops_per_token / (self.peak_flops * self.world_size),
         }
+        if self.peak_flops:
+            metrics["mfu"] = tokens_per_s * self.flops_per_token / (self.peak_flops * self.world_size)
         if pl_module.grad_norm is not None:
             metrics["grad_norm"] = float(pl_module.grad_norm)
         pl_module.log_dict({"loss": metrics["train_loss"], "tok/s": tokens_per_s}, prog_bar=True, logger=False)

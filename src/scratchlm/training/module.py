@@ -76,18 +76,49 @@ def matmul_tflops(dtype: torch.dtype, device: str = "cpu", n: int = 1024, second
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e12
 
 
-def peak_tflops(configured: float | None, precision: str, accelerator: str, local_rank: int = 0) -> tuple[float, str]:
-    """(peak, "params" | "measured"): the configured peak, else a 1-second probe in the training dtype.
+#: The share of its cores a CPU peak probe must have had for its figure to count. Less, and other processes ran
+#: on them: the probe measured a fraction of the peak, and MFU against it came out too high (a run on busy
+#: cores once recorded 153%).
+PROBE_SHARE_NEEDED = 0.9
+
+
+def cpu_probe(dtype: torch.dtype, n: int = 1024, seconds: float = 1.0, tries: int = 3) -> tuple[float, float]:
+    """(TFLOP/s, share of its cores) of a CPU matmul probe: up to `tries` of them, the first that had its cores
+    to itself (CPU time ≥ `PROBE_SHARE_NEEDED` × wall time × threads), else the one that had the most."""
+    from scratchlm.launch import usable_cpus
+
+    cores = max(1, min(torch.get_num_threads(), usable_cpus()))
+    best = (0.0, -1.0)
+    for _ in range(tries):
+        wall, cpu = time.perf_counter(), time.process_time()
+        tflops = matmul_tflops(dtype, "cpu", n, seconds)
+        share = (time.process_time() - cpu) / ((time.perf_counter() - wall) * cores)
+        if share >= PROBE_SHARE_NEEDED:
+            return tflops, share
+        best = max(best, (tflops, share), key=lambda probe: probe[1])
+    return best
+
+
+def peak_tflops(configured: float | None, precision: str, accelerator: str, local_rank: int = 0
+                ) -> tuple[float | None, str]:
+    """(peak, where it came from): the configured peak ("params"); else a 1-second probe in the training dtype
+    ("measured"); or None and why, where no CPU probe had its cores to itself: MFU is then not recorded,
+    rather than recorded too high.
 
     The peak is one device's: on a GPU node each rank probes its own GPU (`local_rank`, before Lightning
     has set the current device, so every rank would otherwise probe GPU 0 at once), and MFU divides by the
-    world size. Processes sharing CPU cores probe at the same time and measure their share.
+    world size. CPU processes that probe on the same cores at once (two ranks on one machine) see each
+    other as busy cores.
     """
     if configured is not None:
         return configured, "params"
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    device, n = (f"cuda:{local_rank % max(1, torch.cuda.device_count())}", 8192) if on_gpu else ("cpu", 1024)
-    return matmul_tflops(PRECISION_DTYPES.get(precision, torch.float32), device, n), "measured"
+    dtype = PRECISION_DTYPES.get(precision, torch.float32)
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return matmul_tflops(dtype, f"cuda:{local_rank % max(1, torch.cuda.device_count())}", 8192), "measured"
+    tflops, share = cpu_probe(dtype)
+    if share < PROBE_SHARE_NEEDED:
+        return None, f"not measured: the peak probe had {share:.0%} of its cores (other processes were running)"
+    return tflops, "measured"
 
 
 def fsdp_root(trainer: L.Trainer | None) -> FullyShardedDataParallel | None:

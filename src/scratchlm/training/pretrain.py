@@ -152,7 +152,7 @@ def pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, ckpt_dir: Pat
     precision = effective_precision(params.precision, params.accelerator)  # once: its fallback warns
     peak, peak_source = peak_tflops(params.peak_tflops, precision, params.accelerator, local_rank())
     log = TrainingLog(log_fn, params.log_every, tokens_per_device_step, module.model.flops_per_token(),
-                      peak * 1e12, bytes_per_token(tokens_dir))
+                      peak * 1e12 if peak else None, bytes_per_token(tokens_dir))
     samples = SampleText(lambda s: tokenizer.encode(s).ids, tokenizer.decode, params.sample_prompts,
                          params.sample_tokens, tokenizer.token_to_id(EOT), seed=params.seed)
     trainer = build_trainer(params, precision, ckpt_dir, [samples, log, CheckpointOnInterrupt(ckpt_dir / LAST),
@@ -199,6 +199,8 @@ def summary(params: PretrainParams, trainer: L.Trainer, counts: dict[str, int], 
 
     val_loss = float(final["val_loss"])
     speeds = [h["tokens_per_s"] for h in log.history if "tokens_per_s" in h]
+    tokens_per_s = sum(speeds) / len(speeds) if speeds else 0.0
+    peak = log.peak_flops * trainer.world_size if log.peak_flops else None
     return {
         "steps": trainer.global_step,
         "precision": trainer.precision,
@@ -208,10 +210,9 @@ def summary(params: PretrainParams, trainer: L.Trainer, counts: dict[str, int], 
         "val_loss": val_loss,
         "val_ppl": math.exp(min(val_loss, 50.0)),
         "val_bpb": val_loss / math.log(2) / log.bytes_per_token,
-        "tokens_per_s": sum(speeds) / len(speeds) if speeds else 0.0,
-        "mfu": (sum(speeds) / len(speeds) if speeds else 0.0) * log.flops_per_token / (log.peak_flops
-                                                                                     * trainer.world_size),
+        "tokens_per_s": tokens_per_s,
+        "mfu": tokens_per_s * log.flops_per_token / peak if peak else None,
         **counts,
         "flops_per_token": log.flops_per_token,
-        "peak_tflops": log.peak_flops / 1e12,
+        "peak_tflops": log.peak_flops / 1e12 if log.peak_flops else None,
     }
