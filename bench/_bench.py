@@ -62,6 +62,17 @@ def report(title: str, figures: list[Figure], out: str | Path, extra: dict | Non
     print(f"summary: {title}: {passed}/{len(judged)} targets pass" + (f"; short: {', '.join(short)}" if short else ""))
 
 
+def exclusive_peak_tflops(dtype: torch.dtype, n: int = 1024, seconds: float = 1.0) -> float:
+    """The matmul peak MFU is measured against, from a probe that had its cores to itself; the bench stops
+    otherwise (a probe on busy cores measures a share of the peak, and MFU against it comes out too high)."""
+    from scratchlm.training.module import PROBE_SHARE_NEEDED, cpu_probe
+
+    tflops, share = cpu_probe(dtype, n, seconds)
+    if share < PROBE_SHARE_NEEDED:
+        raise SystemExit(f"{dtype} {n}x{n}: the probe had {share:.0%} of its cores: run with nothing else on them")
+    return tflops
+
+
 def best_of(repeats: int, fn, *args, **kwargs) -> tuple[object, float]:
     """(result, fastest wall seconds of `repeats` calls): as `timeit` advises, the minimum is the run
     least disturbed by whatever else shares the machine; means and single runs swing ±25% here."""

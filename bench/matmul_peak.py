@@ -13,17 +13,13 @@ import time
 from pathlib import Path
 
 import torch
+from _bench import exclusive_peak_tflops
 
 from scratchlm.launch import usable_cpus
-from scratchlm.training.module import PROBE_SHARE_NEEDED, cpu_probe
 
 
 def gflops(n: int, dtype: torch.dtype, seconds: float) -> float:
-    """GFLOP/s of a probe that had its cores to itself; the bench stops if none had (busy cores)."""
-    tflops, share = cpu_probe(dtype, n, seconds)
-    if share < PROBE_SHARE_NEEDED:
-        raise SystemExit(f"{dtype} {n}x{n}: the probe had {share:.0%} of its cores: run with nothing else on them")
-    return tflops * 1e3
+    return exclusive_peak_tflops(dtype, n, seconds) * 1e3
 
 
 def main() -> None:

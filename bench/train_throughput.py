@@ -22,14 +22,14 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from _bench import Figure, default_pretrain, report
+from _bench import Figure, default_pretrain, exclusive_peak_tflops, report
 from torch.utils.data import DataLoader, IterableDataset
 
 from scratchlm.config.training import PretrainParams
 from scratchlm.launch import usable_cpus
 from scratchlm.model.gpt import GPT, GPTConfig
 from scratchlm.training.callbacks import TrainingLog
-from scratchlm.training.module import PRECISION_DTYPES, PROBE_SHARE_NEEDED, GPTModule, cpu_probe, effective_precision
+from scratchlm.training.module import PRECISION_DTYPES, GPTModule, effective_precision
 from scratchlm.training.optim import build_optimizer
 
 
@@ -133,15 +133,6 @@ def plain_seconds(config: GPTConfig, hp: PretrainParams, bf16: bool, compile_: b
     return plain_loop(config, hp, bf16, compile_, steps, warmup), 0.0
 
 
-def peak_flops(dtype: torch.dtype) -> float:
-    """The MFU reference: a 2-second matmul probe that had its cores to itself, else the bench stops (a probe
-    on busy cores measures a share of the peak, and MFU against it comes out too high)."""
-    tflops, share = cpu_probe(dtype, seconds=2.0)
-    if share < PROBE_SHARE_NEEDED:
-        raise SystemExit(f"the {dtype} peak probe had {share:.0%} of its cores: run with nothing else on them")
-    return tflops * 1e12
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
@@ -155,7 +146,8 @@ def main() -> None:
     torch.set_num_threads(hp.num_threads or usable_cpus())
     default_bf16 = effective_precision(hp.precision, "cpu").startswith("bf16")
     flops, tokens = GPT(config).flops_per_token(), hp.batch_size * config.block_size
-    peaks = {bf16: peak_flops(PRECISION_DTYPES["bf16-mixed" if bf16 else "32-true"]) for bf16 in {False, default_bf16}}
+    peaks = {bf16: exclusive_peak_tflops(PRECISION_DTYPES["bf16-mixed" if bf16 else "32-true"], seconds=2.0) * 1e12
+             for bf16 in {False, default_bf16}}
     runs = [("plain", plain_seconds, False, False), ("lightning", lightning_loop, False, False),
             ("plain", plain_seconds, default_bf16, hp.compile), ("lightning", lightning_loop, default_bf16, hp.compile)]
     speed, hook_share = {}, {}
