@@ -25,9 +25,9 @@ _pin_worker()
 
 REPO = Path(__file__).resolve().parents[1]
 # Under pytest-xdist (`make test` runs `pytest -n 2 --dist load --maxschedchunk 1`) each worker is a pytest
-# session of its own, with its own session fixtures. The debug DAG is the exception: the first worker to need it builds it, once
-# for the whole run, and every worker works in a copy of it (`debug_dag`); the test order below keeps the
-# other worker on tests that do not need it while it is built. (Grouping tests on one worker with `--dist
+# session of its own, with its own session fixtures. The debug DAG is the exception: the first worker to need
+# it builds it, once for the whole run, and every worker works in a copy of it (`debug_dag`); the test order
+# below keeps the other worker on tests that do not need it while it is built. (Grouping tests on one worker with `--dist
 # loadgroup` has no effect under pytest 9: xdist 3.8 puts the group on a node id pytest no longer reads.)
 
 
@@ -63,9 +63,10 @@ def debug_dag(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The debug-profile DAG run by the real `dvc repro`, once for the whole test run: (live copy, pristine).
 
     The pristine one is built by the first worker that needs it, under a lock in the folder the workers'
-    temp folders share, and is never changed: the reliability tests copy it before breaking one part. Each
-    worker's e2e tests work in a live copy of their own (and change it: experiments, tampering). The copies'
-    MLflow runs keep their artifacts in the pristine folder (MLflow stores absolute artifact paths).
+    temp folders share; no test changes its files: the reliability tests copy it before breaking one part.
+    Each worker's e2e tests work in a live copy of their own (and change it: experiments, tampering). The
+    copies' new MLflow runs put their artifacts in the pristine folder's `mlartifacts/` (MLflow stores an
+    experiment's artifact location as an absolute path), beside the pristine runs' own.
     """
     import fcntl
     import shutil
